@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The library context: log callback and priority, the kernel ops table,
+ * and the small helpers every object shares (logging, sized-struct checks).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+static void log_stderr(void *user, int priority, const char *msg)
+{
+	(void)user;
+	(void)priority;
+	fprintf(stderr, "libvfiomig: %s\n", msg);
+}
+
+static int parse_priority(const char *s)
+{
+	static const struct {
+		const char *name;
+		int prio;
+	} names[] = {
+		{ "err", VFIOMIG_LOG_ERR },       { "error", VFIOMIG_LOG_ERR },
+		{ "warning", VFIOMIG_LOG_WARNING }, { "warn", VFIOMIG_LOG_WARNING },
+		{ "notice", VFIOMIG_LOG_NOTICE }, { "info", VFIOMIG_LOG_INFO },
+		{ "debug", VFIOMIG_LOG_DEBUG },
+	};
+	char *end;
+	long v;
+
+	for (size_t i = 0; i < VM_ARRAY_SIZE(names); i++)
+		if (strcasecmp(s, names[i].name) == 0)
+			return names[i].prio;
+	v = strtol(s, &end, 10);
+	if (end != s && *end == '\0' && v >= 0 && v <= VFIOMIG_LOG_DEBUG)
+		return (int)v;
+	return -1;
+}
+
+static const char *get_env(const char *name)
+{
+#ifdef HAVE_SECURE_GETENV
+	return secure_getenv(name);
+#else
+	return getenv(name);
+#endif
+}
+
+int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **out)
+{
+	const struct vfiomig_kernel_ops *kops;
+	struct vfiomig_ctx *ctx;
+	size_t ksz;
+	int err, prio;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	err = vm_opts_check(NULL, opts, sizeof(*opts), "vfiomig_ctx_opts");
+	if (err)
+		return err;
+
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	ctx->log_fn = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_fn, NULL);
+	ctx->log_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_user, NULL);
+	if (!ctx->log_fn)
+		ctx->log_fn = log_stderr;
+
+	prio = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_priority, 0);
+	if (prio == 0) {
+		const char *env = get_env("VFIOMIG_LOG");
+		prio = env ? parse_priority(env) : -1;
+		if (prio <= 0)
+			prio = VFIOMIG_LOG_ERR;
+	}
+	if (prio < 0 || prio > VFIOMIG_LOG_DEBUG) {
+		free(ctx);
+		return -EINVAL;
+	}
+	ctx->log_priority = prio;
+
+	kops = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, kernel_ops, NULL);
+	ctx->kops_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, kernel_user, NULL);
+	if (!kops)
+		kops = vfiomig_kernel_ops_default();
+	ksz = kops->sz;
+	if (ksz < sizeof(size_t)) {
+		free(ctx);
+		return -EINVAL;
+	}
+	/* Keep only the ops the caller's table has; the rest stay NULL (-ENOSYS). */
+	memcpy(&ctx->kops, kops, ksz < sizeof(ctx->kops) ? ksz : sizeof(ctx->kops));
+	ctx->kops.sz = sizeof(ctx->kops);
+
+	*out = ctx;
+	return 0;
+}
+
+void vfiomig_ctx_free(struct vfiomig_ctx *ctx)
+{
+	free(ctx);
+}
+
+void vfiomig_ctx_set_log_fn(struct vfiomig_ctx *ctx, vfiomig_log_fn fn, void *user)
+{
+	if (!ctx)
+		return;
+	ctx->log_fn = fn ? fn : log_stderr;
+	ctx->log_user = fn ? user : NULL;
+}
+
+int vfiomig_ctx_set_log_priority(struct vfiomig_ctx *ctx, int priority)
+{
+	if (!ctx || priority < 0 || priority > VFIOMIG_LOG_DEBUG)
+		return -EINVAL;
+	ctx->log_priority = priority;
+	return 0;
+}
+
+int vfiomig_ctx_get_log_priority(const struct vfiomig_ctx *ctx)
+{
+	return ctx ? ctx->log_priority : -EINVAL;
+}
+
+static void vm_vlog(struct vfiomig_ctx *ctx, int priority, const char *suffix, const char *fmt,
+		    va_list ap)
+{
+	char msg[1024];
+	int n;
+
+	if (!ctx || priority > ctx->log_priority)
+		return;
+	n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (n >= 0 && suffix && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", suffix);
+	ctx->log_fn(ctx->log_user, priority, msg);
+}
+
+void vfiomig_ctx_log(struct vfiomig_ctx *ctx, int priority, const char *msg)
+{
+	if (ctx && msg)
+		vm_log(ctx, priority, "%s", msg);
+}
+
+void vm_log(struct vfiomig_ctx *ctx, int priority, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vm_vlog(ctx, priority, NULL, fmt, ap);
+	va_end(ap);
+}
+
+int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vm_vlog(ctx, VFIOMIG_LOG_ERR, vfiomig_strerror(err), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, const char *what)
+{
+	const unsigned char *p = opts;
+	size_t sz;
+
+	if (!opts)
+		return 0;
+	sz = *(const size_t *)opts;
+	if (sz < sizeof(size_t))
+		return vm_err(ctx, -EINVAL, "%s: sz %zu is too small (set it with VFIOMIG_OPTS)",
+			      what, sz);
+	for (size_t i = known_sz; i < sz; i++)
+		if (p[i])
+			return vm_err(ctx, -EINVAL,
+				      "%s: non-zero field at byte %zu, beyond what this library "
+				      "version (%s) knows",
+				      what, i, VFIOMIG_VERSION_STRING);
+	return 0;
+}
+
+void vm_out_copy(void *dst, const void *src, size_t known_sz)
+{
+	size_t sz = *(size_t *)dst;
+	size_t n = sz < known_sz ? sz : known_sz;
+
+	if (n > sizeof(size_t))
+		memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t),
+		       n - sizeof(size_t));
+}
+
+void vfiomig_free(void *ptr)
+{
+	free(ptr);
+}
+
+const char *vfiomig_version(void)
+{
+	return VFIOMIG_VERSION_STRING;
+}
+
+const char *vfiomig_strerror(int err)
+{
+	return strerror(err < 0 ? -err : err);
+}
