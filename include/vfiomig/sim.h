@@ -1,0 +1,264 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libvfiomig-sim: a simulated VFIO kernel, in process, in user space.
+ *
+ * It implements the kernel interface (kernel.h) with the documented
+ * semantics of the VFIO uAPI: sysfs lookups (iommu_group links, vfio-dev
+ * directories), /dev/vfio/vfio containers, /dev/vfio/<group> groups,
+ * /dev/vfio/devices/vfioN cdevs with /dev/iommu, argsz rules, capability
+ * chains built in the kernel's order, and the kernel's errno values. A
+ * VMM links it to test its own integration without hardware; the tools
+ * and examples use it for demonstrations.
+ *
+ * Simulated fds are real fds (so they are unique and visible to leak
+ * checks) that the simulator recognises; ops on other fds fail -EBADF.
+ * Regions are backed by memory (memfd) and can really be mmapped.
+ *
+ * Also here: a fault injector that wraps any kernel ops table (the
+ * simulator's or the real one) to fail or shorten the n-th call.
+ *
+ * Threads: one thread at a time per simulator.
+ */
+#ifndef VFIOMIG_SIM_H
+#define VFIOMIG_SIM_H
+
+#include <vfiomig/common.h>
+#include <vfiomig/ctx.h>
+#include <vfiomig/kernel.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfiomig_sim;
+struct vfiomig_sim_device;
+
+/* vfiomig_sim_opts.flags */
+#define VFIOMIG_SIM_NO_IOMMUFD (1u << 0) /* no /dev/iommu and no vfio cdevs */
+#define VFIOMIG_SIM_NO_TYPE1   (1u << 1) /* containers refuse VFIO_TYPE1v2_IOMMU */
+
+struct vfiomig_sim_opts {
+	size_t sz;
+	uint32_t flags; /* VFIOMIG_SIM_* */
+	uint32_t :32;
+	size_t :0;
+};
+
+/* Create / free a simulator. Free only after every ctx using it. */
+VFIOMIG_API int vfiomig_sim_new(const struct vfiomig_sim_opts *opts, struct vfiomig_sim **out);
+VFIOMIG_API void vfiomig_sim_free(struct vfiomig_sim *sim);
+
+/* The simulator's kernel ops; pass the simulator as kernel_user. */
+VFIOMIG_API const struct vfiomig_kernel_ops *vfiomig_sim_kernel_ops(void);
+
+/*
+ * Convenience: a ctx whose kernel is `sim`. opts may be NULL; its
+ * kernel_ops / kernel_user must be unset. Free with vfiomig_ctx_free().
+ */
+VFIOMIG_API int vfiomig_sim_ctx_new(struct vfiomig_sim *sim, const struct vfiomig_ctx_opts *opts,
+				    struct vfiomig_ctx **out);
+
+/* vfiomig_sim_device_opts.kind */
+#define VFIOMIG_SIM_PCI  1 /* a vfio-pci function: config space, BAR0, BAR2 */
+#define VFIOMIG_SIM_MDEV 2 /* a mediated device: emulated IOMMU group */
+
+/* vfiomig_sim_device_opts.flags */
+#define VFIOMIG_SIM_DEV_NO_SPARSE     (1u << 0) /* BAR0 mmappable whole, no sparse cap */
+#define VFIOMIG_SIM_DEV_MSIX_MAPPABLE (1u << 1)
+#define VFIOMIG_SIM_DEV_NO_RESET      (1u << 2)
+
+struct vfiomig_sim_device_opts {
+	size_t sz;
+	uint32_t kind;  /* VFIOMIG_SIM_PCI (default) or VFIOMIG_SIM_MDEV */
+	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
+	/*
+	 * PCI address ("0000:03:00.0") or mdev UUID; NULL: generated
+	 * (0000:00:NN.0, or a UUID).
+	 */
+	const char *name;
+	/* Put the device in the IOMMU group of this one; NULL: a new group. */
+	struct vfiomig_sim_device *same_group_as;
+	uint16_t vendor_id;    /* default 0x1af4 (PCI) / 0x4348 (mdev) */
+	uint16_t device_id;    /* default 0x10f0 / 0x3253 */
+	uint16_t subsystem_vendor_id;
+	uint16_t subsystem_device_id;
+	uint64_t bar0_size;    /* default 64 KiB; power of two, >= 4 KiB */
+	const char *mdev_type; /* mdev only; default "vfiomig-sim-1" */
+	/* Migration support: VFIOMIG_SIM_MIG_* (0: the device cannot migrate). */
+	uint32_t migration;
+	/*
+	 * Pages (4 KiB) the device changes by itself each time the data_fd
+	 * (v2) or pending_bytes (v1) is read while it runs (RUNNING,
+	 * RUNNING_P2P, PRE_COPY, PRE_COPY_P2P): a device that keeps working
+	 * during pre-copy. 0: it changes only through vfiomig_sim_device_run().
+	 */
+	uint32_t auto_dirty_pages;
+	/* Bytes of device state, a multiple of 4 KiB. Default 64 KiB with migration. */
+	uint64_t state_size;
+	/* v1: bytes of the migration region's data section (default 64 KiB, multiple of 4 KiB). */
+	uint64_t v1_data_size;
+	size_t :0;
+};
+
+/* vfiomig_sim_device_opts.migration */
+#define VFIOMIG_SIM_MIG_V2         (1u << 0) /* VFIO_DEVICE_FEATURE_MIGRATION, STOP_COPY */
+#define VFIOMIG_SIM_MIG_P2P        (1u << 1) /* + the P2P states (needs V2) */
+#define VFIOMIG_SIM_MIG_PRE_COPY   (1u << 2) /* + PRE_COPY, PRECOPY_INFO (needs V2) */
+#define VFIOMIG_SIM_MIG_V1         (1u << 3) /* the v1 migration region (type 3/1, index 9) */
+#define VFIOMIG_SIM_MIG_V1_TRAPPED (1u << 4) /* v1 data section not mmappable */
+#define VFIOMIG_SIM_MIG_ENOMSG     (1u << 5) /* PRE_COPY "no data now" is -ENOMSG, not 0 */
+#define VFIOMIG_SIM_MIG_NO_DATA_SIZE (1u << 6) /* no MIG_DATA_SIZE (a pre-6.2 kernel) */
+
+/*
+ * Add a device. Returns 0 and *out (owned by the simulator), or -EINVAL /
+ * -EEXIST (name taken) / -ENOMEM.
+ */
+VFIOMIG_API int vfiomig_sim_device_add(struct vfiomig_sim *sim,
+				       const struct vfiomig_sim_device_opts *opts,
+				       struct vfiomig_sim_device **out);
+
+/*
+ * Add a device described by a spec string, the syntax tools accept:
+ *   sim:pci[,key=value...]   or   sim:mdev[,key=value...]
+ * keys: name=ADDR|UUID, vendor=0xVVVV, device=0xDDDD, subvendor=, subdevice=,
+ * bar0=SIZE (suffix K, M or G), sparse=0|1, msix_mappable=0|1,
+ * mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy (default none),
+ * state=SIZE (default 64K), dirty=PAGES (auto_dirty_pages), v1data=SIZE.
+ * Returns 0 and *out, or -EINVAL; the reason is logged through ctx
+ * (which may be NULL for silence).
+ */
+VFIOMIG_API int vfiomig_sim_device_add_spec(struct vfiomig_sim *sim, struct vfiomig_ctx *ctx,
+					    const char *spec, struct vfiomig_sim_device **out);
+
+/* The name to pass to vfiomig_device_open() (PCI address or UUID). */
+VFIOMIG_API const char *vfiomig_sim_device_name(const struct vfiomig_sim_device *dev);
+/* Its sysfs path ("/sys/bus/pci/devices/..." or "/sys/bus/mdev/devices/..."). */
+VFIOMIG_API const char *vfiomig_sim_device_sysfs_path(const struct vfiomig_sim_device *dev);
+/* Its IOMMU group number. */
+VFIOMIG_API int vfiomig_sim_device_group(const struct vfiomig_sim_device *dev);
+/* Its cdev path ("/dev/vfio/devices/vfioN"), or NULL with VFIOMIG_SIM_NO_IOMMUFD. */
+VFIOMIG_API const char *vfiomig_sim_device_cdev_path(const struct vfiomig_sim_device *dev);
+
+/*
+ * Bind the device to a driver by name. Any driver other than "vfio-pci"
+ * (or "vfio_mdev" for mdevs) makes its group not viable, as in the kernel.
+ */
+VFIOMIG_API int vfiomig_sim_device_set_driver(struct vfiomig_sim_device *dev, const char *driver);
+
+/*
+ * Backing memory of a region (for test assertions and for simulating the
+ * device's own writes). Returns the address and stores the size in *len;
+ * NULL for an index without memory.
+ */
+VFIOMIG_API void *vfiomig_sim_device_region_mem(struct vfiomig_sim_device *dev, uint32_t index,
+						size_t *len);
+
+/* ------------------------------------------------------- migration */
+
+/*
+ * Let the device run: it changes `pages` pages of its state (chosen by a
+ * per-device deterministic generator). -EBUSY unless the device is in a
+ * running state (RUNNING, RUNNING_P2P, PRE_COPY, PRE_COPY_P2P).
+ */
+VFIOMIG_API int vfiomig_sim_device_run(struct vfiomig_sim_device *dev, uint64_t pages);
+
+/* The device's state bytes (owned by the simulator; valid until the device's sim is freed). */
+VFIOMIG_API const void *vfiomig_sim_device_state(const struct vfiomig_sim_device *dev,
+						 size_t *len);
+
+/* The device's migration state as a v2 state number (v1 devices: the equivalent state). */
+VFIOMIG_API int vfiomig_sim_device_mig_state(const struct vfiomig_sim_device *dev);
+
+/*
+ * Fault knobs, each armed once (fires on the first match, then disarms):
+ *  - fail_transition: the next arc *into* state `to` (a v2 state number;
+ *    for v1 devices the equivalent) fails with `err`; with `to_error` the
+ *    device is left in ERROR (only a reset leaves it), else it stays put;
+ *  - fail_data: after `after_bytes` more bytes of data_fd reads (v2) or
+ *    staged chunks (v1), reads fail with `err` (0: report a short 0-byte
+ *    end instead, i.e. truncate the device's data);
+ *  - corrupt_data: flip one bit in the device data produced after
+ *    `after_bytes` more bytes, so the destination device refuses it.
+ */
+VFIOMIG_API int vfiomig_sim_device_fail_transition(struct vfiomig_sim_device *dev, uint32_t to,
+						   int err, bool to_error);
+VFIOMIG_API int vfiomig_sim_device_fail_data(struct vfiomig_sim_device *dev, uint64_t after_bytes,
+					     int err);
+VFIOMIG_API int vfiomig_sim_device_corrupt_data(struct vfiomig_sim_device *dev,
+						uint64_t after_bytes);
+
+/*
+ * The simulator's event log: one line per migration-state step the
+ * kernel takes (the v2 arc walk, each arc), per reset, and per refused
+ * request, e.g. "0000:03:00.0: PRE_COPY -> PRE_COPY_P2P",
+ * "0000:03:00.0: RESET". Lines are owned by the simulator.
+ */
+VFIOMIG_API size_t vfiomig_sim_event_count(const struct vfiomig_sim *sim);
+VFIOMIG_API const char *vfiomig_sim_event(const struct vfiomig_sim *sim, size_t i);
+VFIOMIG_API void vfiomig_sim_events_clear(struct vfiomig_sim *sim);
+
+/* How many simulated fds are open right now (leak checks). */
+VFIOMIG_API int vfiomig_sim_open_fds(const struct vfiomig_sim *sim);
+/* How many simulated mappings are live right now. */
+VFIOMIG_API int vfiomig_sim_live_maps(const struct vfiomig_sim *sim);
+
+/* ---------------------------- fault injection ---------------------------- */
+
+struct vfiomig_fault;
+
+/* Op numbers for fault specs and call counts. */
+#define VFIOMIG_KOP_OPEN     0
+#define VFIOMIG_KOP_CLOSE    1
+#define VFIOMIG_KOP_DUP      2
+#define VFIOMIG_KOP_IOCTL    3
+#define VFIOMIG_KOP_READ     4
+#define VFIOMIG_KOP_WRITE    5
+#define VFIOMIG_KOP_PREAD    6
+#define VFIOMIG_KOP_PWRITE   7
+#define VFIOMIG_KOP_MMAP     8
+#define VFIOMIG_KOP_MUNMAP   9
+#define VFIOMIG_KOP_READLINK 10
+#define VFIOMIG_KOP_READDIR  11
+#define VFIOMIG_KOP_COUNT    12
+
+struct vfiomig_fault_spec {
+	size_t sz;
+	uint32_t op;       /* VFIOMIG_KOP_* */
+	uint32_t times;    /* how many matching calls to hit; 0 means 1 */
+	uint64_t nth;      /* hit from the nth matching call on (1 = the next one); 0 means 1 */
+	/*
+	 * Negative errno to return without calling the inner op; 0 to call
+	 * it with the transfer shortened to short_len bytes (read, write,
+	 * pread, pwrite only; short_len 0 makes the call return 0).
+	 */
+	int32_t error;
+	uint32_t :32;
+	uint64_t short_len;
+	/* With VFIOMIG_KOP_IOCTL: only calls with this request match (0: any). */
+	uint64_t ioctl_request;
+	size_t :0;
+};
+
+/*
+ * Wrap `inner` (called with inner_user). Returns 0 and *out. Calls pass
+ * through unchanged until a spec matches. Free after every ctx using it.
+ */
+VFIOMIG_API int vfiomig_fault_new(const struct vfiomig_kernel_ops *inner, void *inner_user,
+				  struct vfiomig_fault **out);
+VFIOMIG_API void vfiomig_fault_free(struct vfiomig_fault *f);
+
+/* The injector's kernel ops; pass the injector as kernel_user. */
+VFIOMIG_API const struct vfiomig_kernel_ops *vfiomig_fault_kernel_ops(void);
+
+/* Arm a fault (several may be armed; the first matching one applies). */
+VFIOMIG_API int vfiomig_fault_add(struct vfiomig_fault *f, const struct vfiomig_fault_spec *spec);
+/* Disarm all faults (counters keep running). */
+VFIOMIG_API void vfiomig_fault_clear(struct vfiomig_fault *f);
+/* Calls of op seen so far, and how many faults fired in total. */
+VFIOMIG_API uint64_t vfiomig_fault_calls(const struct vfiomig_fault *f, uint32_t op);
+VFIOMIG_API uint64_t vfiomig_fault_fired(const struct vfiomig_fault *f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

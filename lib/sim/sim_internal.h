@@ -1,0 +1,355 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libvfiomig-sim internals: the simulator's state (devices with their
+ * region tables, IOMMU groups, the fd table of typed kernel objects:
+ * containers, group files, device files, iommufds) and the private hooks
+ * later features plug into (device-specific regions, VFIO_DEVICE_FEATURE
+ * handlers, reset hooks, new fd object types, the event logs) and the
+ * migration engine's entry points (sim_mig.c).
+ *
+ * The simulator is a library of its own: it uses only the public API of
+ * libvfiomig and the uAPI layouts of lib/uapi.h, never the library's
+ * internals, so it exercises the library exactly as the kernel would.
+ */
+#ifndef VFIOMIG_SIM_INTERNAL_H
+#define VFIOMIG_SIM_INTERNAL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <vfiomig/sim.h>
+
+#include "../uapi.h"
+
+#define SIM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define SIM_OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+
+/* ------------------------------------------------------- sized structs */
+
+/*
+ * The caller's struct of caller size sz: NULL is fine (defaults); sz must
+ * cover the sz field; bytes past what we know must be zero (a newer
+ * caller asking for something we cannot do gets -EINVAL).
+ */
+int sim_opts_check(const void *opts, size_t known_sz);
+
+#define SIM_OPTS_HAS(opts, type, field) \
+	((opts) && *(const size_t *)(opts) >= SIM_OFFSETOFEND(type, field))
+#define SIM_OPTS_GET(opts, type, field, dflt) \
+	(SIM_OPTS_HAS(opts, type, field) ? (opts)->field : (dflt))
+
+/* -------------------------------------------------------- fd objects */
+
+/* sim_obj.type */
+#define SIM_OBJ_CONTAINER 1 /* /dev/vfio/vfio */
+#define SIM_OBJ_GROUP     2 /* /dev/vfio/<group> */
+#define SIM_OBJ_DEVICE    3 /* from GET_DEVICE_FD or /dev/vfio/devices/vfioN */
+#define SIM_OBJ_IOMMUFD   4 /* /dev/iommu */
+#define SIM_OBJ_DATAFD    5 /* a v2 migration data_fd */
+
+struct sim_obj;
+
+/*
+ * What an fd can do. A NULL op answers as the kernel does for a file
+ * without that operation (ioctl -ENOTTY, read/write -EINVAL, mmap -ENODEV).
+ */
+struct sim_obj_ops {
+	const char *name; /* for the event log: "container", "group", ... */
+	int (*ioctl)(struct sim_obj *obj, unsigned long request, void *arg);
+	ssize_t (*read)(struct sim_obj *obj, void *buf, size_t len);
+	ssize_t (*write)(struct sim_obj *obj, const void *buf, size_t len);
+	ssize_t (*pread)(struct sim_obj *obj, void *buf, size_t len, uint64_t off);
+	ssize_t (*pwrite)(struct sim_obj *obj, const void *buf, size_t len, uint64_t off);
+	int (*mmap)(struct sim_obj *obj, uint64_t off, size_t len, int prot, void **addr);
+	/* One fd on the object is being closed (for the event log); may be NULL. */
+	void (*fd_closed)(struct sim_obj *obj);
+	/* The last reference is gone: undo the kernel side effects and free. */
+	void (*release)(struct sim_obj *obj);
+};
+
+/*
+ * A kernel object behind one or more fds. Every fd holds a reference;
+ * objects hold references on each other where the kernel does (a device
+ * file holds its group file, an attached group holds its container, a
+ * bound device holds its iommufd), so fds may be closed in any order.
+ */
+struct sim_obj {
+	const struct sim_obj_ops *ops;
+	struct vfiomig_sim *sim;
+	uint32_t type; /* SIM_OBJ_* */
+	unsigned int refs;
+};
+
+void sim_obj_init(struct sim_obj *obj, struct vfiomig_sim *sim, uint32_t type,
+		  const struct sim_obj_ops *ops);
+void sim_obj_get(struct sim_obj *obj);
+void sim_obj_put(struct sim_obj *obj);
+
+/*
+ * A new fd (a real, unique fd number) referring to obj; takes a reference
+ * on success. Returns the fd or -errno.
+ */
+int sim_fd_install(struct vfiomig_sim *sim, struct sim_obj *obj);
+/* The object behind a simulated fd, or NULL. */
+struct sim_obj *sim_fd_lookup(const struct vfiomig_sim *sim, int fd);
+
+/* ------------------------------------------------------------ regions */
+
+struct sim_region;
+struct vfiomig_sim_device;
+
+/*
+ * Region access handler: off is relative to the region start, within the
+ * region; returns the bytes moved or -errno (the handler applies the
+ * kernel's rules for a transfer crossing the region end).
+ */
+typedef ssize_t (*sim_region_rw_fn)(struct vfiomig_sim_device *dev, struct sim_region *r,
+				    void *buf, size_t len, uint64_t off, bool write);
+
+#define SIM_MAX_SPARSE_AREAS 8
+
+struct sim_region {
+	uint32_t index;
+	uint32_t flags;     /* VU_REGION_INFO_FLAG_READ | WRITE | MMAP (CAPS is computed) */
+	uint64_t size;
+	uint64_t offset;    /* file offset on the device fd (never index << 40) */
+	bool refuse_info;   /* GET_REGION_INFO answers -EINVAL (VGA of a non-VGA function) */
+	bool sparse;        /* has a SPARSE_MMAP capability (nr_areas may be 0) */
+	uint32_t nr_areas;
+	struct vu_region_sparse_mmap_area areas[SIM_MAX_SPARSE_AREAS];
+	bool has_type;      /* has a TYPE capability */
+	uint32_t type, subtype;
+	bool msix_mappable; /* has an MSIX_MAPPABLE capability */
+	/* Backing memory: a memfd mapping for MMAP regions (so user mmaps share it), else heap. */
+	int memfd;
+	void *mem;
+	size_t mem_len;
+	bool mem_is_map;
+	sim_region_rw_fn rw; /* NULL: plain memory, transfers truncated at the end (as BARs) */
+	void *priv;
+};
+
+/*
+ * Append a region to a device (index = the current region count). tmpl
+ * gives flags, size, caps, rw and priv; offset and memory are assigned
+ * here (memory of `size` bytes, zeroed; a memfd when MMAP). Returns the
+ * index or -errno.
+ */
+int sim_device_add_region(struct vfiomig_sim_device *dev, const struct sim_region *tmpl);
+
+/* ------------------------------------------------------------ devices */
+
+/*
+ * VFIO_DEVICE_FEATURE handler for features the core does not answer
+ * (data points after the 8-byte header; argsz is the data's size). The
+ * generic checks (argsz, flags) are done. Return >= 0 or -errno.
+ */
+typedef int (*sim_feature_fn)(struct vfiomig_sim_device *dev, uint32_t flags, void *data,
+			      size_t argsz);
+
+/*
+ * The kernel's vfio_check_feature(): 1 to go on with the GET/SET, 0 for
+ * a successful PROBE, or -EINVAL.
+ */
+int sim_feature_check(uint32_t flags, size_t argsz, uint32_t supported, size_t minsz);
+
+#define SIM_NAME_MAX 64
+
+struct sim_group;
+struct sim_mig;
+
+struct vfiomig_sim_device {
+	struct vfiomig_sim *sim;
+	uint32_t kind;  /* VFIOMIG_SIM_PCI / MDEV */
+	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
+	char name[SIM_NAME_MAX];
+	char sysfs_path[128];
+	char cdev_path[48];
+	char driver[SIM_NAME_MAX]; /* "" when unbound */
+	char mdev_type[SIM_NAME_MAX];
+	int cdev_index;            /* N of vfioN */
+	struct sim_group *group;
+	uint16_t vendor_id, device_id, subsystem_vendor_id, subsystem_device_id;
+	uint64_t bar0_size;
+	struct sim_region *regions;
+	uint32_t num_regions;
+	uint32_t num_irqs;
+	uint8_t cfg_wmask[256];    /* writable bits of config space, per byte */
+	uint16_t cfg_command_init;
+	unsigned int nfiles;       /* device files open (granted or not) */
+	unsigned int open_count;   /* device files with access granted */
+	bool cdev_opened;
+	/* Hooks for behaviours added by later features; NULL: none. */
+	sim_feature_fn feature;    /* VFIO_DEVICE_FEATURE; NULL: -ENOTTY */
+	void (*reset_hook)(struct vfiomig_sim_device *dev); /* after VFIO_DEVICE_RESET */
+	void *priv;
+	void (*priv_free)(struct vfiomig_sim_device *dev);
+	struct sim_mig *mig;       /* migration engine (sim_mig.c); NULL: cannot migrate */
+};
+
+/* Is the device bound to the VFIO driver of its kind? */
+bool sim_device_vfio_bound(const struct vfiomig_sim_device *dev);
+
+/* ------------------------------------------------- groups, containers */
+
+struct sim_container;
+struct sim_iommufd;
+
+struct sim_group {
+	int num;
+	bool emulated;                   /* an mdev's group: no IOMMU behind it */
+	struct sim_obj *file;            /* the open /dev/vfio/<num>, NULL when closed */
+	struct sim_container *container; /* VFIO_GROUP_SET_CONTAINER done */
+	struct sim_iommufd *iommufd;     /* SET_CONTAINER with an iommufd (compat) */
+	unsigned int container_users;    /* devices opened through the group */
+	unsigned int cdev_open_cnt;      /* devices bound through their cdev */
+};
+
+struct sim_container {
+	struct sim_obj obj;
+	uint32_t iommu_type;             /* 0 until VFIO_SET_IOMMU */
+	struct sim_group **groups;       /* attached groups (each holds a reference) */
+	size_t ngroups, groups_cap;
+};
+
+/* iommufd object ids (one id space per iommufd, from 1, as the kernel) */
+#define SIM_IOMMUFD_IOAS   1
+#define SIM_IOMMUFD_DEVICE 2
+
+struct sim_iommufd_id {
+	uint32_t id;
+	uint32_t kind;      /* SIM_IOMMUFD_* */
+	unsigned int users; /* devices attached (IOAS) */
+};
+
+struct sim_iommufd {
+	struct sim_obj obj;
+	struct sim_iommufd_id *ids;
+	size_t nids, ids_cap;
+};
+
+struct sim_devfile {
+	struct sim_obj obj;
+	struct vfiomig_sim_device *dev;
+	struct sim_obj *group_file; /* opened through a group (holds it); NULL for a cdev */
+	bool granted;               /* opened (group) or bound (cdev): access allowed */
+	struct sim_iommufd *ictx;   /* cdev: the bound iommufd (held) */
+	uint32_t devid;
+	uint32_t pt_id;             /* attached IOAS, 0: none */
+};
+
+/* ---------------------------------------------------------- simulator */
+
+#define SIM_EVENT_LEN  160
+#define SIM_EVENTS_MAX 4096
+
+struct sim_event {
+	char text[SIM_EVENT_LEN];
+};
+
+struct sim_map {
+	void *addr;
+	size_t len;
+};
+
+struct vfiomig_sim {
+	uint32_t flags; /* VFIOMIG_SIM_* */
+	size_t page_size;
+	struct vfiomig_sim_device **devs;
+	size_t ndevs, devs_cap;
+	struct sim_group **groups;
+	size_t ngroups, groups_cap;
+	int next_group;
+	int next_cdev;
+	unsigned int next_pci_slot, next_mdev_serial;
+	struct sim_obj **fds; /* indexed by fd number */
+	size_t fds_cap;
+	int open_fds;
+	struct sim_map *maps;
+	size_t nmaps, maps_cap;
+	struct sim_event *events;
+	size_t nevents, events_cap;
+	/* The public event log (vfiomig_sim_event): migration steps, resets, refusals. */
+	struct sim_event *pub_events;
+	size_t npub_events, pub_events_cap;
+	char last_error[256];
+};
+
+/*
+ * Event log (private for now): one short line per kernel-visible step,
+ * e.g. "open /dev/vfio/12", "SET_IOMMU 3", "GET_DEVICE_FD 0000:03:00.0",
+ * "RESET 0000:03:00.0". Oldest entries are dropped past SIM_EVENTS_MAX.
+ */
+__attribute__((format(printf, 2, 3)))
+void sim_event_add(struct vfiomig_sim *sim, const char *fmt, ...);
+size_t sim_event_count(const struct vfiomig_sim *sim);
+const char *sim_event(const struct vfiomig_sim *sim, size_t i);
+/* Index of the first event equal to text at or after `from`, or -1. */
+long sim_event_find(const struct vfiomig_sim *sim, size_t from, const char *text);
+void sim_event_clear(struct vfiomig_sim *sim);
+
+/*
+ * A line for the public event log (vfiomig_sim_event), also appended to
+ * the private log so white-box tests see it in order with the rest.
+ */
+__attribute__((format(printf, 2, 3)))
+void sim_pub_event(struct vfiomig_sim *sim, const char *fmt, ...);
+
+/*
+ * Why the last vfiomig_sim_device_add / _add_spec failed ("" when it did
+ * not): the simulator cannot reach a ctx's log function through the
+ * public API, so the reason is kept here.
+ */
+__attribute__((format(printf, 2, 3)))
+void sim_set_error(struct vfiomig_sim *sim, const char *fmt, ...);
+const char *sim_last_error(const struct vfiomig_sim *sim);
+
+/* Find a device by name, or NULL. */
+struct vfiomig_sim_device *sim_device_find(const struct vfiomig_sim *sim, const char *name);
+
+/* ------------------------------------------------------ migration engine */
+
+/*
+ * sim_mig.c. check_opts validates the migration fields of the options
+ * (reason via sim_set_error) before anything is allocated; setup then
+ * gives an added device its state, its v1 region (index 9) and its
+ * feature / reset hooks. free undoes setup (NULL engine is fine).
+ */
+int sim_mig_check_opts(struct vfiomig_sim *sim, const struct vfiomig_sim_device_opts *opts);
+int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_device_opts *opts);
+void sim_mig_free(struct vfiomig_sim_device *dev);
+
+/* ------------------------------------------------- info capability chains */
+
+/* A capability chain being built (offsets relative to the chain start). */
+struct sim_caps {
+	uint8_t *buf;
+	size_t len;
+	size_t last; /* offset of the last header */
+	int err;     /* first allocation failure, reported by sim_caps_apply */
+};
+
+/*
+ * Append one capability: cap points to the whole capability struct
+ * (cap_len >= 8 bytes, header included; the header is filled in here).
+ * Padded to 8 bytes, as the kernel does since 6.6.
+ */
+void sim_caps_add(struct sim_caps *c, uint16_t id, uint16_t version, const void *cap,
+		  size_t cap_len);
+
+/*
+ * The kernel's argsz rule for an info ioctl whose header (hdr_len bytes)
+ * is followed by the chain: with caps, *flags gets caps_flag; if the
+ * caller's argsz is too small for header + caps, *argsz is raised to the
+ * size needed and *cap_offset is 0, else the caps are copied to
+ * arg + hdr_len (their `next` offsets made relative to arg) and
+ * *cap_offset = hdr_len. Frees the chain. Returns 0 or -ENOMEM.
+ */
+int sim_caps_apply(struct sim_caps *c, void *arg, size_t hdr_len, uint32_t *argsz,
+		   uint32_t *flags, uint32_t caps_flag, uint32_t *cap_offset);
+
+#endif
