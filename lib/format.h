@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: the libvfiomig stream format (docs/stream-format.md is the
+ * normative description; keep the two in step), its writer and reader,
+ * and CRC32C. Also the few stream-object internals the format layer
+ * needs (implemented in stream.c).
+ *
+ * The writer and the reader enforce the same grammar; both are sticky:
+ * after the first error every call returns that error.
+ */
+#ifndef VFIOMIG_FORMAT_H
+#define VFIOMIG_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vfiomig/stream.h>
+
+/* ------------------------------------------------------ stream internals */
+
+struct vfiomig_ctx *vm_stream_ctx(const struct vfiomig_stream *s);
+/* "fd stream 7", "memory stream", ... for log lines. */
+const char *vm_stream_desc(const struct vfiomig_stream *s);
+/* The ops->fd fast-path fd, or -ENOTSUP. */
+int vm_stream_fd(struct vfiomig_stream *s);
+
+/* ---------------------------------------------------------------- CRC32C */
+
+/*
+ * CRC32C (Castagnoli, reflected polynomial 0x82f63b78, initial value and
+ * final xor 0xffffffff). `crc` is a previous result (0 to start), so
+ * vm_crc32c(vm_crc32c(0, a, n), b, m) is the CRC of a followed by b.
+ * vm_crc32c picks the SSE4.2 instruction when the CPU has it.
+ */
+uint32_t vm_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t vm_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+/* Only valid when vm_crc32c_hw_available(); else it falls back to _sw. */
+uint32_t vm_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+bool vm_crc32c_hw_available(void);
+/* The slice-by-8 tables, for the tests to check against their definition. */
+extern const uint32_t vm_crc32c_table[8][256];
+
+/* ------------------------------------------------------------- constants */
+
+#define VM_FMT_MAGIC     "\x89VFIOMIG" /* 8 bytes, no NUL in the stream */
+#define VM_FMT_MAGIC_LEN 8
+#define VM_FMT_VERSION   1u
+
+/* Header layout (version 1); all integers big-endian. */
+#define VM_FMT_HDR_FIXED      40u    /* magic .. class code */
+#define VM_FMT_HDR_MIN        48u    /* fixed + two empty strings + header CRC */
+#define VM_FMT_HDR_MAX        65536u /* readers refuse longer headers */
+#define VM_FMT_STR_MAX        255u   /* longest mdev type / driver name */
+
+/* Header: protocol */
+#define VM_FMT_PROTO_V1 1u /* v1 migration region protocol (kernel 5.8-5.17) */
+#define VM_FMT_PROTO_V2 2u /* v2 data_fd protocol (kernel 5.18+) */
+
+/* Header: flags. Unknown bits in the low half are refused, in the high half ignored. */
+#define VM_FMT_FLAGS_INCOMPAT 0x0000ffffu
+#define VM_FMT_FLAGS_KNOWN    0u
+
+/* Header: identity kind */
+#define VM_FMT_ID_PCI  1u
+#define VM_FMT_ID_MDEV 2u
+
+/* Record markers (big-endian u64). The first five are QEMU's values. */
+#define VM_FMT_END_OF_STATE     0xffffffffef100001ull
+#define VM_FMT_DEV_CONFIG_STATE 0xffffffffef100002ull
+#define VM_FMT_DEV_SETUP_STATE  0xffffffffef100003ull
+#define VM_FMT_DEV_DATA_STATE   0xffffffffef100004ull
+#define VM_FMT_INIT_DATA_SENT   0xffffffffef100005ull
+#define VM_FMT_PRECOPY_STATE    0xffffffffef100010ull
+#define VM_FMT_STOPCOPY_STATE   0xffffffffef100011ull
+#define VM_FMT_TRAILER          0xffffffffef1000ffull
+/* Optional records: {marker, be64 size, body}; readers skip unknown ones. */
+#define VM_FMT_OPTIONAL_MASK    0xffffffffffff0000ull
+#define VM_FMT_OPTIONAL_BASE    0xffffffffef110000ull
+#define VM_FMT_IS_OPTIONAL(m)   (((m) & VM_FMT_OPTIONAL_MASK) == VM_FMT_OPTIONAL_BASE)
+
+/*
+ * Trailer: be64 size, then `size` bytes: version 1 writes 32 (be64 bytes
+ * before the trailer, be64 data records, be64 data bytes, be32 stream
+ * CRC32C, be32 trailer CRC32C); readers accept up to VM_FMT_TRAILER_MAX,
+ * the trailer's own CRC always last.
+ */
+#define VM_FMT_TRAILER_LEN     32u
+#define VM_FMT_TRAILER_MAX     4096u
+
+/*
+ * Largest record body the writer emits and the reader accepts by default.
+ * Callers split larger device chunks into several data records.
+ */
+#define VM_FMT_RECORD_MAX (64ull << 20)
+
+/* Phases */
+#define VM_FMT_PHASE_SETUP    1u
+#define VM_FMT_PHASE_PRECOPY  2u
+#define VM_FMT_PHASE_STOPCOPY 3u
+
+/* ------------------------------------------------------------- the header */
+
+struct vm_fmt_identity {
+	uint16_t kind;       /* VM_FMT_ID_* */
+	uint16_t vendor;
+	uint16_t device;
+	uint16_t subvendor;
+	uint16_t subdevice;
+	uint32_t class_code; /* 24-bit PCI class code: base << 16 | sub << 8 | prog-if */
+	/* NUL-terminated, printable ASCII, may be empty. */
+	char mdev_type[VM_FMT_STR_MAX + 1];
+	char driver[VM_FMT_STR_MAX + 1]; /* the parent / vfio variant driver */
+};
+
+struct vm_fmt_header {
+	uint32_t version;    /* read: the stream's; the writer always writes VM_FMT_VERSION */
+	uint32_t protocol;   /* VM_FMT_PROTO_* */
+	uint32_t flags;
+	uint32_t hdr_len;    /* read: the stream's header length; ignored by the writer */
+	struct vm_fmt_identity id;
+};
+
+/*
+ * Compare a stream's identity with a device's. IDs, class code and kind
+ * must be equal; the mdev type and driver are compared when both sides
+ * have one. Returns 0 or -ENODEV with a line such as "stream is for PCI
+ * 8086:1234, device is PCI 1af4:10f0". `what` prefixes the line.
+ */
+int vm_fmt_identity_check(struct vfiomig_ctx *ctx, const char *what,
+			  const struct vm_fmt_identity *stream, const struct vm_fmt_identity *dev);
+
+/* ------------------------------------------------------------- the writer */
+
+struct vm_fmt_writer {
+	struct vfiomig_stream *s;
+	uint64_t offset;       /* bytes written so far */
+	uint32_t crc;          /* CRC32C of those bytes */
+	uint64_t data_records;
+	uint64_t data_bytes;
+	uint64_t body_left;    /* of a data record opened with vm_fmt_begin_data */
+	int state;             /* private */
+	uint32_t phase;        /* VM_FMT_PHASE_* being written, or 0 */
+	bool config_sent;
+	bool init_sent;
+	int err;               /* sticky */
+};
+
+/* The stream stays the caller's; the writer holds no allocation. */
+void vm_fmt_writer_init(struct vm_fmt_writer *w, struct vfiomig_stream *s);
+
+/* First: the stream header. -EINVAL: unknown kind, long or unprintable strings, ... */
+int vm_fmt_write_header(struct vm_fmt_writer *w, const struct vm_fmt_header *h);
+/* Open a phase: SETUP first, then PRECOPY any number of times, then STOPCOPY once. */
+int vm_fmt_begin_phase(struct vm_fmt_writer *w, uint32_t phase);
+/* Close the open phase (END_OF_STATE). */
+int vm_fmt_end_phase(struct vm_fmt_writer *w);
+/* A whole data record (pre-copy or stop-copy phase). */
+int vm_fmt_write_data(struct vm_fmt_writer *w, const void *buf, size_t len);
+/*
+ * A data record whose body arrives in pieces: announce its size, then
+ * vm_fmt_write_body() until exactly `size` bytes have been given. No
+ * other record may be written before the body is complete.
+ */
+int vm_fmt_begin_data(struct vm_fmt_writer *w, uint64_t size);
+int vm_fmt_write_body(struct vm_fmt_writer *w, const void *buf, size_t len);
+/* The VMM's device config blob: at most once per stream, in any phase. */
+int vm_fmt_write_config(struct vm_fmt_writer *w, const void *buf, size_t len);
+/* An optional record (VM_FMT_IS_OPTIONAL(marker)), in any phase. */
+int vm_fmt_write_optional(struct vm_fmt_writer *w, uint64_t marker, const void *buf, size_t len);
+/* Switchover-ack "initial data sent": at most once, in a pre-copy round. */
+int vm_fmt_write_init_data_sent(struct vm_fmt_writer *w);
+/* Last: the trailer, after the stop-copy phase has ended. Does not flush the stream. */
+int vm_fmt_write_trailer(struct vm_fmt_writer *w);
+
+/* ------------------------------------------------------------- the reader */
+
+enum vm_fmt_rec_type {
+	VM_FMT_REC_PHASE = 1,    /* a phase begins: rec.phase */
+	VM_FMT_REC_END,          /* END_OF_STATE: rec.phase ended */
+	VM_FMT_REC_DATA,         /* device data: rec.size body bytes */
+	VM_FMT_REC_CONFIG,       /* config blob: rec.size body bytes */
+	VM_FMT_REC_INIT_DATA_SENT,
+	VM_FMT_REC_OPTIONAL,     /* rec.marker, rec.size body bytes; next() skips it if unread */
+	VM_FMT_REC_TRAILER,      /* verified: the stream is complete and intact */
+};
+
+struct vm_fmt_record {
+	enum vm_fmt_rec_type type;
+	uint32_t phase;    /* the phase it belongs to */
+	uint64_t marker;
+	uint64_t size;     /* body size (0 for records without a body) */
+	uint64_t offset;   /* stream offset of its marker */
+};
+
+struct vm_fmt_reader {
+	struct vfiomig_stream *s;
+	/* Largest record body accepted (default VM_FMT_RECORD_MAX); set after init. */
+	uint64_t max_record;
+	uint64_t offset;       /* bytes consumed so far */
+	uint32_t crc;          /* CRC32C of the bytes before the current marker */
+	uint64_t data_records;
+	uint64_t data_bytes;
+	uint64_t body_left;    /* unread body bytes of the current record */
+	uint64_t rec_offset;   /* offset of the current record's marker */
+	int state;             /* private */
+	uint32_t phase;
+	bool config_seen;
+	bool init_seen;
+	int err;               /* sticky */
+};
+
+/* The stream stays the caller's; the reader holds no allocation. */
+void vm_fmt_reader_init(struct vm_fmt_reader *r, struct vfiomig_stream *s);
+
+/*
+ * Read and validate the header (magic, version, length, header CRC,
+ * strings, protocol, flags). -EBADMSG: not a libvfiomig stream or
+ * corrupt; -EPROTONOSUPPORT: written by a newer library (version,
+ * protocol or incompatible flag); -EPIPE: truncated.
+ */
+int vm_fmt_read_header(struct vm_fmt_reader *r, struct vm_fmt_header *h);
+
+/*
+ * The next record; an unread (rest of a) body is skipped first. On the
+ * trailer it checks byte count, data counts and CRC32C and returns
+ * VM_FMT_REC_TRAILER; after that the reader is done (-EINVAL). Errors:
+ * -EBADMSG (grammar, trailer mismatch), -EPROTONOSUPPORT (unknown
+ * mandatory record), -EFBIG (body over max_record; nothing of it read),
+ * -EPIPE (truncated), or the stream's -errno.
+ */
+int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec);
+
+/* Read the next len bytes of the current record's body (len <= what is left). */
+int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len);
+
+/*
+ * The rest of the current record's body in a malloc'd buffer (caller
+ * frees; NULL with *len 0 for an empty body).
+ */
+int vm_fmt_read_body_alloc(struct vm_fmt_reader *r, void **buf, size_t *len);
+
+#endif
