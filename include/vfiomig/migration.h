@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libvfiomig: the save/load state machine a VMM embeds.
+ *
+ * One `struct vfiomig_mig` migrates one device, as the source (SAVE) or
+ * the destination (LOAD), through a stream (stream.h) in the format of
+ * docs/stream-format.md. The same calls drive both kernel protocols: v2
+ * (VFIO_DEVICE_FEATURE_MIGRATION with a data_fd, Linux 5.18+) and, when
+ * the VMM opts in, the experimental v1 region protocol (5.8-5.17).
+ *
+ * Source, in the order a VMM calls them:
+ *
+ *   vfiomig_mig_save_setup()     header + setup phase; RUNNING -> PRE_COPY
+ *                                 when the device and the VMM allow pre-copy
+ *   vfiomig_mig_save_pending()   estimates, to decide when to stop the VM
+ *   vfiomig_mig_save_iterate()   one pre-copy round, within a byte budget
+ *   vfiomig_mig_vm_state(STOPPED)  the VM stopped: device -> STOP_COPY
+ *   vfiomig_mig_save_complete()  stop-and-copy: the rest of the device
+ *                                 state, the VMM's config, the trailer;
+ *                                 device -> STOP
+ *   vfiomig_mig_event(COMPLETED) / vfiomig_mig_free()
+ *
+ * Destination:
+ *
+ *   vfiomig_mig_load_setup()     read and check the header (right kind
+ *                                 of device?); device -> RESUMING
+ *   vfiomig_mig_load()           one phase at a time, as it arrives; the
+ *                                 last call verifies the trailer (counts
+ *                                 and CRC32C); device -> STOP
+ *   vfiomig_mig_vm_state(RUNNING)  the VM starts: device -> RUNNING
+ *
+ * Failure rules. Every function returns 0 (or a documented positive
+ * value) or a negative errno with one log line. When any step of a save
+ * fails, or the VMM reports FAILED or CANCELLED, the library puts the
+ * source device back at once: RUNNING if the VM runs (STOP while it is
+ * stopped, RUNNING when vfiomig_mig_vm_state(RUNNING) follows), with its
+ * state intact; only if the kernel refuses that does it reset the device
+ * (logged as an error: the device state is then lost). A destination
+ * whose stream fails any check (format, identity, size limits, integrity)
+ * is never moved to RUNNING: it is reset to a clean device and the
+ * migration object is failed.
+ *
+ * Several devices of one VM: group them in a `struct vfiomig_mig_set`
+ * and report VM state changes to the set, which quiesces every device to
+ * a P2P state before any device is stopped (and back), as the kernel
+ * requires for peer-to-peer DMA between devices.
+ *
+ * Threads: a migration object is used by one thread at a time; objects of
+ * different devices may be driven from different threads only if their
+ * contexts differ.
+ */
+#ifndef VFIOMIG_MIGRATION_H
+#define VFIOMIG_MIGRATION_H
+
+#include <vfiomig/common.h>
+#include <vfiomig/device.h>
+#include <vfiomig/stream.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfiomig_mig;
+struct vfiomig_mig_set;
+
+/* vfiomig_mig_new() roles */
+#define VFIOMIG_MIG_SAVE 1 /* source */
+#define VFIOMIG_MIG_LOAD 2 /* destination */
+
+/* vfiomig_mig_opts.flags */
+#define VFIOMIG_MIG_ALLOW_V1   (1u << 0) /* opt in to the experimental v1 region protocol */
+#define VFIOMIG_MIG_NO_PRECOPY (1u << 1) /* never enter PRE_COPY: stop-and-copy only */
+#define VFIOMIG_MIG_PREFER_V1  (1u << 2) /* use v1 when both are offered (needs ALLOW_V1) */
+
+/*
+ * The VMM's own device configuration (PCI config space, interrupt setup):
+ * the vendor data never carries it, so the source puts it in the stream as
+ * a DEV_CONFIG_STATE record at stop-and-copy and the destination hands it
+ * back before the device leaves RESUMING.
+ *
+ * save: store a pointer to the bytes and their count; they must stay valid
+ * until vfiomig_mig_save_complete() returns (the VMM owns them). Return 0
+ * or -errno (fails the save). len 0 writes an empty record.
+ * load: receives the bytes (valid during the call only); 0 or -errno
+ * (fails the load).
+ */
+typedef int (*vfiomig_config_save_fn)(void *user, const void **data, size_t *len);
+typedef int (*vfiomig_config_load_fn)(void *user, const void *data, size_t len);
+
+struct vfiomig_mig_opts {
+	size_t sz;
+	uint32_t flags; /* VFIOMIG_MIG_* */
+	uint32_t :32;
+	/* Save: device bytes per DEV_DATA_STATE record (v2). Default 1 MiB. */
+	uint64_t chunk_size;
+	/* Load: the largest record accepted; larger claims are refused before allocating. Default 64 MiB. */
+	uint64_t max_record;
+	vfiomig_config_save_fn config_save;
+	vfiomig_config_load_fn config_load;
+	void *config_user;
+	size_t :0;
+};
+
+/*
+ * May this device migrate with these opts? 0 if yes; otherwise
+ * -EOPNOTSUPP and the reason (NUL-terminated, truncated to len) in
+ * `reason`: no migration support, v1 only without VFIOMIG_MIG_ALLOW_V1,
+ * v2 without STOP_COPY. reason may be NULL when len is 0.
+ */
+VFIOMIG_API int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts *opts,
+				  char *reason, size_t len);
+
+/*
+ * A migration of `dev` in `role`. The device must stay open until
+ * vfiomig_mig_free(). Fails with -EOPNOTSUPP (and the blocker's reason
+ * in the log) when vfiomig_mig_check() would refuse. Returns 0 and *out.
+ */
+VFIOMIG_API int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role,
+				const struct vfiomig_mig_opts *opts, struct vfiomig_mig **out);
+
+/*
+ * Free. A save that did not complete puts the source device back (see
+ * the failure rules); a load that did not complete resets the
+ * destination device. Closes the data_fd. NULL is accepted.
+ */
+VFIOMIG_API void vfiomig_mig_free(struct vfiomig_mig *mig);
+
+/* ------------------------------------------------------------- source */
+
+/* Write the stream header and the setup phase; enter PRE_COPY if allowed. */
+VFIOMIG_API int vfiomig_mig_save_setup(struct vfiomig_mig *mig, struct vfiomig_stream *out);
+
+struct vfiomig_mig_pending {
+	size_t sz;
+	uint64_t precopy_initial; /* PRE_COPY: initial bytes still to send (0 = switchover OK) */
+	uint64_t precopy_dirty;   /* PRE_COPY: bytes re-dirtied since sent */
+	uint64_t stopcopy;        /* estimated bytes of the stop-and-copy phase (0 if unknown) */
+	size_t :0;
+};
+
+/* Estimates (VFIO_MIG_GET_PRECOPY_INFO, VFIO_DEVICE_FEATURE_MIG_DATA_SIZE; v1: pending_bytes). */
+VFIOMIG_API int vfiomig_mig_save_pending(struct vfiomig_mig *mig, struct vfiomig_mig_pending *p);
+
+/*
+ * One pre-copy round: move up to `budget` bytes of device data into the
+ * stream as one phase closed by END_OF_STATE. Budget 0 means "what the
+ * device reports pending as the round starts" (PRECOPY_INFO initial +
+ * dirty; v1 pending_bytes), so a round always ends even on a device that
+ * dirties as fast as it is read. Returns 1 if the device still had data
+ * when the round's limit was reached, 0 if it had none left for now, or
+ * -errno (the device is put back). Without PRE_COPY it writes an empty
+ * phase and returns 0.
+ */
+VFIOMIG_API int vfiomig_mig_save_iterate(struct vfiomig_mig *mig, struct vfiomig_stream *out,
+					 uint64_t budget);
+
+/*
+ * 1 once all of the initial pre-copy data has been sent (the kernel
+ * recommends switching over only then; QEMU calls this switchover-ack),
+ * or when the device has no pre-copy; 0 if not yet. The round that gets
+ * there also writes an INIT_DATA_SENT record, so the destination knows.
+ */
+VFIOMIG_API int vfiomig_mig_initial_data_sent(const struct vfiomig_mig *mig);
+
+/*
+ * Stop-and-copy: the VM must be stopped (the device is moved to
+ * STOP_COPY now if vfiomig_mig_vm_state(STOPPED) has not done it), all
+ * remaining device data, the config record and the trailer are written,
+ * the stream is flushed and the device goes to STOP.
+ */
+VFIOMIG_API int vfiomig_mig_save_complete(struct vfiomig_mig *mig, struct vfiomig_stream *out);
+
+/* -------------------------------------------------------- destination */
+
+/* Read and check the stream header (identity, protocol, version); device -> RESUMING. */
+VFIOMIG_API int vfiomig_mig_load_setup(struct vfiomig_mig *mig, struct vfiomig_stream *in);
+
+/*
+ * Load the next phase (records up to END_OF_STATE). Returns 1 when more
+ * phases follow, 0 when the stream is complete, its trailer verified and
+ * the device moved to STOP, or -errno (the device is reset).
+ */
+VFIOMIG_API int vfiomig_mig_load(struct vfiomig_mig *mig, struct vfiomig_stream *in);
+
+/* ------------------------------------------------------ VMM hooks */
+
+/* vfiomig_mig_vm_state() */
+#define VFIOMIG_VM_RUNNING 1
+#define VFIOMIG_VM_STOPPED 2
+
+/*
+ * The VM's run state changed. Source during a save: STOPPED moves the
+ * device to STOP_COPY. Destination after a complete load: RUNNING moves
+ * it to RUNNING. Otherwise the device follows the VM (RUNNING / STOP).
+ */
+VFIOMIG_API int vfiomig_mig_vm_state(struct vfiomig_mig *mig, uint32_t state);
+
+/* vfiomig_mig_event() */
+#define VFIOMIG_EVENT_SETUP     1
+#define VFIOMIG_EVENT_ACTIVE    2
+#define VFIOMIG_EVENT_COMPLETED 3
+#define VFIOMIG_EVENT_FAILED    4
+#define VFIOMIG_EVENT_CANCELLED 5
+
+/* The migration's progress as the VMM sees it; FAILED / CANCELLED put the device back. */
+VFIOMIG_API int vfiomig_mig_event(struct vfiomig_mig *mig, uint32_t event);
+
+/* vfiomig_mig_stats.protocol */
+#define VFIOMIG_PROTO_V1 1
+#define VFIOMIG_PROTO_V2 2
+
+struct vfiomig_mig_stats {
+	size_t sz;
+	uint32_t protocol;        /* VFIOMIG_PROTO_* */
+	uint32_t device_state;    /* v2 state (VFIOMIG_STATE_*) or v1 device_state bits */
+	uint64_t bytes;           /* stream bytes written (save) or read (load) */
+	uint64_t device_bytes;    /* device data bytes moved */
+	uint64_t precopy_rounds;
+	uint64_t precopy_bytes;   /* device bytes sent before stop-and-copy */
+	uint64_t stopcopy_bytes;  /* device bytes sent during stop-and-copy */
+	uint64_t stopcopy_ns;     /* time from STOP_COPY to the end of the save */
+	size_t :0;
+};
+
+/* v2 device states (kernel values), as reported in stats and logs. */
+#define VFIOMIG_STATE_ERROR        0
+#define VFIOMIG_STATE_STOP         1
+#define VFIOMIG_STATE_RUNNING      2
+#define VFIOMIG_STATE_STOP_COPY    3
+#define VFIOMIG_STATE_RESUMING     4
+#define VFIOMIG_STATE_RUNNING_P2P  5
+#define VFIOMIG_STATE_PRE_COPY     6
+#define VFIOMIG_STATE_PRE_COPY_P2P 7
+
+VFIOMIG_API int vfiomig_mig_get_stats(const struct vfiomig_mig *mig, struct vfiomig_mig_stats *st);
+
+/* Name of a v2 state ("PRE_COPY_P2P"), or "?" */
+VFIOMIG_API const char *vfiomig_state_name(uint32_t state);
+
+/* ------------------------------------------------------ device sets */
+
+/* A set of migrations (same role) of one VM's devices. */
+VFIOMIG_API int vfiomig_mig_set_new(struct vfiomig_ctx *ctx, struct vfiomig_mig_set **out);
+/* Free the set (not its members). */
+VFIOMIG_API void vfiomig_mig_set_free(struct vfiomig_mig_set *set);
+/* Add a member (the set does not own it; free the set first). -EINVAL on a role mismatch. */
+VFIOMIG_API int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *mig);
+
+/*
+ * May the set migrate? 0, or -EOPNOTSUPP with the reason: a member is
+ * blocked, or more than one device lacks P2P (they could not be quiesced
+ * before any is stopped).
+ */
+VFIOMIG_API int vfiomig_mig_set_check(struct vfiomig_mig_set *set, char *reason, size_t len);
+
+/*
+ * The VM's run state changed: STOPPED moves every member to a P2P state
+ * (PRE_COPY_P2P / RUNNING_P2P) before any member goes further (STOP_COPY
+ * or STOP); RUNNING moves every member to RUNNING_P2P before any goes to
+ * RUNNING. On a failure the members already moved are put back.
+ */
+VFIOMIG_API int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state);
+
+/* Forward an event to every member (the first error is returned). */
+VFIOMIG_API int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t event);
+
+/* Sum of the members' statistics (protocol and device_state are 0). */
+VFIOMIG_API int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set,
+					  struct vfiomig_mig_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

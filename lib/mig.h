@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private: the migration object shared by the state machine
+ * (migration.c) and the two kernel protocols (mig_v1.c, mig_v2.c).
+ *
+ * The state machine speaks in v2 device states for both protocols; the
+ * v1 backend maps them onto its device_state bits (P2P states collapse
+ * onto their non-P2P twins, since v1 has no P2P).
+ */
+#ifndef VFIOMIG_MIG_H
+#define VFIOMIG_MIG_H
+
+#include "internal.h"
+#include "format.h"
+
+#include <vfiomig/migration.h>
+
+struct vm_proto;
+
+struct vfiomig_mig {
+	struct vfiomig_device *dev;
+	struct vfiomig_ctx *ctx;
+	uint32_t role;               /* VFIOMIG_MIG_SAVE / _LOAD */
+	uint32_t flags;              /* VFIOMIG_MIG_* */
+	const struct vm_proto *proto;
+	uint32_t state;              /* current device state (VFIOMIG_STATE_*) */
+	bool vm_running;             /* as last reported by the VMM */
+	bool precopy;                /* PRE_COPY in use for this save */
+	bool setup_done;
+	bool complete;               /* save: complete; load: trailer verified */
+	bool failed;
+	bool init_sent;              /* switchover-ack: initial data all sent */
+	uint64_t chunk_size;
+	uint64_t max_record;
+	vfiomig_config_save_fn config_save;
+	vfiomig_config_load_fn config_load;
+	void *config_user;
+	struct vm_fmt_writer w;
+	struct vm_fmt_reader r;
+	struct vfiomig_mig_stats stats;
+	uint64_t stopcopy_start_ns;
+	void *scratch;               /* chunk buffer (save: chunk_size; load: piece buffer) */
+	size_t scratch_len;
+
+	/* v2 */
+	uint64_t v2_flags;
+	int data_fd;
+	/* v1 */
+	uint32_t v1_index;           /* migration region index */
+	uint64_t v1_size;
+	uint64_t v1_data_offset;     /* data section offset reported at load time */
+	struct vfiomig_region_map *v1_map; /* mmapped data section(s), or NULL */
+};
+
+/*
+ * A kernel protocol. All return 0 / a count, or -errno having logged.
+ *
+ * set_state: move the device to `target` (a VFIOMIG_STATE_*), updating
+ *   m->state; on failure m->state holds the device's real state as read
+ *   back from the device (or ERROR).
+ * recover: put the device in `target` (RUNNING or STOP) by any means:
+ *   the transition, else a reset. Returns 0 if the device ended there
+ *   with its state intact, 1 if a reset was needed, -errno if neither.
+ * save_chunk: the next piece of device data: > 0 bytes at *ptr (either
+ *   the scratch buffer or a mapping), 0 when there is none now (PRE_COPY)
+ *   or no more (STOP_COPY).
+ * load_chunk: one data record of `size` bytes whose body is read from
+ *   the format reader r.
+ */
+struct vm_proto {
+	const char *name;
+	uint32_t id;                 /* VFIOMIG_PROTO_* */
+	int (*init)(struct vfiomig_mig *m);
+	void (*fini)(struct vfiomig_mig *m);
+	int (*set_state)(struct vfiomig_mig *m, uint32_t target);
+	int (*recover)(struct vfiomig_mig *m, uint32_t target);
+	int (*precopy_info)(struct vfiomig_mig *m, uint64_t *initial, uint64_t *dirty);
+	int (*stopcopy_size)(struct vfiomig_mig *m, uint64_t *bytes);
+	ssize_t (*save_chunk)(struct vfiomig_mig *m, const void **ptr);
+	int (*load_chunk)(struct vfiomig_mig *m, uint64_t size);
+};
+
+extern const struct vm_proto vm_proto_v1;
+extern const struct vm_proto vm_proto_v2;
+
+/* "RUNNING", "PRE_COPY_P2P", ... */
+const char *vm_state_name(uint32_t state);
+
+/* Monotonic clock in ns. */
+uint64_t vm_now_ns(void);
+
+#endif

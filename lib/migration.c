@@ -1,0 +1,974 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The save/load state machine: protocol choice and blockers, the stream
+ * phases (setup, pre-copy rounds, stop-and-copy, trailer), VM run-state
+ * and migration-event hooks, recovery on failure, statistics, and sets
+ * of devices quiesced together through the P2P states.
+ */
+#include "mig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define DEFAULT_CHUNK (1u << 20)
+#define MAX_CHUNK     (64u << 20)
+
+uint64_t vm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+const char *vm_state_name(uint32_t state)
+{
+	static const char *const names[] = {
+		"ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P", "PRE_COPY",
+		"PRE_COPY_P2P",
+	};
+
+	return state < VM_ARRAY_SIZE(names) ? names[state] : "?";
+}
+
+const char *vfiomig_state_name(uint32_t state)
+{
+	return vm_state_name(state);
+}
+
+static bool is_precopy(uint32_t s)
+{
+	return s == VFIOMIG_STATE_PRE_COPY || s == VFIOMIG_STATE_PRE_COPY_P2P;
+}
+
+static bool has_p2p(const struct vfiomig_mig *m)
+{
+	return m->proto == &vm_proto_v2 && (m->v2_flags & VFIOMIG_MIG_P2P);
+}
+
+/* -------------------------------------------------- protocol and blockers */
+
+static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_proto **proto,
+		  char *reason, size_t len)
+{
+	VFIOMIG_OPTS(migration_info, mi);
+	bool v1, v2;
+	int ret;
+
+	ret = vfiomig_device_migration_info(dev, &mi);
+	if (ret)
+		return ret;
+	v2 = mi.protocols & VFIOMIG_MIG_PROTO_V2;
+	v1 = mi.protocols & VFIOMIG_MIG_PROTO_V1;
+	if (v2 && !(mi.v2_flags & VFIOMIG_MIG_STOP_COPY)) {
+		snprintf(reason, len, "device %s reports v2 migration without STOP_COPY",
+			 dev->name);
+		v2 = false;
+		if (!v1)
+			return -EOPNOTSUPP;
+	}
+	if (v1 && (flags & VFIOMIG_MIG_ALLOW_V1) && (!v2 || (flags & VFIOMIG_MIG_PREFER_V1))) {
+		*proto = &vm_proto_v1;
+		return 0;
+	}
+	if (v2) {
+		*proto = &vm_proto_v2;
+		return 0;
+	}
+	if (v1) {
+		snprintf(reason, len,
+			 "device %s offers only the experimental v1 migration protocol (region %d); "
+			 "the VMM must opt in with VFIOMIG_MIG_ALLOW_V1", dev->name, mi.v1_region);
+		return -EOPNOTSUPP;
+	}
+	snprintf(reason, len, "%s", mi.reason);
+	return -EOPNOTSUPP;
+}
+
+static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *opts,
+		      uint32_t *flags)
+{
+	const uint32_t known = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_NO_PRECOPY | VFIOMIG_MIG_PREFER_V1;
+	int ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_mig_opts");
+
+	if (ret)
+		return ret;
+	*flags = VM_OPTS_GET(opts, struct vfiomig_mig_opts, flags, 0);
+	if (*flags & ~known)
+		return vm_err(ctx, -EINVAL, "vfiomig_mig_opts: unknown flags 0x%x", *flags & ~known);
+	return 0;
+}
+
+int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts *opts,
+		      char *reason, size_t len)
+{
+	const struct vm_proto *proto;
+	char buf[256] = "";
+	uint32_t flags;
+	int ret;
+
+	if (!dev || (len && !reason))
+		return -EINVAL;
+	if (len)
+		reason[0] = '\0';
+	ret = opts_flags(dev->ctx, opts, &flags);
+	if (ret)
+		return ret;
+	ret = choose(dev, flags, &proto, buf, sizeof(buf));
+	if (ret == -EOPNOTSUPP && len)
+		snprintf(reason, len, "%s", buf);
+	return ret;
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfiomig_mig_opts *opts,
+		    struct vfiomig_mig **out)
+{
+	const struct vm_proto *proto;
+	struct vfiomig_mig *m;
+	char reason[256] = "";
+	uint32_t flags;
+	uint64_t chunk, maxrec;
+	int ret;
+
+	if (!dev || !out)
+		return -EINVAL;
+	*out = NULL;
+	if (role != VFIOMIG_MIG_SAVE && role != VFIOMIG_MIG_LOAD)
+		return vm_err(dev->ctx, -EINVAL, "device %s: migration role %u", dev->name, role);
+	ret = opts_flags(dev->ctx, opts, &flags);
+	if (ret)
+		return ret;
+	chunk = VM_OPTS_GET(opts, struct vfiomig_mig_opts, chunk_size, 0);
+	maxrec = VM_OPTS_GET(opts, struct vfiomig_mig_opts, max_record, 0);
+	if (!chunk)
+		chunk = DEFAULT_CHUNK;
+	if (!maxrec)
+		maxrec = VM_FMT_RECORD_MAX;
+	if (chunk > MAX_CHUNK || chunk > maxrec)
+		return vm_err(dev->ctx, -EINVAL, "device %s: chunk_size %llu (at most %u and at most "
+			      "max_record)", dev->name, (unsigned long long)chunk, MAX_CHUNK);
+
+	ret = choose(dev, flags, &proto, reason, sizeof(reason));
+	if (ret == -EOPNOTSUPP)
+		return vm_err(dev->ctx, ret, "migration blocked: %s", reason);
+	if (ret)
+		return ret;
+
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return vm_err(dev->ctx, -ENOMEM, "device %s: migration object", dev->name);
+	m->dev = dev;
+	m->ctx = dev->ctx;
+	m->role = role;
+	m->flags = flags;
+	m->proto = proto;
+	m->data_fd = -1;
+	m->chunk_size = chunk;
+	m->max_record = maxrec;
+	m->vm_running = role == VFIOMIG_MIG_SAVE;
+	m->config_save = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_save, NULL);
+	m->config_load = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_load, NULL);
+	m->config_user = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_user, NULL);
+	m->stats.sz = sizeof(m->stats);
+	m->stats.protocol = proto->id;
+	m->scratch_len = (size_t)chunk;
+	m->scratch = malloc(m->scratch_len);
+	if (!m->scratch) {
+		free(m);
+		return vm_err(dev->ctx, -ENOMEM, "device %s: %llu-byte chunk buffer", dev->name,
+			      (unsigned long long)chunk);
+	}
+	ret = proto->init(m);
+	if (ret) {
+		proto->fini(m);
+		free(m->scratch);
+		free(m);
+		return ret;
+	}
+	vm_info(m->ctx, "device %s: %s migration, protocol %s, device %s", dev->name,
+		role == VFIOMIG_MIG_SAVE ? "save" : "load", proto->name, vm_state_name(m->state));
+	*out = m;
+	return 0;
+}
+
+static bool save_active(const struct vfiomig_mig *m)
+{
+	return m->role == VFIOMIG_MIG_SAVE && m->setup_done && !m->complete && !m->failed;
+}
+
+static bool load_active(const struct vfiomig_mig *m)
+{
+	return m->role == VFIOMIG_MIG_LOAD && m->setup_done && !m->complete && !m->failed;
+}
+
+/*
+ * A save step failed, or the VMM gave up: put the source device back
+ * (RUNNING, or STOP while the VM is stopped) and fail the migration.
+ */
+static int fail_save(struct vfiomig_mig *m, int err)
+{
+	uint32_t target = m->vm_running ? VFIOMIG_STATE_RUNNING : VFIOMIG_STATE_STOP;
+	int ret;
+
+	if (m->failed)
+		return err;
+	m->failed = true;
+	ret = m->proto->recover(m, target);
+	if (ret < 0)
+		vm_err(m->ctx, ret, "device %s: could not put the source device back to %s",
+		       m->dev->name, vm_state_name(target));
+	else
+		vm_info(m->ctx, "device %s: save failed; source device back to %s", m->dev->name,
+			vm_state_name(m->state));
+	return err;
+}
+
+/* A load failed: the destination must never run with partial state. Reset it. */
+static int fail_load(struct vfiomig_mig *m, int err)
+{
+	int ret;
+
+	if (m->failed)
+		return err;
+	m->failed = true;
+	if (m->proto == &vm_proto_v2 && m->data_fd >= 0) {
+		vk_close(m->ctx, m->data_fd);
+		m->data_fd = -1;
+	}
+	do
+		ret = vk_ioctl(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
+	while (ret == -EINTR);
+	if (ret < 0) {
+		vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET of the destination after a failed "
+		       "load", m->dev->name);
+		m->state = VFIOMIG_STATE_ERROR;
+	} else {
+		m->state = VFIOMIG_STATE_RUNNING;
+		vm_info(m->ctx, "device %s: load refused; destination device reset", m->dev->name);
+	}
+	return err;
+}
+
+void vfiomig_mig_free(struct vfiomig_mig *m)
+{
+	if (!m)
+		return;
+	if (save_active(m))
+		fail_save(m, 0);
+	else if (load_active(m))
+		fail_load(m, 0);
+	m->proto->fini(m);
+	free(m->scratch);
+	free(m);
+}
+
+/* ----------------------------------------------------------- identity */
+
+static void link_basename(struct vfiomig_device *dev, const char *leaf, char *out, size_t len)
+{
+	char path[600], link[512];
+	const char *slash;
+	ssize_t n;
+
+	out[0] = '\0';
+	if (!dev->sysfs)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", dev->sysfs, leaf);
+	n = vk_readlink(dev->ctx, path, link, sizeof(link) - 1);
+	if (n <= 0)
+		return;
+	link[n] = '\0';
+	slash = strrchr(link, '/');
+	slash = slash ? slash + 1 : link;
+	if (strlen(slash) < len)
+		memcpy(out, slash, strlen(slash) + 1);
+}
+
+/* What kind of device this is, for the stream header and the destination's check. */
+static int device_identity(struct vfiomig_mig *m, struct vm_fmt_identity *id)
+{
+	struct vfiomig_device *dev = m->dev;
+	const struct vu_device_info *di;
+	uint8_t cfg[0x30];
+	int ret;
+
+	memset(id, 0, sizeof(*id));
+	ret = vm_device_info(dev, &di);
+	if (ret)
+		return ret;
+	id->kind = dev->sysfs && strncmp(dev->sysfs, "/sys/bus/mdev/", 14) == 0 ? VM_FMT_ID_MDEV :
+										 VM_FMT_ID_PCI;
+	if (di->flags & VU_DEVICE_FLAGS_PCI) {
+		ret = vfiomig_region_read(dev, VU_PCI_CONFIG_REGION_INDEX, 0, cfg, sizeof(cfg));
+		if (ret)
+			return ret;
+		/* PCI config space is little-endian. */
+		id->vendor = (uint16_t)(cfg[0] | cfg[1] << 8);
+		id->device = (uint16_t)(cfg[2] | cfg[3] << 8);
+		id->class_code = (uint32_t)cfg[9] | (uint32_t)cfg[10] << 8 | (uint32_t)cfg[11] << 16;
+		id->subvendor = (uint16_t)(cfg[0x2c] | cfg[0x2d] << 8);
+		id->subdevice = (uint16_t)(cfg[0x2e] | cfg[0x2f] << 8);
+	}
+	if (id->kind == VM_FMT_ID_MDEV)
+		link_basename(dev, "mdev_type", id->mdev_type, sizeof(id->mdev_type));
+	else
+		link_basename(dev, "driver", id->driver, sizeof(id->driver));
+	return 0;
+}
+
+/* --------------------------------------------------------------- save */
+
+static int check_save(struct vfiomig_mig *m, struct vfiomig_stream *s, const char *what)
+{
+	if (!m || !s)
+		return -EINVAL;
+	if (m->role != VFIOMIG_MIG_SAVE)
+		return vm_err(m->ctx, -EINVAL, "device %s: %s on a load", m->dev->name, what);
+	if (m->failed)
+		return vm_err(m->ctx, -ECANCELED, "device %s: %s after the migration failed",
+			      m->dev->name, what);
+	if (m->complete)
+		return vm_err(m->ctx, -EINVAL, "device %s: %s after the save completed",
+			      m->dev->name, what);
+	if (!m->setup_done)
+		return vm_err(m->ctx, -EINVAL, "device %s: %s before vfiomig_mig_save_setup()",
+			      m->dev->name, what);
+	if (m->w.s != s)
+		return vm_err(m->ctx, -EINVAL, "device %s: %s on another stream than the setup's",
+			      m->dev->name, what);
+	return 0;
+}
+
+int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
+{
+	struct vm_fmt_header h = { .version = VM_FMT_VERSION };
+	int ret;
+
+	if (!m || !out)
+		return -EINVAL;
+	if (m->role != VFIOMIG_MIG_SAVE || m->setup_done || m->failed)
+		return vm_err(m->ctx, -EINVAL, "device %s: save setup twice, on a load or after a "
+			      "failure", m->dev->name);
+	if (m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_STOP &&
+	    m->state != VFIOMIG_STATE_RUNNING_P2P)
+		return vm_err(m->ctx, -EBUSY, "device %s: save setup with the device in %s",
+			      m->dev->name, vm_state_name(m->state));
+	h.protocol = m->proto->id == VFIOMIG_PROTO_V1 ? VM_FMT_PROTO_V1 : VM_FMT_PROTO_V2;
+	ret = device_identity(m, &h.id);
+	if (ret)
+		return ret;
+
+	vm_fmt_writer_init(&m->w, out);
+	ret = vm_fmt_write_header(&m->w, &h);
+	if (!ret)
+		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_SETUP);
+	if (!ret)
+		ret = vm_fmt_end_phase(&m->w);
+	if (ret)
+		return vm_err(m->ctx, ret, "device %s: writing the stream header", m->dev->name);
+	m->setup_done = true;
+
+	m->precopy = !(m->flags & VFIOMIG_MIG_NO_PRECOPY) && m->vm_running &&
+		     (m->proto == &vm_proto_v1 || (m->v2_flags & VFIOMIG_MIG_PRE_COPY));
+	if (m->precopy) {
+		ret = m->proto->set_state(m, VFIOMIG_STATE_PRE_COPY);
+		if (ret)
+			return fail_save(m, ret);
+	} else {
+		m->init_sent = true; /* nothing to wait for before switching over */
+	}
+	m->stats.bytes = m->w.offset;
+	return 0;
+}
+
+int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *p)
+{
+	struct vfiomig_mig_pending out = { .sz = sizeof(out) };
+	int ret;
+
+	if (!m || !p || p->sz < sizeof(size_t))
+		return -EINVAL;
+	if (m->role != VFIOMIG_MIG_SAVE || m->failed)
+		return vm_err(m->ctx, -EINVAL, "device %s: pending on a load or failed save",
+			      m->dev->name);
+	ret = m->proto->precopy_info(m, &out.precopy_initial, &out.precopy_dirty);
+	if (!ret)
+		ret = m->proto->stopcopy_size(m, &out.stopcopy);
+	if (ret)
+		return fail_save(m, ret);
+	vm_out_copy(p, &out, sizeof(out));
+	return 0;
+}
+
+/* Write device chunks into the open phase until the device has none or the budget is spent. */
+static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t *moved)
+{
+	*moved = 0;
+	for (;;) {
+		const void *p = NULL;
+		ssize_t n;
+		int ret;
+
+		if (budget && *moved >= budget)
+			return 1;
+		n = m->proto->save_chunk(m, &p);
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return 0;
+		ret = vm_fmt_write_data(&m->w, p, (size_t)n);
+		if (ret)
+			return ret;
+		*moved += (uint64_t)n;
+	}
+}
+
+int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, uint64_t budget)
+{
+	uint64_t moved = 0, initial, dirty;
+	int more = 0, ret;
+
+	ret = check_save(m, out, "save_iterate");
+	if (ret)
+		return ret;
+	ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_PRECOPY);
+	if (ret)
+		return fail_save(m, ret);
+	if (m->precopy && is_precopy(m->state)) {
+		uint64_t limit = budget;
+
+		/*
+		 * Without a budget a round takes what the device reports pending
+		 * when it starts: a device that keeps dirtying would otherwise
+		 * keep one round going forever.
+		 */
+		if (!limit) {
+			ret = m->proto->precopy_info(m, &initial, &dirty);
+			if (ret)
+				return fail_save(m, ret);
+			limit = initial + dirty;
+			if (limit < initial || !limit)
+				limit = initial ? UINT64_MAX : m->chunk_size;
+		}
+		more = move_chunks(m, limit, &moved);
+		if (more < 0)
+			return fail_save(m, more);
+		if (!m->init_sent) {
+			ret = m->proto->precopy_info(m, &initial, &dirty);
+			if (ret)
+				return fail_save(m, ret);
+			if (initial == 0) {
+				ret = vm_fmt_write_init_data_sent(&m->w);
+				if (ret)
+					return fail_save(m, ret);
+				m->init_sent = true;
+			}
+		}
+	}
+	ret = vm_fmt_end_phase(&m->w);
+	if (!ret)
+		ret = vfiomig_stream_flush(out);
+	if (ret)
+		return fail_save(m, ret);
+	m->stats.precopy_rounds++;
+	m->stats.precopy_bytes += moved;
+	m->stats.device_bytes += moved;
+	m->stats.bytes = m->w.offset;
+	return more;
+}
+
+int vfiomig_mig_initial_data_sent(const struct vfiomig_mig *m)
+{
+	return m ? m->init_sent : -EINVAL;
+}
+
+static int enter_stopcopy(struct vfiomig_mig *m)
+{
+	int ret;
+
+	if (m->state == VFIOMIG_STATE_STOP_COPY)
+		return 0;
+	ret = m->proto->set_state(m, VFIOMIG_STATE_STOP_COPY);
+	if (ret)
+		return ret;
+	m->stopcopy_start_ns = vm_now_ns();
+	return 0;
+}
+
+int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
+{
+	uint64_t moved = 0;
+	int ret;
+
+	ret = check_save(m, out, "save_complete");
+	if (ret)
+		return ret;
+	m->vm_running = false; /* stop-and-copy means the VM is stopped */
+	ret = enter_stopcopy(m);
+	if (!ret)
+		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_STOPCOPY);
+	if (!ret)
+		ret = move_chunks(m, 0, &moved);
+	if (!ret && m->config_save) {
+		const void *cfg = NULL;
+		size_t len = 0;
+
+		ret = m->config_save(m->config_user, &cfg, &len);
+		if (ret)
+			vm_err(m->ctx, ret, "device %s: the VMM's config_save callback",
+			       m->dev->name);
+		else if (len && !cfg)
+			ret = vm_err(m->ctx, -EINVAL, "device %s: config_save gave %zu bytes at NULL",
+				     m->dev->name, len);
+		else
+			ret = vm_fmt_write_config(&m->w, cfg, len);
+	}
+	if (!ret)
+		ret = vm_fmt_end_phase(&m->w);
+	if (!ret)
+		ret = vm_fmt_write_trailer(&m->w);
+	if (!ret)
+		ret = vfiomig_stream_flush(out);
+	if (ret)
+		return fail_save(m, ret);
+	ret = m->proto->set_state(m, VFIOMIG_STATE_STOP);
+	if (ret)
+		return fail_save(m, ret);
+	m->complete = true;
+	m->stats.stopcopy_bytes += moved;
+	m->stats.device_bytes += moved;
+	m->stats.bytes = m->w.offset;
+	m->stats.stopcopy_ns = vm_now_ns() - m->stopcopy_start_ns;
+	vm_info(m->ctx, "device %s: save complete: %llu stream bytes, %llu pre-copy rounds, "
+		"%llu stop-copy bytes in %llu us", m->dev->name,
+		(unsigned long long)m->stats.bytes, (unsigned long long)m->stats.precopy_rounds,
+		(unsigned long long)m->stats.stopcopy_bytes,
+		(unsigned long long)(m->stats.stopcopy_ns / 1000));
+	return 0;
+}
+
+/* --------------------------------------------------------------- load */
+
+static int load_phase(struct vfiomig_mig *m);
+
+int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
+{
+	struct vm_fmt_identity mine;
+	struct vm_fmt_header h;
+	const struct vm_proto *want;
+	char what[160];
+	int ret;
+
+	if (!m || !in)
+		return -EINVAL;
+	if (m->role != VFIOMIG_MIG_LOAD || m->setup_done || m->failed)
+		return vm_err(m->ctx, -EINVAL, "device %s: load setup twice, on a save or after a "
+			      "failure", m->dev->name);
+	vm_fmt_reader_init(&m->r, in);
+	m->r.max_record = m->max_record;
+	ret = vm_fmt_read_header(&m->r, &h);
+	if (ret)
+		return vm_err(m->ctx, ret, "device %s: the stream header was refused", m->dev->name);
+	ret = device_identity(m, &mine);
+	if (ret)
+		return ret;
+	snprintf(what, sizeof(what), "device %s", m->dev->name);
+	ret = vm_fmt_identity_check(m->ctx, what, &h.id, &mine);
+	if (ret)
+		return ret;
+
+	want = h.protocol == VM_FMT_PROTO_V1 ? &vm_proto_v1 : &vm_proto_v2;
+	if (want != m->proto) {
+		const struct vm_proto *old = m->proto;
+
+		if (want == &vm_proto_v1 && !(m->flags & VFIOMIG_MIG_ALLOW_V1))
+			return vm_err(m->ctx, -EOPNOTSUPP, "device %s: the stream uses the "
+				      "experimental v1 protocol; the VMM must opt in with "
+				      "VFIOMIG_MIG_ALLOW_V1", m->dev->name);
+		old->fini(m);
+		m->proto = want;
+		ret = want->init(m);
+		if (ret) {
+			want->fini(m);
+			m->proto = old;
+			if (old->init(m) == 0)
+				return vm_err(m->ctx, -EPROTO, "device %s: the stream uses protocol "
+					      "%s, which the device does not offer", m->dev->name,
+					      want->name);
+			return ret;
+		}
+		m->stats.protocol = want->id;
+	}
+	if (m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_STOP &&
+	    m->state != VFIOMIG_STATE_RUNNING_P2P)
+		return vm_err(m->ctx, -EBUSY, "device %s: load setup with the device in %s",
+			      m->dev->name, vm_state_name(m->state));
+	ret = m->proto->set_state(m, VFIOMIG_STATE_RESUMING);
+	m->setup_done = true;
+	if (ret)
+		return fail_load(m, ret);
+	m->vm_running = false;
+	/* The setup phase travels with the header: take it now. */
+	ret = load_phase(m);
+	if (ret < 0)
+		return ret;
+	if (ret == 0 || m->r.phase != VM_FMT_PHASE_SETUP)
+		return fail_load(m, vm_err(m->ctx, -EBADMSG, "device %s: the stream does not "
+					   "start with a setup phase", m->dev->name));
+	return 0;
+}
+
+/* Records up to the end of one phase: 1 after a phase that is not the last, 0 at the trailer. */
+static int load_phase(struct vfiomig_mig *m)
+{
+	struct vm_fmt_record rec;
+	void *cfg;
+	size_t len;
+	int ret;
+
+	for (;;) {
+		ret = vm_fmt_next(&m->r, &rec);
+		if (ret)
+			return fail_load(m, vm_err(m->ctx, ret, "device %s: loading the stream",
+						   m->dev->name));
+		switch (rec.type) {
+		case VM_FMT_REC_PHASE:
+		case VM_FMT_REC_OPTIONAL: /* skipped by the next vm_fmt_next() */
+			break;
+		case VM_FMT_REC_DATA:
+			ret = m->proto->load_chunk(m, rec.size);
+			if (ret)
+				return fail_load(m, ret);
+			m->stats.device_bytes += rec.size;
+			if (rec.phase == VM_FMT_PHASE_STOPCOPY)
+				m->stats.stopcopy_bytes += rec.size;
+			else
+				m->stats.precopy_bytes += rec.size;
+			break;
+		case VM_FMT_REC_CONFIG:
+			ret = vm_fmt_read_body_alloc(&m->r, &cfg, &len);
+			if (ret)
+				return fail_load(m, ret);
+			if (m->config_load) {
+				ret = m->config_load(m->config_user, cfg, len);
+				if (ret)
+					vm_err(m->ctx, ret, "device %s: the VMM's config_load callback",
+					       m->dev->name);
+			} else {
+				vm_warn(m->ctx, "device %s: the stream carries %zu bytes of VMM "
+					"config but no config_load hook is set", m->dev->name, len);
+			}
+			free(cfg);
+			if (ret)
+				return fail_load(m, ret);
+			break;
+		case VM_FMT_REC_INIT_DATA_SENT:
+			m->init_sent = true;
+			break;
+		case VM_FMT_REC_END:
+			if (rec.phase == VM_FMT_PHASE_PRECOPY)
+				m->stats.precopy_rounds++;
+			m->stats.bytes = m->r.offset;
+			/* After stop-and-copy only the trailer remains: read it in this call. */
+			if (rec.phase != VM_FMT_PHASE_STOPCOPY)
+				return 1;
+			break;
+		case VM_FMT_REC_TRAILER:
+			ret = m->proto->set_state(m, VFIOMIG_STATE_STOP);
+			if (ret)
+				return fail_load(m, ret);
+			m->complete = true;
+			m->stats.bytes = m->r.offset;
+			vm_info(m->ctx, "device %s: load complete and verified: %llu stream bytes",
+				m->dev->name, (unsigned long long)m->stats.bytes);
+			return 0;
+		}
+	}
+}
+
+int vfiomig_mig_load(struct vfiomig_mig *m, struct vfiomig_stream *in)
+{
+	if (!m || !in)
+		return -EINVAL;
+	if (m->role != VFIOMIG_MIG_LOAD || !m->setup_done || m->complete || m->failed ||
+	    m->r.s != in)
+		return vm_err(m->ctx, -EINVAL, "device %s: load without a successful setup on this "
+			      "stream, or after completion/failure", m->dev->name);
+	return load_phase(m);
+}
+
+/* ------------------------------------------------------------ hooks */
+
+static int follow_vm(struct vfiomig_mig *m)
+{
+	return m->proto->set_state(m, m->vm_running ? VFIOMIG_STATE_RUNNING : VFIOMIG_STATE_STOP);
+}
+
+int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
+{
+	int ret;
+
+	if (!m)
+		return -EINVAL;
+	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
+		return vm_err(m->ctx, -EINVAL, "device %s: VM state %u", m->dev->name, state);
+	if (load_active(m)) {
+		if (state == VFIOMIG_VM_RUNNING)
+			return vm_err(m->ctx, -EBUSY, "device %s: the VM cannot run while the device "
+				      "is still loading its state", m->dev->name);
+		return 0;
+	}
+	if (m->failed && m->state == VFIOMIG_STATE_ERROR)
+		return vm_err(m->ctx, -EIO, "device %s: device is in ERROR", m->dev->name);
+	m->vm_running = state == VFIOMIG_VM_RUNNING;
+	if (save_active(m)) {
+		if (m->vm_running) {
+			/* The VM resumed mid-save: this migration cannot go on. */
+			vm_warn(m->ctx, "device %s: the VM resumed during the save: migration "
+				"cancelled", m->dev->name);
+			fail_save(m, -ECANCELED);
+			return m->state == VFIOMIG_STATE_RUNNING ? 0 : -EIO;
+		}
+		ret = enter_stopcopy(m);
+		return ret ? fail_save(m, ret) : 0;
+	}
+	if (m->role == VFIOMIG_MIG_SAVE && m->complete)
+		return 0; /* the source's device stays stopped: its state has left */
+	return follow_vm(m);
+}
+
+int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
+{
+	if (!m)
+		return -EINVAL;
+	switch (event) {
+	case VFIOMIG_EVENT_SETUP:
+	case VFIOMIG_EVENT_ACTIVE:
+		vm_dbg(m->ctx, "device %s: migration event %u", m->dev->name, event);
+		return 0;
+	case VFIOMIG_EVENT_COMPLETED:
+		if (!m->complete)
+			return vm_err(m->ctx, -EINVAL, "device %s: COMPLETED before the %s completed",
+				      m->dev->name, m->role == VFIOMIG_MIG_SAVE ? "save" : "load");
+		return 0;
+	case VFIOMIG_EVENT_FAILED:
+	case VFIOMIG_EVENT_CANCELLED:
+		if (save_active(m))
+			fail_save(m, 0);
+		else if (load_active(m))
+			fail_load(m, 0);
+		else if (m->role == VFIOMIG_MIG_SAVE && m->complete) {
+			/* The destination failed after our stop-copy: the source VM carries on. */
+			m->complete = false;
+			m->failed = true;
+			return follow_vm(m);
+		}
+		return 0;
+	default:
+		return vm_err(m->ctx, -EINVAL, "device %s: migration event %u", m->dev->name, event);
+	}
+}
+
+int vfiomig_mig_get_stats(const struct vfiomig_mig *m, struct vfiomig_mig_stats *st)
+{
+	struct vfiomig_mig_stats out;
+
+	if (!m || !st || st->sz < sizeof(size_t))
+		return -EINVAL;
+	out = m->stats;
+	out.device_state = m->state;
+	vm_out_copy(st, &out, sizeof(out));
+	return 0;
+}
+
+/* ----------------------------------------------------------- sets */
+
+struct vfiomig_mig_set {
+	struct vfiomig_ctx *ctx;
+	struct vfiomig_mig **members;
+	size_t n, cap;
+};
+
+int vfiomig_mig_set_new(struct vfiomig_ctx *ctx, struct vfiomig_mig_set **out)
+{
+	struct vfiomig_mig_set *set;
+
+	if (!ctx || !out)
+		return -EINVAL;
+	set = calloc(1, sizeof(*set));
+	if (!set)
+		return -ENOMEM;
+	set->ctx = ctx;
+	*out = set;
+	return 0;
+}
+
+void vfiomig_mig_set_free(struct vfiomig_mig_set *set)
+{
+	if (!set)
+		return;
+	free(set->members);
+	free(set);
+}
+
+int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
+{
+	if (!set || !m)
+		return -EINVAL;
+	if (set->n && set->members[0]->role != m->role)
+		return vm_err(set->ctx, -EINVAL, "device %s: a set holds saves or loads, not both",
+			      m->dev->name);
+	for (size_t i = 0; i < set->n; i++)
+		if (set->members[i] == m || set->members[i]->dev == m->dev)
+			return vm_err(set->ctx, -EEXIST, "device %s: already in the set",
+				      m->dev->name);
+	if (set->n == set->cap) {
+		size_t cap = set->cap ? set->cap * 2 : 4;
+		void *p = realloc(set->members, cap * sizeof(*set->members));
+
+		if (!p)
+			return -ENOMEM;
+		set->members = p;
+		set->cap = cap;
+	}
+	set->members[set->n++] = m;
+	return 0;
+}
+
+int vfiomig_mig_set_check(struct vfiomig_mig_set *set, char *reason, size_t len)
+{
+	char names[256] = "";
+	size_t without = 0;
+
+	if (!set || (len && !reason))
+		return -EINVAL;
+	if (len)
+		reason[0] = '\0';
+	for (size_t i = 0; i < set->n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+
+		if (m->failed) {
+			if (len)
+				snprintf(reason, len, "device %s: its migration has failed",
+					 m->dev->name);
+			return -EOPNOTSUPP;
+		}
+		if (!has_p2p(m)) {
+			size_t used = strlen(names);
+
+			snprintf(names + used, sizeof(names) - used, "%s%s", without ? ", " : "",
+				 m->dev->name);
+			without++;
+		}
+	}
+	if (without > 1) {
+		if (len)
+			snprintf(reason, len, "%zu devices lack the P2P migration states (%s): they "
+				 "cannot all be quiesced before one of them is stopped", without,
+				 names);
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+/* The P2P twin a member passes through on the way to `vm` (or its current state). */
+static uint32_t quiesced(const struct vfiomig_mig *m)
+{
+	switch (m->state) {
+	case VFIOMIG_STATE_RUNNING: return VFIOMIG_STATE_RUNNING_P2P;
+	case VFIOMIG_STATE_PRE_COPY: return VFIOMIG_STATE_PRE_COPY_P2P;
+	case VFIOMIG_STATE_STOP: return VFIOMIG_STATE_RUNNING_P2P;
+	default: return m->state;
+	}
+}
+
+int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
+{
+	size_t i, moved = 0;
+	int ret = 0, first = 0;
+
+	if (!set)
+		return -EINVAL;
+	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
+		return vm_err(set->ctx, -EINVAL, "device set: VM state %u", state);
+
+	/* Step 1: every P2P-capable member to its P2P state, before any goes further. */
+	for (i = 0; i < set->n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+		uint32_t target;
+
+		if (!has_p2p(m) || m->failed || (m->role == VFIOMIG_MIG_LOAD && !m->complete &&
+						  m->setup_done))
+			continue;
+		if (state == VFIOMIG_VM_STOPPED &&
+		    m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_PRE_COPY)
+			continue;
+		if (state == VFIOMIG_VM_RUNNING && m->state != VFIOMIG_STATE_STOP)
+			continue;
+		target = quiesced(m);
+		ret = m->proto->set_state(m, target);
+		if (ret)
+			break;
+		moved = i + 1;
+	}
+	if (ret) {
+		/* Undo: members already quiesced go back to where they were. */
+		for (size_t j = 0; j < moved; j++) {
+			struct vfiomig_mig *m = set->members[j];
+
+			if (m->state == VFIOMIG_STATE_RUNNING_P2P && state == VFIOMIG_VM_STOPPED)
+				m->proto->set_state(m, VFIOMIG_STATE_RUNNING);
+			else if (m->state == VFIOMIG_STATE_PRE_COPY_P2P)
+				m->proto->set_state(m, VFIOMIG_STATE_PRE_COPY);
+			else if (m->state == VFIOMIG_STATE_RUNNING_P2P)
+				m->proto->set_state(m, VFIOMIG_STATE_STOP);
+		}
+		return ret;
+	}
+	/* Step 2: each member to where the VM state takes it. */
+	for (i = 0; i < set->n; i++) {
+		ret = vfiomig_mig_vm_state(set->members[i], state);
+		if (ret && !first)
+			first = ret;
+	}
+	return first;
+}
+
+int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t event)
+{
+	int first = 0;
+
+	if (!set)
+		return -EINVAL;
+	for (size_t i = 0; i < set->n; i++) {
+		int ret = vfiomig_mig_event(set->members[i], event);
+
+		if (ret && !first)
+			first = ret;
+	}
+	return first;
+}
+
+int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set, struct vfiomig_mig_stats *st)
+{
+	struct vfiomig_mig_stats sum = { .sz = sizeof(sum) };
+
+	if (!set || !st || st->sz < sizeof(size_t))
+		return -EINVAL;
+	for (size_t i = 0; i < set->n; i++) {
+		const struct vfiomig_mig_stats *s = &set->members[i]->stats;
+
+		sum.bytes += s->bytes;
+		sum.device_bytes += s->device_bytes;
+		sum.precopy_rounds += s->precopy_rounds;
+		sum.precopy_bytes += s->precopy_bytes;
+		sum.stopcopy_bytes += s->stopcopy_bytes;
+		if (s->stopcopy_ns > sum.stopcopy_ns)
+			sum.stopcopy_ns = s->stopcopy_ns; /* devices stop-copy in one VM pause */
+	}
+	vm_out_copy(st, &sum, sizeof(sum));
+	return 0;
+}
