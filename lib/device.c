@@ -147,7 +147,7 @@ static int resolve_spec(struct vfiomig_ctx *ctx, const char *spec, struct resolv
 		return 0;
 	}
 	if (is_uuid(spec)) {
-		snprintf(r->name, sizeof(r->name), "%s", spec);
+		memcpy(r->name, spec, 37); /* 36 characters and the NUL: is_uuid checked the length */
 		for (char *p = r->name; *p; p++)
 			*p = (char)tolower((unsigned char)*p);
 		snprintf(r->sysfs, sizeof(r->sysfs), SYSFS_MDEV "%s", r->name);

@@ -49,6 +49,8 @@ static bool has_p2p(const struct vfiomig_mig *m)
 
 /* -------------------------------------------------- protocol and blockers */
 
+static int dirty_trackable(struct vfiomig_device *dev, char *reason, size_t len);
+
 static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_proto **proto,
 		  char *reason, size_t len)
 {
@@ -68,13 +70,17 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
 		if (!v1)
 			return -EOPNOTSUPP;
 	}
-	if (v1 && (flags & VFIOMIG_MIG_ALLOW_V1) && (!v2 || (flags & VFIOMIG_MIG_PREFER_V1))) {
+	if (v1 && (flags & VFIOMIG_MIG_ALLOW_V1) && (!v2 || (flags & VFIOMIG_MIG_PREFER_V1)))
 		*proto = &vm_proto_v1;
-		return 0;
-	}
-	if (v2) {
+	else if (v2)
 		*proto = &vm_proto_v2;
-		return 0;
+	else
+		*proto = NULL;
+	if (*proto) {
+		if (!(flags & VFIOMIG_MIG_NEED_DIRTY_TRACKING))
+			return 0;
+		ret = dirty_trackable(dev, reason, len);
+		return ret < 0 ? ret : ret ? 0 : -EOPNOTSUPP;
 	}
 	if (v1) {
 		snprintf(reason, len,
@@ -86,10 +92,56 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
 	return -EOPNOTSUPP;
 }
 
+/*
+ * Can anything track this device's DMA writes? 1 yes, 0 no (reason
+ * written), -errno on a real failure.
+ */
+static int dirty_trackable(struct vfiomig_device *dev, char *reason, size_t len)
+{
+	struct {
+		struct vu_device_feature hdr;
+		struct vu_feature_dma_logging_control ctl;
+	} probe = { .hdr = { .argsz = sizeof(probe),
+			     .flags = VU_DEVICE_FEATURE_PROBE | VU_DEVICE_FEATURE_SET |
+				      VU_FEATURE_DMA_LOGGING_START } };
+	struct vfiomig_iommu_migration mig;
+	const char *iommu_why;
+	size_t ilen;
+	void *info;
+	int ret;
+
+	do
+		ret = vk_ioctl(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &probe);
+	while (ret == -EINTR);
+	if (ret >= 0)
+		return 1; /* the device logs its own DMA */
+
+	if (dev->group && dev->group->container && dev->group->container->iommu_set) {
+		ret = vfiomig_device_get_iommu_info_raw(dev, &info, &ilen);
+		if (ret)
+			return ret;
+		ret = vfiomig_cap_iommu_migration(dev->ctx, info, ilen, &mig);
+		vfiomig_free(info);
+		if (ret == 0 && mig.pgsize_bitmap)
+			return 1;
+		if (ret && ret != -ENOENT)
+			return ret;
+		iommu_why = "the type1 IOMMU has no migration capability (no dirty-page tracking)";
+	} else if (dev->iommu) {
+		iommu_why = "iommufd dirty tracking is not supported by this libvfiomig yet";
+	} else {
+		iommu_why = "the device was adopted without its container";
+	}
+	snprintf(reason, len, "device %s: nothing can track its DMA writes: %s, and the device "
+		 "has no DMA logging", dev->name, iommu_why);
+	return 0;
+}
+
 static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *opts,
 		      uint32_t *flags)
 {
-	const uint32_t known = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_NO_PRECOPY | VFIOMIG_MIG_PREFER_V1;
+	const uint32_t known = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_NO_PRECOPY |
+			       VFIOMIG_MIG_PREFER_V1 | VFIOMIG_MIG_NEED_DIRTY_TRACKING;
 	int ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_mig_opts");
 
 	if (ret)

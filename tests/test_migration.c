@@ -798,3 +798,27 @@ Test(mig, misuse_is_refused_with_a_message)
 	cr_assert_str_eq(vfiomig_state_name(99), "?");
 	pair_close(&p);
 }
+
+Test(mig, dirty_tracking_blocker_when_the_vm_needs_it)
+{
+	VFIOMIG_OPTS(mig_opts, need, .flags = VFIOMIG_MIG_NEED_DIRTY_TRACKING);
+	VFIOMIG_OPTS(device_open_opts, cdev, .flags = VFIOMIG_OPEN_CDEV);
+	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0", .migration = VFIOMIG_SIM_MIG_V2);
+	struct vfiomig_sim_device *sd;
+	struct vfiomig_device *dev;
+	char reason[256];
+
+	cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd), 0);
+	/* Group + type1 container: the IOMMU's migration capability tracks DMA. */
+	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", NULL, &dev), 0);
+	cr_assert_eq(vfiomig_mig_check(dev, &need, reason, sizeof(reason)), 0, "%s", reason);
+	vfiomig_device_close(dev);
+	/* cdev + iommufd: not yet trackable by this library, so blocked, with the reason. */
+	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", &cdev, &dev), 0, "%s",
+		     env.log.last);
+	cr_assert_eq(vfiomig_mig_check(dev, &need, reason, sizeof(reason)), -EOPNOTSUPP);
+	cr_assert(strstr(reason, "track its DMA"), "reason: %s", reason);
+	/* Without the flag the same device may migrate. */
+	cr_assert_eq(vfiomig_mig_check(dev, NULL, reason, sizeof(reason)), 0, "%s", reason);
+	vfiomig_device_close(dev);
+}

@@ -363,10 +363,27 @@ static int probe_migration(struct out *o, struct target *t)
 	}
 	if (mi.protocols & VFIOMIG_MIG_PROTO_V1)
 		kv_raw(o, "v1_region", "%d", mi.v1_region);
-	if (!mi.protocols)
-		kv_str(o, "reason", mi.reason);
+	{
+		VFIOMIG_OPTS(mig_opts, need, .flags = VFIOMIG_MIG_NEED_DIRTY_TRACKING);
+		int prio = vfiomig_ctx_get_log_priority(t->ctx);
+		char reason[256];
+
+		/* Blockers are answers here, not errors: keep them out of the log. */
+		vfiomig_ctx_set_log_priority(t->ctx, VFIOMIG_LOG_ERR - 1);
+		ret = vfiomig_mig_check(t->dev, NULL, reason, sizeof(reason));
+		if (ret == 0 || ret == -EOPNOTSUPP)
+			kv_str(o, "blocker", ret ? reason : "none");
+		if (ret == 0) {
+			ret = vfiomig_mig_check(t->dev, &need, reason, sizeof(reason));
+			if (ret == 0 || ret == -EOPNOTSUPP)
+				kv_str(o, "dma_dirty_tracking", ret ? reason : "available");
+		}
+		vfiomig_ctx_set_log_priority(t->ctx, prio);
+		if (ret == -EOPNOTSUPP)
+			ret = 0;
+	}
 	close_obj(o, '}');
-	return 0;
+	return ret;
 }
 
 static int cmd_probe(int argc, char **argv)

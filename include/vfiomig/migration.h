@@ -71,6 +71,13 @@ struct vfiomig_mig_set;
 #define VFIOMIG_MIG_ALLOW_V1   (1u << 0) /* opt in to the experimental v1 region protocol */
 #define VFIOMIG_MIG_NO_PRECOPY (1u << 1) /* never enter PRE_COPY: stop-and-copy only */
 #define VFIOMIG_MIG_PREFER_V1  (1u << 2) /* use v1 when both are offered (needs ALLOW_V1) */
+/*
+ * The VM has DMA-capable devices whose writes to guest memory must be
+ * tracked during pre-copy: block the migration unless something can track
+ * this device's DMA (the type1 IOMMU's migration capability, or the
+ * device's own DMA logging).
+ */
+#define VFIOMIG_MIG_NEED_DIRTY_TRACKING (1u << 3)
 
 /*
  * The VMM's own device configuration (PCI config space, interrupt setup):
@@ -105,7 +112,8 @@ struct vfiomig_mig_opts {
  * May this device migrate with these opts? 0 if yes; otherwise
  * -EOPNOTSUPP and the reason (NUL-terminated, truncated to len) in
  * `reason`: no migration support, v1 only without VFIOMIG_MIG_ALLOW_V1,
- * v2 without STOP_COPY. reason may be NULL when len is 0.
+ * v2 without STOP_COPY, or (with VFIOMIG_MIG_NEED_DIRTY_TRACKING) no way
+ * to track the device's DMA writes. reason may be NULL when len is 0.
  */
 VFIOMIG_API int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts *opts,
 				  char *reason, size_t len);
