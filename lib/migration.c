@@ -508,6 +508,13 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 		more = move_chunks(m, limit, &moved);
 		if (more < 0)
 			return fail_save(m, more);
+		if (more == 1) {
+			/* The limit was reached: ask whether anything really remains. */
+			ret = m->proto->precopy_info(m, &initial, &dirty);
+			if (ret)
+				return fail_save(m, ret);
+			more = initial || dirty;
+		}
 		if (!m->init_sent) {
 			ret = m->proto->precopy_info(m, &initial, &dirty);
 			if (ret)

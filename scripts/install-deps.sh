@@ -2,7 +2,8 @@
 # Install what building and testing libvfiomig needs on Debian 12 (as root, or through sudo).
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config libcriterion-dev \
-libnl-3-dev libnl-genl-3-dev abigail-tools xz-utils"
+libnl-3-dev libnl-genl-3-dev abigail-tools xz-utils \
+qemu-system-x86 busybox-static cpio kmod"
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 missing=

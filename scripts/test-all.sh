@@ -1,8 +1,9 @@
 #!/bin/sh
 # The README's second command (and exactly what .ci/run runs): install
 # dependencies, then build and run every test: the unit suite with -Werror,
-# the symbol and ABI guards, the suite again under ASan+UBSan (leaks checked
-# in every test), and make distcheck.
+# the symbol and ABI guards, the real-kernel suite in a QEMU guest, the
+# suite again under ASan+UBSan (leaks checked in every test), and make
+# distcheck.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -24,6 +25,9 @@ make -j"$jobs" check || { cat test-suite.log 2>/dev/null | tail -100; status=1; 
 
 step "make check-abi"
 make check-abi || status=1
+
+step "make check-kernel (Linux 6.12 VFIO in a QEMU guest)"
+make check-kernel || status=1
 
 step "ASan + UBSan build and make check"
 cd "$top"

@@ -349,7 +349,8 @@ static const char *const full_paths[NSTATES][NSTATES] = {
 		[RP] = "PRE_COPY>RUNNING>RUNNING_P2P", [PC] = "", [PP] = "PRE_COPY>PRE_COPY_P2P",
 	},
 	[PP] = {
-		[STOP] = "PRE_COPY_P2P>RUNNING_P2P>STOP", [RUN] = "PRE_COPY_P2P>RUNNING_P2P>RUNNING",
+		[STOP] = "PRE_COPY_P2P>RUNNING_P2P>STOP",
+		[RUN] = "PRE_COPY_P2P>RUNNING_P2P>RUNNING",
 		[SC] = "PRE_COPY_P2P>STOP_COPY", [RES] = "PRE_COPY_P2P>RUNNING_P2P>STOP>RESUMING",
 		[RP] = "PRE_COPY_P2P>RUNNING_P2P", [PC] = "PRE_COPY_P2P>PRE_COPY", [PP] = "",
 	},
@@ -433,8 +434,8 @@ Test(sim_mig, arcs_follow_the_kernel_table_from_every_state)
 				ret = set_state(&h, (uint32_t)to, &dfd);
 				arc_path(sim, name, got, sizeof(got));
 				if (to == ERR_ || !state_supported(to, variants[v])) {
-					cr_assert_eq(ret, -EINVAL, "%s: %s -> %s", name, names[from],
-						     names[to]);
+					cr_assert_eq(ret, -EINVAL, "%s: %s -> %s", name,
+						     names[from], names[to]);
 					cr_assert_str_eq(got, "");
 					cr_assert_eq(get_state(&h), (uint32_t)from);
 				} else if (!full_paths[from][to]) {
@@ -563,7 +564,7 @@ Test(sim_mig, data_fd_created_kept_and_invalidated)
 		cr_assert_eq(K->read(sim, d2, buf, 5), 5, "the session outlives one closed fd");
 		kclose(sim, &d2);
 	}
-	/* The device keeps the session when the host closed every fd: PRE_COPY -> STOP_COPY works. */
+	/* The device keeps its session when the host closed every fd: on to STOP_COPY. */
 	cr_assert_eq(set_state(&h, SC, &c), 0);
 	cr_assert_eq(c, -1);
 	kclose(sim, &a);
@@ -918,6 +919,51 @@ Test(sim_mig, save_restore_by_hand_in_odd_pieces)
 	no_leaks();
 }
 
+Test(sim_mig, a_new_save_session_starts_clean)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", FULLMIG, 8 * PG, 0);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", FULLMIG, 8 * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst);
+	uint8_t buf[16 * REC];
+	uint64_t ini, dirty;
+	ssize_t last;
+	size_t n;
+	int sfd, dfd;
+
+	/* A cancelled pre-copy with every page dirty. */
+	cr_assert_eq(set_state(&hs, PC, &sfd), 0);
+	cr_assert_eq(K->read(sim, sfd, buf, sizeof(buf)), 8 * REC);
+	cr_assert_eq(vfiomig_sim_device_run(src, 8), 0);
+	cr_assert_eq(precopy_info(&hs, sfd, &ini, &dirty), 0);
+	cr_assert_eq(dirty, 8 * REC);
+	cr_assert_eq(set_state(&hs, RUN, NULL), 0);
+	kclose(sim, &sfd);
+	/* The next one owes nothing from the last. */
+	cr_assert_eq(set_state(&hs, PC, &sfd), 0);
+	cr_assert_eq(precopy_info(&hs, sfd, &ini, &dirty), 0);
+	cr_assert_eq(ini, 8 * REC);
+	cr_assert_eq(dirty, 0);
+	cr_assert_eq(set_state(&hd, RES, &dfd), 0);
+	n = read_all(sim, sfd, buf, sizeof(buf), one_piece, 1, &last);
+	cr_assert_eq(n, 8 * REC);
+	write_all(sim, dfd, buf, n, one_piece, 1);
+	cr_assert_eq(vfiomig_sim_device_run(src, 1), 0);
+	cr_assert_eq(precopy_info(&hs, sfd, &ini, &dirty), 0);
+	cr_assert_eq(dirty, REC);
+	cr_assert_eq(set_state(&hs, SC, NULL), 0);
+	n = read_all(sim, sfd, buf, sizeof(buf), one_piece, 1, &last);
+	cr_assert_eq(n, REC + END);
+	write_all(sim, dfd, buf, n, one_piece, 1);
+	cr_assert_eq(set_state(&hd, STOP, NULL), 0);
+	cr_assert(same_state(src, dst));
+	kclose(sim, &sfd);
+	kclose(sim, &dfd);
+	hclose(&hs);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+}
+
 Test(sim_mig, a_64mib_state_moves_whole)
 {
 	const uint64_t size = 64ull << 20;
@@ -931,8 +977,9 @@ Test(sim_mig, a_64mib_state_moves_whole)
 	int sfd, dfd;
 
 	cr_assert_not_null(buf);
-	/* Half the pages changed, half left untouched (zero). */
+	/* Half the pages changed, half left zero; the destination's own pages must go. */
 	cr_assert_eq(vfiomig_sim_device_run(src, size / PG / 2), 0);
+	cr_assert_eq(vfiomig_sim_device_run(dst, 1000), 0);
 	cr_assert_eq(set_state(&hs, SC, &sfd), 0);
 	cr_assert_eq(data_size(&hs, &ds), 0);
 	cr_assert_eq(ds, size / PG * REC + END);
@@ -1337,7 +1384,7 @@ Test(sim_mig, v1_reserved_bits_survive_and_bad_states_are_refused)
 	cr_assert_eq(vfiomig_sim_device_mig_state(sd), PC);
 	cr_assert_eq(v1_write(&v, 0, 4, 0x20 | 7), -EINVAL);
 	cr_assert_eq(v1_write(&v, 0, 4, 0x20 | 5), -EINVAL);
-	cr_assert_eq(v1_write(&v, 0, 4, 0x20 | 6), -EINVAL, "the host cannot ask for the error state");
+	cr_assert_eq(v1_write(&v, 0, 4, 0x20 | 6), -EINVAL, "the host cannot ask for 110");
 	cr_assert_eq(v1_reg(&v, 0, 4), 0x23);
 	/* Stop-and-copy cannot go back to pre-copy or to resuming. */
 	cr_assert_eq(v1_write(&v, 0, 4, 0x20 | 2), 0);
@@ -1644,6 +1691,19 @@ Test(sim_mig, device_add_validates_migration_opts)
 	vfiomig_sim_free(sim);
 }
 
+struct dirlist {
+	char names[256];
+};
+
+static int dir_collect(void *user, const char *name)
+{
+	struct dirlist *dl = user;
+	size_t n = strlen(dl->names);
+
+	snprintf(dl->names + n, sizeof(dl->names) - n, "%s%s;", n ? "" : ";", name);
+	return 0;
+}
+
 struct logcap {
 	int n;
 	char last[512];
@@ -1705,6 +1765,13 @@ Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 	buf[n] = '\0';
 	cr_assert_str_eq(strrchr(buf, '/'), "/vfiomig-sim-1");
 	cr_assert_not_null(strstr(buf, "/mdev_supported_types/"));
+	{
+		struct dirlist dl = { 0 };
+
+		cr_assert_eq(K->readdir(sim, vfiomig_sim_device_sysfs_path(d), dir_collect, &dl),
+			     0);
+		cr_assert_not_null(strstr(dl.names, ";mdev_type;"), "%s", dl.names);
+	}
 	v1_close(&v1h);
 	cr_assert_eq(vfiomig_sim_device_add_spec(sim, ctx, "sim:pci,mig=v1-trapped", &d), 0);
 	v1h = v1_open(sim, d, false);
@@ -1733,8 +1800,8 @@ Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			int before = lc.n;
 
-			cr_assert_eq(vfiomig_sim_device_add_spec(sim, ctx, bad[i].spec, &d), -EINVAL,
-				     "%s", bad[i].spec);
+			cr_assert_eq(vfiomig_sim_device_add_spec(sim, ctx, bad[i].spec, &d),
+				     -EINVAL, "%s", bad[i].spec);
 			cr_assert_null(d);
 			cr_assert_eq(lc.n, before + 1, "%s", bad[i].spec);
 			cr_assert_not_null(strstr(lc.last, bad[i].why), "%s: %s", bad[i].spec,

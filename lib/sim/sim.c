@@ -3,8 +3,8 @@
  * The simulated VFIO kernel: the fd table and its typed objects
  * (containers, group files, device files, iommufds), the sysfs and /dev
  * lookups, every ioctl with the kernel's argsz rules, capability chains
- * and errno values, and device regions backed by memory (pread, pwrite,
- * mmap). Where an errno is not obvious, the comment names the kernel
+ * and errno values, device regions backed by memory (pread, pwrite,
+ * mmap) and the event logs; device migration lives in sim_mig.c. Where an errno is not obvious, the comment names the kernel
  * behaviour it reproduces (drivers/vfio: container.c, group.c,
  * device_cdev.c, vfio_main.c, pci/vfio_pci_core.c, pci/vfio_pci_rdwr.c,
  * vfio_iommu_type1.c; iommufd).

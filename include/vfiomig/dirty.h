@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libvfiomig: dirty-page tracking of device DMA, and bitmap helpers.
+ *
+ * During pre-copy a VMM re-sends guest pages that changed; pages a
+ * passed-through device wrote by DMA change without the CPU knowing, so
+ * they must be reported by the kernel or they are lost. Three kernel
+ * mechanisms exist; this API puts one face on them:
+ *
+ *  - VFIOMIG_DIRTY_TYPE1: the type1 container (VFIO_IOMMU_DIRTY_PAGES).
+ *    COARSE for IOMMU-backed groups: a group that never pinned pages
+ *    (every vfio-pci device) reports EVERY mapped page dirty on every
+ *    query. Precise only for emulated (mdev) groups, which report the
+ *    pages they pinned or wrote. iommufd's type1 compatibility container
+ *    answers -ENOTTY.
+ *  - VFIOMIG_DIRTY_DEVICE: the device's own DMA logging
+ *    (VFIO_DEVICE_FEATURE_DMA_LOGGING_*): precise, at most 256 tracked
+ *    ranges (the library coalesces the VMM's mappings into fewer covering
+ *    ranges), reports read-and-clear. Any error loses the log: the query
+ *    then reports every page dirty, never a silently clean bitmap.
+ *  - VFIOMIG_DIRTY_IOMMUFD: the IOMMU's dirty bits through iommufd
+ *    (IOMMU_HWPT_SET_DIRTY_TRACKING / IOMMU_HWPT_GET_DIRTY_BITMAP) for
+ *    devices opened through the cdev path onto a dirty-tracking HWPT.
+ *
+ * Bitmaps are arrays of uint64_t, bit i of word w covering page
+ * (w * 64 + i) of the queried range, as the kernel lays them out.
+ */
+#ifndef VFIOMIG_DIRTY_H
+#define VFIOMIG_DIRTY_H
+
+#include <vfiomig/common.h>
+#include <vfiomig/device.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vfiomig_dirty;
+
+/* Mechanisms */
+#define VFIOMIG_DIRTY_AUTO    0 /* the best the device and kernel offer */
+#define VFIOMIG_DIRTY_TYPE1   1
+#define VFIOMIG_DIRTY_DEVICE  2
+#define VFIOMIG_DIRTY_IOMMUFD 3
+#define VFIOMIG_DIRTY_NR      4
+
+/* Filled by vfiomig_dirty_probe(); set sz first. */
+struct vfiomig_dirty_probe {
+	size_t sz;
+	uint32_t available;      /* bit (1u << mechanism) per usable mechanism */
+	uint32_t best;           /* what AUTO picks (DEVICE > IOMMUFD > TYPE1), 0 if none */
+	uint64_t type1_pgsize;   /* smallest page of the migration capability's pgsize_bitmap */
+	uint64_t type1_max_bitmap; /* max_dirty_bitmap_size: bitmap bytes per kernel query */
+	uint32_t type1_coarse;   /* 1: type1 reports every mapped page dirty (IOMMU-backed group) */
+	uint32_t :32;
+	/* Why each mechanism is unavailable ("" if available), indexed by mechanism. */
+	char why_not[VFIOMIG_DIRTY_NR][160];
+	size_t :0;
+};
+
+/* Which mechanisms this device can use, the automatic choice, and why not the others. */
+VFIOMIG_API int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_probe *p);
+
+/* An IOVA range the VMM has mapped for DMA. */
+struct vfiomig_dma_range {
+	uint64_t iova;
+	uint64_t length;
+};
+
+struct vfiomig_dirty_opts {
+	size_t sz;
+	uint32_t mechanism;  /* VFIOMIG_DIRTY_*; default AUTO */
+	/* DEVICE: coalesce the ranges into at most this many (default and maximum 256). */
+	uint32_t max_ranges;
+	/*
+	 * DEVICE (required there): the IOVA ranges to log, i.e. the VMM's
+	 * DMA mappings; any order, may touch but not overlap. Copied.
+	 */
+	const struct vfiomig_dma_range *ranges;
+	uint32_t nr_ranges;
+	uint32_t :32;
+	/* DEVICE / IOMMUFD: tracking page size (power of two); 0: 4096. */
+	uint64_t page_size;
+	size_t :0;
+};
+
+/*
+ * Start tracking. Returns 0 and *out, -EOPNOTSUPP when the requested (or
+ * any, for AUTO) mechanism is unavailable — the log says why — or the
+ * kernel's -errno. Free with vfiomig_dirty_free() (stops tracking).
+ */
+VFIOMIG_API int vfiomig_dirty_start(struct vfiomig_device *dev,
+				    const struct vfiomig_dirty_opts *opts,
+				    struct vfiomig_dirty **out);
+
+/* Stop tracking (the object stays valid for its accessors); 0 or -errno. */
+VFIOMIG_API int vfiomig_dirty_stop(struct vfiomig_dirty *d);
+
+/* Stop if still tracking and free. NULL is accepted. */
+VFIOMIG_API void vfiomig_dirty_free(struct vfiomig_dirty *d);
+
+VFIOMIG_API uint32_t vfiomig_dirty_mechanism(const struct vfiomig_dirty *d);
+/* The granularity the mechanism tracks at. */
+VFIOMIG_API uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d);
+
+/* vfiomig_dirty_query() results */
+#define VFIOMIG_DIRTY_EXACT 0 /* the bits are what the kernel reported */
+#define VFIOMIG_DIRTY_ALL   1 /* every page of the range was set: log lost, or coarse type1 */
+
+/*
+ * Dirty pages of [iova, iova + length) since the last query (or the
+ * start), OR-ed into `bitmap` at the caller's page size `pgsize` (a power
+ * of two: smaller or larger than the mechanism's page, the library
+ * converts). The bitmap must hold DIV_ROUND_UP(length / pgsize, 64)
+ * words in `bitmap_bytes`; bits are only ever set, never cleared (clear
+ * with vfiomig_bitmap_clear() between rounds). iova and length must be
+ * multiples of pgsize and of the mechanism's page. Large ranges are split
+ * into kernel-sized queries internally; no memory is allocated per query.
+ * Returns VFIOMIG_DIRTY_EXACT, VFIOMIG_DIRTY_ALL, or -errno (-EINVAL bad
+ * arguments, -ENOSPC bitmap too small).
+ */
+VFIOMIG_API int vfiomig_dirty_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length,
+				    uint64_t pgsize, uint64_t *bitmap, size_t bitmap_bytes);
+
+/*
+ * The same, but calls fn(user, iova, length) once per run of dirty pages
+ * (in the mechanism's page size) instead of filling a bitmap. A non-zero
+ * return from fn stops and is returned. Returns as vfiomig_dirty_query().
+ */
+typedef int (*vfiomig_dirty_run_fn)(void *user, uint64_t iova, uint64_t length);
+VFIOMIG_API int vfiomig_dirty_query_runs(struct vfiomig_dirty *d, uint64_t iova, uint64_t length,
+					 vfiomig_dirty_run_fn fn, void *user);
+
+/* ------------------------------------------------ type1 DMA mappings */
+
+/* vfiomig_dma_map() flags */
+#define VFIOMIG_DMA_READ  (1u << 0)
+#define VFIOMIG_DMA_WRITE (1u << 1)
+
+/* VFIO_IOMMU_MAP_DMA on the device's type1 container. */
+VFIOMIG_API int vfiomig_dma_map(struct vfiomig_device *dev, void *vaddr, uint64_t iova,
+				uint64_t length, uint32_t flags);
+
+/*
+ * VFIO_IOMMU_UNMAP_DMA. With a bitmap (pgsize = the type1 dirty page
+ * size), a mapping removed while tracking is on hands over its dirty bits
+ * (VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP) so they are not lost; the bitmap
+ * must be zeroed. bitmap NULL: a plain unmap. Returns the bytes unmapped
+ * or -errno.
+ */
+VFIOMIG_API int64_t vfiomig_dma_unmap(struct vfiomig_device *dev, uint64_t iova, uint64_t length,
+				      uint64_t pgsize, uint64_t *bitmap, size_t bitmap_bytes);
+
+/* ---------------------------------------------------- bitmap helpers */
+
+/*
+ * Fast helpers over uint64_t bitmaps of `nbits` bits (bits past nbits in
+ * the last word are ignored and never written). They work a word at a
+ * time (popcount / count-trailing-zeros), so scanning a 1 TiB guest's 4
+ * KiB-page bitmap (32 MiB) is bounded by memory bandwidth.
+ */
+VFIOMIG_API uint64_t vfiomig_bitmap_count(const uint64_t *bm, uint64_t nbits);
+VFIOMIG_API void vfiomig_bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits);
+VFIOMIG_API void vfiomig_bitmap_clear(uint64_t *bm, uint64_t nbits);
+VFIOMIG_API void vfiomig_bitmap_set_range(uint64_t *bm, uint64_t first, uint64_t count);
+
+/* Calls fn(user, first_bit, count) per run of set bits; fn's non-zero return stops and is returned. */
+typedef int (*vfiomig_bitmap_run_fn)(void *user, uint64_t first, uint64_t count);
+VFIOMIG_API int vfiomig_bitmap_for_each_run(const uint64_t *bm, uint64_t nbits,
+					    vfiomig_bitmap_run_fn fn, void *user);
+
+/*
+ * OR a bitmap of `src_bits` pages of src_pgsize into one at dst_pgsize
+ * covering the same bytes (both powers of two). A coarser destination
+ * sets a bit if any covered source bit is set; a finer one sets every bit
+ * a source page covers. dst must hold the converted bit count.
+ */
+VFIOMIG_API int vfiomig_bitmap_convert(const uint64_t *src, uint64_t src_bits, uint64_t src_pgsize,
+				       uint64_t *dst, uint64_t dst_pgsize);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,88 @@
+#!/bin/busybox sh
+# shellcheck shell=dash
+# SPDX-License-Identifier: MIT
+# /init of the real-kernel rig's initramfs (packed by tests/kernel/run.sh):
+# mounts, loads the VFIO modules, binds edu to vfio-pci, creates the mtty
+# devices, runs /bin/guest_tests and powers off. Every line it prints goes
+# to the console log; a setup failure is reported as a failing test so the
+# host always finds a summary line unless the kernel itself died.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /usr/bin /usr/sbin /sbin
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+
+# mtty-2 devices by role (see enum in guest_tests.c) and one mtty-1.
+u=6f3b1a00-0000-4000-8000-0000000000
+MTTY_UUIDS="${u}0a ${u}0b ${u}0c ${u}0d ${u}0e ${u}0f ${u}10 ${u}11"
+MTTY1_UUID=${u}01
+
+setup_failed() {
+	echo "vfiomig-guest: setup failed: $*"
+	echo "not ok 1 - guest_setup: $*"
+	echo "--- dmesg ---"
+	dmesg | tail -40
+	echo "0 passed, 1 failed"
+	poweroff -f
+	sleep 10
+}
+
+echo "vfiomig-guest: kernel $(uname -r), $(cat /proc/cmdline)"
+
+# Modules in dependency order, as run.sh listed them: "file [params]".
+while read -r mod params; do
+	[ -n "$mod" ] || continue
+	# shellcheck disable=SC2086
+	insmod "/lib/modules/$mod" $params || setup_failed "insmod $mod $params"
+done < /lib/modules/load.list
+
+if [ -z "$(ls /sys/kernel/iommu_groups 2>/dev/null)" ]; then
+	setup_failed "no IOMMU groups: is intel_iommu=on and the intel-iommu device there?"
+fi
+
+# edu (1234:11e8) to vfio-pci.
+echo 1234 11e8 > /sys/bus/pci/drivers/vfio-pci/new_id || setup_failed "vfio-pci new_id"
+EDU_BDF=
+for d in /sys/bus/pci/devices/*; do
+	if [ "$(cat "$d/vendor")" = 0x1234 ] && [ "$(cat "$d/device")" = 0x11e8 ]; then
+		EDU_BDF=${d##*/}
+	fi
+done
+[ -n "$EDU_BDF" ] || setup_failed "no edu device on the PCI bus"
+drv=$(readlink "/sys/bus/pci/devices/$EDU_BDF/driver")
+[ "${drv##*/}" = vfio-pci ] || setup_failed "edu $EDU_BDF is bound to '${drv##*/}', not vfio-pci"
+grp=$(readlink "/sys/bus/pci/devices/$EDU_BDF/iommu_group")
+# shellcheck disable=SC2012
+echo "vfiomig-guest: edu $EDU_BDF in IOMMU group ${grp##*/} with:" \
+	"$(ls "/sys/bus/pci/devices/$EDU_BDF/iommu_group/devices" | tr '\n' ' ')"
+
+# mtty devices.
+types=/sys/class/mtty/mtty/mdev_supported_types
+for u in $MTTY_UUIDS; do
+	echo "$u" > "$types/mtty-2/create" || setup_failed "creating mtty-2 $u"
+done
+echo "$MTTY1_UUID" > "$types/mtty-1/create" || setup_failed "creating mtty-1 $MTTY1_UUID"
+for u in $MTTY_UUIDS $MTTY1_UUID; do
+	[ -e "/sys/bus/mdev/devices/$u/iommu_group" ] || setup_failed "mdev $u has no IOMMU group"
+done
+n=0
+while [ ! -c /dev/vfio/vfio ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+# shellcheck disable=SC2012
+echo "vfiomig-guest: /dev/vfio: $(ls /dev/vfio | tr '\n' ' ')"
+
+export EDU_BDF MTTY1_UUID TMPDIR=/tmp VFIOMIG_TOOL=/bin/vfiomig
+export MTTY_UUIDS
+# GUEST_TESTS=a,b on the kernel command line (run.sh's VFIOMIG_KERNEL_TESTS) selects tests;
+# the kernel hands unknown name=value parameters to init as environment variables.
+# shellcheck disable=SC2046
+/bin/guest_tests $(echo "${GUEST_TESTS:-}" | tr ',' ' ')
+rc=$?
+echo "vfiomig-guest: guest_tests exited $rc"
+if [ $rc -ne 0 ]; then
+	echo "--- dmesg (last 60 lines) ---"
+	dmesg | tail -60
+fi
+sync
+poweroff -f
+sleep 10
