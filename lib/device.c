@@ -227,16 +227,6 @@ void vfiomig_device_close(struct vfiomig_device *dev)
 		device_free(dev);
 }
 
-static int ioctl_retry(struct vfiomig_ctx *ctx, int fd, unsigned long req, void *arg)
-{
-	int ret;
-
-	do
-		ret = vk_ioctl(ctx, fd, req, arg);
-	while (ret == -EINTR);
-	return ret;
-}
-
 /* A new type1v2 container (not yet attached to any group). */
 static int container_open(struct vfiomig_ctx *ctx, const char *name, struct vm_container **out)
 {
@@ -245,7 +235,7 @@ static int container_open(struct vfiomig_ctx *ctx, const char *name, struct vm_c
 	fd = vk_open(ctx, DEV_VFIO "vfio", O_RDWR);
 	if (fd < 0)
 		return vm_err(ctx, fd, "device %s: open " DEV_VFIO "vfio (is vfio loaded?)", name);
-	ret = ioctl_retry(ctx, fd, VU_GET_API_VERSION, NULL);
+	ret = vk_ioctl_retry(ctx, fd, VU_GET_API_VERSION, NULL);
 	if (ret != VU_API_VERSION) {
 		vk_close(ctx, fd);
 		return vm_err(ctx, ret < 0 ? ret : -EPROTO,
@@ -309,7 +299,7 @@ static int group_attach(struct vfiomig_ctx *ctx, const struct resolved *r, int n
 	g->own = true;
 	g->refs = 1;
 
-	ret = ioctl_retry(ctx, fd, VU_GROUP_GET_STATUS, &st);
+	ret = vk_ioctl_retry(ctx, fd, VU_GROUP_GET_STATUS, &st);
 	if (ret < 0) {
 		vm_err(ctx, ret, "device %s: VFIO_GROUP_GET_STATUS on group %d", r->name, num);
 		goto fail;
@@ -334,7 +324,7 @@ static int group_attach(struct vfiomig_ctx *ctx, const struct resolved *r, int n
 		if (ret)
 			goto fail;
 	}
-	ret = ioctl_retry(ctx, fd, VU_GROUP_SET_CONTAINER, &g->container->fd);
+	ret = vk_ioctl_retry(ctx, fd, VU_GROUP_SET_CONTAINER, &g->container->fd);
 	if (ret < 0) {
 		vm_err(ctx, ret, "device %s: VFIO_GROUP_SET_CONTAINER (group %d)", r->name, num);
 		goto fail;
@@ -390,7 +380,7 @@ static int find_cdev(struct vfiomig_ctx *ctx, struct resolved *r)
 }
 
 static int open_cdev(struct vfiomig_ctx *ctx, struct resolved *r, struct vm_container *share,
-		     struct vfiomig_device *dev)
+		     bool dirty_hwpt, struct vfiomig_device *dev)
 {
 	struct vu_device_bind_iommufd bind = { .argsz = sizeof(bind) };
 	struct vu_device_attach_iommufd_pt att = { .argsz = sizeof(att) };
@@ -423,7 +413,7 @@ static int open_cdev(struct vfiomig_ctx *ctx, struct resolved *r, struct vm_cont
 			vk_close(ctx, ifd);
 			return -ENOMEM;
 		}
-		ret = ioctl_retry(ctx, ifd, VU_IOMMU_IOAS_ALLOC, &alloc);
+		ret = vk_ioctl_retry(ctx, ifd, VU_IOMMU_IOAS_ALLOC, &alloc);
 		if (ret < 0) {
 			container_put(ctx, io);
 			return vm_err(ctx, ret, "device %s: IOMMU_IOAS_ALLOC", r->name);
@@ -434,22 +424,42 @@ static int open_cdev(struct vfiomig_ctx *ctx, struct resolved *r, struct vm_cont
 	dev->backend = VFIOMIG_BACKEND_IOMMUFD;
 
 	bind.iommufd = io->fd;
-	ret = ioctl_retry(ctx, fd, VU_DEVICE_BIND_IOMMUFD, &bind);
+	ret = vk_ioctl_retry(ctx, fd, VU_DEVICE_BIND_IOMMUFD, &bind);
 	if (ret < 0)
 		return vm_err(ctx, ret, "device %s: VFIO_DEVICE_BIND_IOMMUFD", r->name);
 	dev->devid = bind.out_devid;
 	att.pt_id = io->ioas_id;
-	ret = ioctl_retry(ctx, fd, VU_DEVICE_ATTACH_IOMMUFD_PT, &att);
+	if (dirty_hwpt) {
+		struct vu_iommu_hw_info hw = { .size = sizeof(hw), .dev_id = dev->devid };
+		struct vu_iommu_hwpt_alloc ha = { .size = sizeof(ha), .dev_id = dev->devid,
+						  .pt_id = io->ioas_id,
+						  .flags = VU_IOMMU_HWPT_ALLOC_DIRTY_TRACKING };
+
+		ret = vk_ioctl_retry(ctx, io->fd, VU_IOMMU_GET_HW_INFO, &hw);
+		if (ret < 0)
+			return vm_err(ctx, ret, "device %s: IOMMU_GET_HW_INFO", r->name);
+		if (!(hw.out_capabilities & VU_IOMMU_HW_CAP_DIRTY_TRACKING))
+			return vm_err(ctx, -EOPNOTSUPP, "device %s: the IOMMU has no dirty tracking "
+				      "(IOMMU_GET_HW_INFO capabilities 0x%llx)", r->name,
+				      (unsigned long long)hw.out_capabilities);
+		ret = vk_ioctl_retry(ctx, io->fd, VU_IOMMU_HWPT_ALLOC, &ha);
+		if (ret < 0)
+			return vm_err(ctx, ret, "device %s: IOMMU_HWPT_ALLOC(DIRTY_TRACKING)",
+				      r->name);
+		dev->hwpt_id = ha.out_hwpt_id;
+		att.pt_id = ha.out_hwpt_id;
+	}
+	ret = vk_ioctl_retry(ctx, fd, VU_DEVICE_ATTACH_IOMMUFD_PT, &att);
 	if (ret < 0)
-		return vm_err(ctx, ret, "device %s: VFIO_DEVICE_ATTACH_IOMMUFD_PT (ioas %u)",
-			      r->name, io->ioas_id);
+		return vm_err(ctx, ret, "device %s: VFIO_DEVICE_ATTACH_IOMMUFD_PT (%s %u)",
+			      r->name, dirty_hwpt ? "hwpt" : "ioas", att.pt_id);
 	return 0;
 }
 
 int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 			const struct vfiomig_device_open_opts *opts, struct vfiomig_device **out)
 {
-	const uint32_t known = VFIOMIG_OPEN_CDEV | VFIOMIG_OPEN_NO_CDEV;
+	const uint32_t known = VFIOMIG_OPEN_CDEV | VFIOMIG_OPEN_NO_CDEV | VFIOMIG_OPEN_DIRTY_HWPT;
 	struct vfiomig_device *share, *dev;
 	struct vm_container *share_c = NULL;
 	const char *name;
@@ -469,6 +479,11 @@ int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 	if (flags & ~known)
 		return vm_err(ctx, -EINVAL, "device %s: unknown open flags 0x%x", spec,
 			      flags & ~known);
+	if ((flags & VFIOMIG_OPEN_DIRTY_HWPT) && (flags & VFIOMIG_OPEN_NO_CDEV))
+		return vm_err(ctx, -EINVAL, "device %s: VFIOMIG_OPEN_DIRTY_HWPT needs the cdev path, "
+			      "not VFIOMIG_OPEN_NO_CDEV", spec);
+	if (flags & VFIOMIG_OPEN_DIRTY_HWPT)
+		flags |= VFIOMIG_OPEN_CDEV;
 	if ((flags & VFIOMIG_OPEN_CDEV) && (flags & VFIOMIG_OPEN_NO_CDEV))
 		return vm_err(ctx, -EINVAL, "device %s: VFIOMIG_OPEN_CDEV and _NO_CDEV together",
 			      spec);
@@ -518,7 +533,7 @@ int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 		return vm_err(ctx, -ENOMEM, "device %s: allocating the handle", r.name);
 
 	if (flags & VFIOMIG_OPEN_CDEV) {
-		ret = open_cdev(ctx, &r, share_c, dev);
+		ret = open_cdev(ctx, &r, share_c, flags & VFIOMIG_OPEN_DIRTY_HWPT, dev);
 		if (ret)
 			goto fail;
 	} else {
@@ -714,13 +729,18 @@ int vfiomig_device_group(const struct vfiomig_device *dev)
 	return dev && dev->group && dev->group->num >= 0 ? dev->group->num : -ENOENT;
 }
 
+bool vm_device_is_mdev(const struct vfiomig_device *dev)
+{
+	return dev->sysfs && strncmp(dev->sysfs, "/sys/bus/mdev/", 14) == 0;
+}
+
 int vm_device_info(struct vfiomig_device *dev, const struct vu_device_info **info)
 {
 	struct vu_device_info di = { .argsz = sizeof(di) };
 	int ret;
 
 	if (!dev->info_valid) {
-		ret = ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_GET_INFO, &di);
+		ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_GET_INFO, &di);
 		if (ret < 0)
 			return vm_err(dev->ctx, ret, "device %s: VFIO_DEVICE_GET_INFO", dev->name);
 		if (di.num_regions > 4096)
@@ -790,7 +810,7 @@ int vfiomig_device_reset(struct vfiomig_device *dev)
 
 	if (!dev)
 		return -EINVAL;
-	ret = ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_RESET, NULL);
+	ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_RESET, NULL);
 	if (ret < 0)
 		return vm_err(dev->ctx, ret, "device %s: VFIO_DEVICE_RESET", dev->name);
 	return 0;
@@ -819,7 +839,7 @@ int vfiomig_device_migration_info(struct vfiomig_device *dev, struct vfiomig_mig
 	if (ret)
 		return ret;
 
-	v2err = ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &feat);
+	v2err = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &feat);
 	if (v2err >= 0) {
 		out.protocols |= VFIOMIG_MIG_PROTO_V2;
 		out.v2_flags = feat.mig.flags;

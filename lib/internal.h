@@ -90,6 +90,9 @@ int vk_munmap(struct vfiomig_ctx *ctx, void *addr, size_t len);
 ssize_t vk_readlink(struct vfiomig_ctx *ctx, const char *path, char *buf, size_t len);
 int vk_readdir(struct vfiomig_ctx *ctx, const char *path, vfiomig_dirent_fn fn, void *cb_user);
 
+/* ioctl, retried while it reports -EINTR. */
+int vk_ioctl_retry(struct vfiomig_ctx *ctx, int fd, unsigned long request, void *arg);
+
 /* ioctl with an integer argument (VFIO_SET_IOMMU, VFIO_CHECK_EXTENSION). */
 static inline int vk_ioctl_int(struct vfiomig_ctx *ctx, int fd, unsigned long request,
 			       unsigned long arg)
@@ -103,6 +106,8 @@ static inline int vk_ioctl_int(struct vfiomig_ctx *ctx, int fd, unsigned long re
  */
 int vk_pread_full(struct vfiomig_ctx *ctx, int fd, void *buf, size_t len, uint64_t off);
 int vk_pwrite_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len, uint64_t off);
+/* Full-length write() on a stream fd (a data_fd): same rules, no offset. */
+int vk_write_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len);
 
 /*
  * An info ioctl with argsz growth: starts with `minsz` bytes (header
@@ -161,11 +166,15 @@ struct vfiomig_device {
 	struct vm_group *group;    /* BACKEND_GROUP */
 	struct vm_container *iommu;/* BACKEND_IOMMUFD: the iommufd */
 	uint32_t devid;            /* iommufd device id */
+	uint32_t hwpt_id;          /* iommufd: dirty-tracking HWPT attached, or 0 */
 	/* Cached VFIO_DEVICE_GET_INFO. */
 	bool info_valid;
 	struct vu_device_info info;
 	struct vm_region_cache *regions; /* num_regions entries, lazily filled */
 };
+
+/* True when the device is a mediated device (emulated IOMMU group). */
+bool vm_device_is_mdev(const struct vfiomig_device *dev);
 
 /* Cached device info (fetched on first use). */
 int vm_device_info(struct vfiomig_device *dev, const struct vu_device_info **info);

@@ -210,6 +210,16 @@ int vk_readdir(struct vfiomig_ctx *ctx, const char *path, vfiomig_dirent_fn fn, 
 
 /* ------------------------------------------------------------ loops */
 
+int vk_ioctl_retry(struct vfiomig_ctx *ctx, int fd, unsigned long request, void *arg)
+{
+	int ret;
+
+	do
+		ret = vk_ioctl(ctx, fd, request, arg);
+	while (ret == -EINTR);
+	return ret;
+}
+
 int vk_pread_full(struct vfiomig_ctx *ctx, int fd, void *buf, size_t len, uint64_t off)
 {
 	char *p = buf;
@@ -231,12 +241,16 @@ int vk_pread_full(struct vfiomig_ctx *ctx, int fd, void *buf, size_t len, uint64
 	return 0;
 }
 
-int vk_pwrite_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len, uint64_t off)
+/* One loop for pwrite (off != NULL) and write (off == NULL). */
+static int write_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len,
+		      const uint64_t *off)
 {
 	const char *p = buf;
+	uint64_t pos = off ? *off : 0;
 
 	while (len) {
-		ssize_t n = vk_pwrite(ctx, fd, p, len, off);
+		ssize_t n = off ? vk_pwrite(ctx, fd, p, len, pos) : vk_write(ctx, fd, p, len);
+
 		if (n == -EINTR)
 			continue;
 		if (n < 0)
@@ -245,9 +259,19 @@ int vk_pwrite_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len,
 			return -EIO;
 		p += n;
 		len -= (size_t)n;
-		off += (uint64_t)n;
+		pos += (uint64_t)n;
 	}
 	return 0;
+}
+
+int vk_pwrite_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len, uint64_t off)
+{
+	return write_full(ctx, fd, buf, len, &off);
+}
+
+int vk_write_full(struct vfiomig_ctx *ctx, int fd, const void *buf, size_t len)
+{
+	return write_full(ctx, fd, buf, len, NULL);
 }
 
 int vk_info_ioctl(struct vfiomig_ctx *ctx, int fd, unsigned long request, const void *hdr,
@@ -272,9 +296,7 @@ int vk_info_ioctl(struct vfiomig_ctx *ctx, int fd, unsigned long request, const 
 		argsz = (uint32_t)len;
 		memcpy(buf, &argsz, sizeof(argsz));
 
-		do
-			ret = vk_ioctl(ctx, fd, request, buf);
-		while (ret == -EINTR);
+		ret = vk_ioctl_retry(ctx, fd, request, buf);
 		if (ret < 0) {
 			free(buf);
 			if (ret == -EINVAL && (flags & VK_INFO_QUIET_EINVAL))

@@ -38,6 +38,10 @@ struct vfiomig_mig {
 	struct vm_fmt_writer w;
 	struct vm_fmt_reader r;
 	struct vfiomig_mig_stats stats;
+	struct vfiomig_dirty *dirty;       /* VFIOMIG_MIG_DIRTY_TRACKING session */
+	uint32_t dirty_mech;
+	uint32_t nr_dma_ranges;
+	struct vfiomig_dma_range *dma_ranges;
 	uint64_t stopcopy_start_ns;
 	void *scratch;               /* chunk buffer (save: chunk_size; load: piece buffer) */
 	size_t scratch_len;

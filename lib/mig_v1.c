@@ -151,9 +151,7 @@ static int v1_recover(struct vfiomig_mig *m, uint32_t target)
 	if (v1_set_state(m, target) == 0)
 		return 0;
 	/* The error state (110) is left only through a reset. */
-	do
-		ret = vk_ioctl(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
-	while (ret == -EINTR);
+	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET after a failed v1 "
 			      "transition", m->dev->name);

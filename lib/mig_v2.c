@@ -35,9 +35,7 @@ static int feature(struct vfiomig_mig *m, uint32_t flags, void *data, size_t len
 	buf.hdr.argsz = (uint32_t)(sizeof(buf.hdr) + len);
 	buf.hdr.flags = flags;
 	memcpy(buf.data, data, len);
-	do
-		ret = vk_ioctl(m->ctx, m->dev->fd, VU_DEVICE_FEATURE, &buf);
-	while (ret == -EINTR);
+	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_FEATURE, &buf);
 	/* A failed SET still copies the payload back (requested state, fd -1). */
 	memcpy(data, buf.data, len);
 	return ret;
@@ -145,9 +143,7 @@ static int v2_recover(struct vfiomig_mig *m, uint32_t target)
 		return 0;
 	/* The arc failed (device in ERROR, or refused): reset, losing the device's state. */
 	close_data_fd(m);
-	do
-		ret = vk_ioctl(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
-	while (ret == -EINTR);
+	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET after a failed transition",
 			      m->dev->name);
@@ -170,9 +166,7 @@ static int v2_precopy_info(struct vfiomig_mig *m, uint64_t *initial, uint64_t *d
 	*initial = *dirty = 0;
 	if ((m->state != VU_STATE_PRE_COPY && m->state != VU_STATE_PRE_COPY_P2P) || m->data_fd < 0)
 		return 0;
-	do
-		ret = vk_ioctl(m->ctx, m->data_fd, VU_MIG_GET_PRECOPY_INFO, &pi);
-	while (ret == -EINTR);
+	ret = vk_ioctl_retry(m->ctx, m->data_fd, VU_MIG_GET_PRECOPY_INFO, &pi);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_MIG_GET_PRECOPY_INFO", m->dev->name);
 	*initial = pi.initial_bytes;
@@ -219,25 +213,6 @@ static ssize_t v2_save_chunk(struct vfiomig_mig *m, const void **ptr)
 	return n;
 }
 
-static int write_all(struct vfiomig_mig *m, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t n = vk_write(m->ctx, m->data_fd, p, len);
-
-		if (n == -EINTR)
-			continue;
-		if (n < 0)
-			return (int)n;
-		if (n == 0 || (size_t)n > len)
-			return -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int v2_load_chunk(struct vfiomig_mig *m, uint64_t size)
 {
 	int ret;
@@ -251,7 +226,7 @@ static int v2_load_chunk(struct vfiomig_mig *m, uint64_t size)
 		ret = vm_fmt_read_body(&m->r, m->scratch, piece);
 		if (ret)
 			return ret;
-		ret = write_all(m, m->scratch, piece);
+		ret = vk_write_full(m->ctx, m->data_fd, m->scratch, piece);
 		if (ret)
 			return vm_err(m->ctx, ret, "device %s: write to the data_fd in RESUMING",
 				      m->dev->name);

@@ -98,42 +98,17 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
  */
 static int dirty_trackable(struct vfiomig_device *dev, char *reason, size_t len)
 {
-	struct {
-		struct vu_device_feature hdr;
-		struct vu_feature_dma_logging_control ctl;
-	} probe = { .hdr = { .argsz = sizeof(probe),
-			     .flags = VU_DEVICE_FEATURE_PROBE | VU_DEVICE_FEATURE_SET |
-				      VU_FEATURE_DMA_LOGGING_START } };
-	struct vfiomig_iommu_migration mig;
-	const char *iommu_why;
-	size_t ilen;
-	void *info;
-	int ret;
+	VFIOMIG_OPTS(dirty_probe, p);
+	int ret = vfiomig_dirty_probe(dev, &p);
 
-	do
-		ret = vk_ioctl(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &probe);
-	while (ret == -EINTR);
-	if (ret >= 0)
-		return 1; /* the device logs its own DMA */
-
-	if (dev->group && dev->group->container && dev->group->container->iommu_set) {
-		ret = vfiomig_device_get_iommu_info_raw(dev, &info, &ilen);
-		if (ret)
-			return ret;
-		ret = vfiomig_cap_iommu_migration(dev->ctx, info, ilen, &mig);
-		vfiomig_free(info);
-		if (ret == 0 && mig.pgsize_bitmap)
-			return 1;
-		if (ret && ret != -ENOENT)
-			return ret;
-		iommu_why = "the type1 IOMMU has no migration capability (no dirty-page tracking)";
-	} else if (dev->iommu) {
-		iommu_why = "iommufd dirty tracking is not supported by this libvfiomig yet";
-	} else {
-		iommu_why = "the device was adopted without its container";
-	}
-	snprintf(reason, len, "device %s: nothing can track its DMA writes: %s, and the device "
-		 "has no DMA logging", dev->name, iommu_why);
+	if (ret)
+		return ret;
+	if (p.best)
+		return 1;
+	snprintf(reason, len, "device %.64s: nothing can track its DMA writes: %.100s; %.100s; %.100s",
+		 dev->name,
+		 p.why_not[VFIOMIG_DIRTY_DEVICE], p.why_not[VFIOMIG_DIRTY_IOMMUFD],
+		 p.why_not[VFIOMIG_DIRTY_TYPE1]);
 	return 0;
 }
 
@@ -141,7 +116,8 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 		      uint32_t *flags)
 {
 	const uint32_t known = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_NO_PRECOPY |
-			       VFIOMIG_MIG_PREFER_V1 | VFIOMIG_MIG_NEED_DIRTY_TRACKING;
+			       VFIOMIG_MIG_PREFER_V1 | VFIOMIG_MIG_NEED_DIRTY_TRACKING |
+			       VFIOMIG_MIG_DIRTY_TRACKING;
 	int ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_mig_opts");
 
 	if (ret)
@@ -149,6 +125,8 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 	*flags = VM_OPTS_GET(opts, struct vfiomig_mig_opts, flags, 0);
 	if (*flags & ~known)
 		return vm_err(ctx, -EINVAL, "vfiomig_mig_opts: unknown flags 0x%x", *flags & ~known);
+	if (*flags & VFIOMIG_MIG_DIRTY_TRACKING)
+		*flags |= VFIOMIG_MIG_NEED_DIRTY_TRACKING;
 	return 0;
 }
 
@@ -156,7 +134,7 @@ int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts 
 		      char *reason, size_t len)
 {
 	const struct vm_proto *proto;
-	char buf[256] = "";
+	char buf[512] = "";
 	uint32_t flags;
 	int ret;
 
@@ -180,7 +158,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 {
 	const struct vm_proto *proto;
 	struct vfiomig_mig *m;
-	char reason[256] = "";
+	char reason[512] = "";
 	uint32_t flags;
 	uint64_t chunk, maxrec;
 	int ret;
@@ -224,11 +202,28 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	m->config_save = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_save, NULL);
 	m->config_load = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_load, NULL);
 	m->config_user = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_user, NULL);
+	m->dirty_mech = VM_OPTS_GET(opts, struct vfiomig_mig_opts, dirty_mechanism, 0);
+	m->nr_dma_ranges = VM_OPTS_GET(opts, struct vfiomig_mig_opts, nr_dma_ranges, 0);
+	if (m->nr_dma_ranges) {
+		const struct vfiomig_dma_range *r =
+			VM_OPTS_GET(opts, struct vfiomig_mig_opts, dma_ranges, NULL);
+
+		m->dma_ranges = r ? calloc(m->nr_dma_ranges, sizeof(*r)) : NULL;
+		if (!m->dma_ranges) {
+			uint32_t n = m->nr_dma_ranges;
+
+			free(m);
+			return vm_err(dev->ctx, r ? -ENOMEM : -EINVAL, "device %s: %u DMA ranges",
+				      dev->name, n);
+		}
+		memcpy(m->dma_ranges, r, m->nr_dma_ranges * sizeof(*r));
+	}
 	m->stats.sz = sizeof(m->stats);
 	m->stats.protocol = proto->id;
 	m->scratch_len = (size_t)chunk;
 	m->scratch = malloc(m->scratch_len);
 	if (!m->scratch) {
+		free(m->dma_ranges);
 		free(m);
 		return vm_err(dev->ctx, -ENOMEM, "device %s: %llu-byte chunk buffer", dev->name,
 			      (unsigned long long)chunk);
@@ -237,6 +232,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	if (ret) {
 		proto->fini(m);
 		free(m->scratch);
+		free(m->dma_ranges);
 		free(m);
 		return ret;
 	}
@@ -290,9 +286,7 @@ static int fail_load(struct vfiomig_mig *m, int err)
 		vk_close(m->ctx, m->data_fd);
 		m->data_fd = -1;
 	}
-	do
-		ret = vk_ioctl(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
-	while (ret == -EINTR);
+	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
 	if (ret < 0) {
 		vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET of the destination after a failed "
 		       "load", m->dev->name);
@@ -312,9 +306,16 @@ void vfiomig_mig_free(struct vfiomig_mig *m)
 		fail_save(m, 0);
 	else if (load_active(m))
 		fail_load(m, 0);
+	vfiomig_dirty_free(m->dirty);
 	m->proto->fini(m);
 	free(m->scratch);
+	free(m->dma_ranges);
 	free(m);
+}
+
+struct vfiomig_dirty *vfiomig_mig_dirty(const struct vfiomig_mig *m)
+{
+	return m ? m->dirty : NULL;
 }
 
 /* ----------------------------------------------------------- identity */
@@ -351,8 +352,7 @@ static int device_identity(struct vfiomig_mig *m, struct vm_fmt_identity *id)
 	ret = vm_device_info(dev, &di);
 	if (ret)
 		return ret;
-	id->kind = dev->sysfs && strncmp(dev->sysfs, "/sys/bus/mdev/", 14) == 0 ? VM_FMT_ID_MDEV :
-										 VM_FMT_ID_PCI;
+	id->kind = vm_device_is_mdev(dev) ? VM_FMT_ID_MDEV : VM_FMT_ID_PCI;
 	if (di->flags & VU_DEVICE_FLAGS_PCI) {
 		ret = vfiomig_region_read(dev, VU_PCI_CONFIG_REGION_INDEX, 0, cfg, sizeof(cfg));
 		if (ret)
@@ -423,6 +423,15 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 		return vm_err(m->ctx, ret, "device %s: writing the stream header", m->dev->name);
 	m->setup_done = true;
 
+	if (m->flags & VFIOMIG_MIG_DIRTY_TRACKING) {
+		VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = m->dirty_mech,
+			     .ranges = m->dma_ranges, .nr_ranges = m->nr_dma_ranges);
+
+		/* Before PRE_COPY: no DMA write of the pre-copy phase may go untracked. */
+		ret = vfiomig_dirty_start(m->dev, &dopts, &m->dirty);
+		if (ret)
+			return fail_save(m, ret);
+	}
 	m->precopy = !(m->flags & VFIOMIG_MIG_NO_PRECOPY) && m->vm_running &&
 		     (m->proto == &vm_proto_v1 || (m->v2_flags & VFIOMIG_MIG_PRE_COPY));
 	if (m->precopy) {

@@ -369,4 +369,83 @@ struct vu_iommu_ioas_alloc {
 };
 VU_ASSERT_SIZE(struct vu_iommu_ioas_alloc, 12);
 
+/* iommufd dirty tracking (6.7+) */
+#define VU_IOMMU_IOAS_MAP   VU_IOMMUFD_IO(5)
+#define VU_IOMMU_IOAS_UNMAP VU_IOMMUFD_IO(6)
+
+struct vu_iommu_ioas_unmap {
+	uint32_t size;
+	uint32_t ioas_id;
+	uint64_t iova;
+	uint64_t length;
+};
+VU_ASSERT_SIZE(struct vu_iommu_ioas_unmap, 24);
+
+struct vu_iommu_ioas_map {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t ioas_id;
+	uint32_t reserved;
+	uint64_t user_va;
+	uint64_t length;
+	uint64_t iova;
+};
+#define VU_IOMMU_IOAS_MAP_FIXED_IOVA (1u << 0)
+#define VU_IOMMU_IOAS_MAP_WRITEABLE  (1u << 1)
+#define VU_IOMMU_IOAS_MAP_READABLE   (1u << 2)
+VU_ASSERT_SIZE(struct vu_iommu_ioas_map, 40);
+
+struct vu_iommu_hw_info {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t dev_id;
+	uint32_t data_len;
+	uint64_t data_uptr;
+	uint32_t out_data_type;
+	uint32_t reserved;
+	uint64_t out_capabilities;
+};
+#define VU_IOMMU_HW_CAP_DIRTY_TRACKING (1ull << 0)
+VU_ASSERT_SIZE(struct vu_iommu_hw_info, 40);
+VU_ASSERT_OFF(struct vu_iommu_hw_info, out_capabilities, 32);
+
+struct vu_iommu_hwpt_alloc {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t dev_id;
+	uint32_t pt_id;
+	uint32_t out_hwpt_id;
+	uint32_t reserved;
+	uint32_t data_type;
+	uint32_t data_len;
+	uint64_t data_uptr;
+};
+#define VU_IOMMU_HWPT_ALLOC_DIRTY_TRACKING (1u << 1)
+VU_ASSERT_SIZE(struct vu_iommu_hwpt_alloc, 40);
+
+struct vu_iommu_hwpt_set_dirty_tracking {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t hwpt_id;
+	uint32_t reserved;
+};
+#define VU_IOMMU_HWPT_DIRTY_TRACKING_ENABLE (1u << 0)
+VU_ASSERT_SIZE(struct vu_iommu_hwpt_set_dirty_tracking, 16);
+
+struct vu_iommu_hwpt_get_dirty_bitmap {
+	uint32_t size;
+	uint32_t hwpt_id;
+	uint32_t flags;
+	uint32_t reserved;
+	uint64_t iova;
+	uint64_t length;
+	uint64_t page_size;
+	uint64_t data;
+};
+#define VU_IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR (1u << 0)
+VU_ASSERT_SIZE(struct vu_iommu_hwpt_get_dirty_bitmap, 48);
+
+/* The most ranges DMA_LOGGING_START accepts: PAGE_SIZE / sizeof(range). */
+#define VU_DMA_LOGGING_MAX_RANGES 256
+
 #endif

@@ -822,3 +822,21 @@ Test(mig, dirty_tracking_blocker_when_the_vm_needs_it)
 	cr_assert_eq(vfiomig_mig_check(dev, NULL, reason, sizeof(reason)), 0, "%s", reason);
 	vfiomig_device_close(dev);
 }
+
+Test(mig, v1_reserved_device_state_bits_survive_every_transition)
+{
+	struct pair p;
+	uint64_t v;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V1, 64 * 1024, 0);
+	/* A reserved bit (bit 8) set by someone else must survive read-modify-write. */
+	cr_assert_eq(vfiomig_region_write_reg(p.src, 9, 0, 4, 0x101), 0, "%s", env.log.last);
+	pair_migs(&p, VFIOMIG_MIG_ALLOW_V1);
+	migrate(&p, 2, 0);
+	cr_assert(same_state(p.ssrc, p.sdst));
+	cr_assert_eq(vfiomig_region_read_reg(p.src, 9, 0, 4, &v), 0);
+	cr_assert_eq(v & 0x100, 0x100, "reserved bit lost: device_state 0x%llx",
+		     (unsigned long long)v);
+	cr_assert_eq(v & 7, 0, "source should be stopped (000), is 0x%llx", (unsigned long long)v);
+	pair_close(&p);
+}

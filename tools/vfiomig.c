@@ -364,7 +364,6 @@ static int probe_migration(struct out *o, struct target *t)
 	if (mi.protocols & VFIOMIG_MIG_PROTO_V1)
 		kv_raw(o, "v1_region", "%d", mi.v1_region);
 	{
-		VFIOMIG_OPTS(mig_opts, need, .flags = VFIOMIG_MIG_NEED_DIRTY_TRACKING);
 		int prio = vfiomig_ctx_get_log_priority(t->ctx);
 		char reason[256];
 
@@ -373,17 +372,41 @@ static int probe_migration(struct out *o, struct target *t)
 		ret = vfiomig_mig_check(t->dev, NULL, reason, sizeof(reason));
 		if (ret == 0 || ret == -EOPNOTSUPP)
 			kv_str(o, "blocker", ret ? reason : "none");
-		if (ret == 0) {
-			ret = vfiomig_mig_check(t->dev, &need, reason, sizeof(reason));
-			if (ret == 0 || ret == -EOPNOTSUPP)
-				kv_str(o, "dma_dirty_tracking", ret ? reason : "available");
-		}
 		vfiomig_ctx_set_log_priority(t->ctx, prio);
 		if (ret == -EOPNOTSUPP)
 			ret = 0;
 	}
 	close_obj(o, '}');
 	return ret;
+}
+
+static int probe_dirty(struct out *o, struct target *t)
+{
+	static const char *const names[VFIOMIG_DIRTY_NR] = { "auto", "type1", "device", "iommufd" };
+	VFIOMIG_OPTS(dirty_probe, p);
+	int ret = vfiomig_dirty_probe(t->dev, &p);
+
+	if (ret)
+		return ret;
+	open_obj(o, "dirty_tracking", '{');
+	kv_str(o, "chosen", p.best ? names[p.best] : "none (a VM with DMA-capable devices is blocked)");
+	for (uint32_t m = VFIOMIG_DIRTY_TYPE1; m < VFIOMIG_DIRTY_NR; m++) {
+		char text[200];
+
+		if (p.available & (1u << m))
+			snprintf(text, sizeof(text), "available%s",
+				 m == VFIOMIG_DIRTY_TYPE1 && p.type1_coarse ?
+					 " (coarse: every mapped page reported dirty)" : "");
+		else
+			snprintf(text, sizeof(text), "no: %s", p.why_not[m]);
+		kv_str(o, names[m], text);
+	}
+	if (p.available & (1u << VFIOMIG_DIRTY_TYPE1)) {
+		kv_hex(o, "type1_pgsize", p.type1_pgsize);
+		kv_hex(o, "type1_max_bitmap", p.type1_max_bitmap);
+	}
+	close_obj(o, '}');
+	return 0;
 }
 
 static int cmd_probe(int argc, char **argv)
@@ -436,6 +459,8 @@ static int cmd_probe(int argc, char **argv)
 		ret = probe_iommu(&o, &t);
 	if (!ret)
 		ret = probe_migration(&o, &t);
+	if (!ret)
+		ret = probe_dirty(&o, &t);
 	if (o.json)
 		printf("\n}\n");
 out:

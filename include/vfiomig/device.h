@@ -23,6 +23,13 @@ struct vfiomig_device;
 /* vfiomig_device_open_opts.flags */
 #define VFIOMIG_OPEN_CDEV     (1u << 0) /* use the vfio cdev + iommufd path; fail if absent */
 #define VFIOMIG_OPEN_NO_CDEV  (1u << 1) /* never try cdev + iommufd (group + container only) */
+/*
+ * cdev path: attach the device to a HWPT allocated with dirty tracking
+ * (IOMMU_HWPT_ALLOC_DIRTY_TRACKING) instead of the IOAS's automatic
+ * domain, so VFIOMIG_DIRTY_IOMMUFD can be used. -EOPNOTSUPP when the
+ * IOMMU has no dirty tracking (IOMMU_GET_HW_INFO).
+ */
+#define VFIOMIG_OPEN_DIRTY_HWPT (1u << 2)
 
 struct vfiomig_device_open_opts {
 	size_t sz;

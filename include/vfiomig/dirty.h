@@ -70,7 +70,11 @@ struct vfiomig_dma_range {
 struct vfiomig_dirty_opts {
 	size_t sz;
 	uint32_t mechanism;  /* VFIOMIG_DIRTY_*; default AUTO */
-	/* DEVICE: coalesce the ranges into at most this many (default and maximum 256). */
+	/*
+	 * DEVICE: coalesce the ranges into at most this many. Default 256, the
+	 * kernel's limit (PAGE_SIZE / 16) on 4 KiB-page hosts; a 64 KiB-page
+	 * kernel takes 4096. More than the kernel's limit is refused by it (-E2BIG).
+	 */
 	uint32_t max_ranges;
 	/*
 	 * DEVICE (required there): the IOVA ranges to log, i.e. the VMM's
@@ -104,8 +108,12 @@ VFIOMIG_API uint32_t vfiomig_dirty_mechanism(const struct vfiomig_dirty *d);
 VFIOMIG_API uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d);
 
 /* vfiomig_dirty_query() results */
-#define VFIOMIG_DIRTY_EXACT 0 /* the bits are what the kernel reported */
-#define VFIOMIG_DIRTY_ALL   1 /* every page of the range was set: log lost, or coarse type1 */
+#define VFIOMIG_DIRTY_EXACT 0 /* the bits are what the kernel reported, precisely */
+/*
+ * The report is not precise: after a lost log every page of the range
+ * was set; with coarse type1 tracking the kernel set every mapped page.
+ */
+#define VFIOMIG_DIRTY_ALL   1
 
 /*
  * Dirty pages of [iova, iova + length) since the last query (or the

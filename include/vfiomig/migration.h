@@ -55,6 +55,7 @@
 #include <vfiomig/common.h>
 #include <vfiomig/device.h>
 #include <vfiomig/stream.h>
+#include <vfiomig/dirty.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,6 +79,14 @@ struct vfiomig_mig_set;
  * device's own DMA logging).
  */
 #define VFIOMIG_MIG_NEED_DIRTY_TRACKING (1u << 3)
+/*
+ * Track the device's DMA writes for this save (dirty.h): tracking starts
+ * in vfiomig_mig_save_setup(), before the device enters PRE_COPY, and
+ * stops in vfiomig_mig_free() (after the VMM's last query, which follows
+ * stop-and-copy). The VMM queries each round through vfiomig_mig_dirty().
+ * Implies VFIOMIG_MIG_NEED_DIRTY_TRACKING.
+ */
+#define VFIOMIG_MIG_DIRTY_TRACKING (1u << 4)
 
 /*
  * The VMM's own device configuration (PCI config space, interrupt setup):
@@ -105,6 +114,11 @@ struct vfiomig_mig_opts {
 	vfiomig_config_save_fn config_save;
 	vfiomig_config_load_fn config_load;
 	void *config_user;
+	/* With VFIOMIG_MIG_DIRTY_TRACKING: the mechanism (VFIOMIG_DIRTY_*, 0 = auto) and
+	 * the VMM's DMA-mapped ranges (needed by device DMA logging; copied). */
+	uint32_t dirty_mechanism;
+	uint32_t nr_dma_ranges;
+	const struct vfiomig_dma_range *dma_ranges;
 	size_t :0;
 };
 
@@ -134,6 +148,13 @@ VFIOMIG_API int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role,
 VFIOMIG_API void vfiomig_mig_free(struct vfiomig_mig *mig);
 
 /* ------------------------------------------------------------- source */
+
+/*
+ * The save's dirty-tracking session (VFIOMIG_MIG_DIRTY_TRACKING), for
+ * vfiomig_dirty_query() each round; NULL before setup or without the
+ * flag. Owned by the migration object.
+ */
+VFIOMIG_API struct vfiomig_dirty *vfiomig_mig_dirty(const struct vfiomig_mig *mig);
 
 /* Write the stream header and the setup phase; enter PRE_COPY if allowed. */
 VFIOMIG_API int vfiomig_mig_save_setup(struct vfiomig_mig *mig, struct vfiomig_stream *out);

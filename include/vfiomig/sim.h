@@ -36,6 +36,7 @@ struct vfiomig_sim_device;
 /* vfiomig_sim_opts.flags */
 #define VFIOMIG_SIM_NO_IOMMUFD (1u << 0) /* no /dev/iommu and no vfio cdevs */
 #define VFIOMIG_SIM_NO_TYPE1   (1u << 1) /* containers refuse VFIO_TYPE1v2_IOMMU */
+#define VFIOMIG_SIM_IOMMUFD_DIRTY (1u << 2) /* the IOMMU behind iommufd has dirty tracking */
 
 struct vfiomig_sim_opts {
 	size_t sz;
@@ -66,6 +67,7 @@ VFIOMIG_API int vfiomig_sim_ctx_new(struct vfiomig_sim *sim, const struct vfiomi
 #define VFIOMIG_SIM_DEV_NO_SPARSE     (1u << 0) /* BAR0 mmappable whole, no sparse cap */
 #define VFIOMIG_SIM_DEV_MSIX_MAPPABLE (1u << 1)
 #define VFIOMIG_SIM_DEV_NO_RESET      (1u << 2)
+#define VFIOMIG_SIM_DEV_DMA_LOGGING   (1u << 3) /* VFIO_DEVICE_FEATURE_DMA_LOGGING_* */
 
 struct vfiomig_sim_device_opts {
 	size_t sz;
@@ -123,7 +125,8 @@ VFIOMIG_API int vfiomig_sim_device_add(struct vfiomig_sim *sim,
  * keys: name=ADDR|UUID, vendor=0xVVVV, device=0xDDDD, subvendor=, subdevice=,
  * bar0=SIZE (suffix K, M or G), sparse=0|1, msix_mappable=0|1,
  * mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy (default none),
- * state=SIZE (default 64K), dirty=PAGES (auto_dirty_pages), v1data=SIZE.
+ * state=SIZE (default 64K), dirty=PAGES (auto_dirty_pages), v1data=SIZE,
+ * dmalog=0|1 (VFIOMIG_SIM_DEV_DMA_LOGGING).
  * Returns 0 and *out, or -EINVAL; the reason is logged through ctx
  * (which may be NULL for silence).
  */
@@ -196,6 +199,31 @@ VFIOMIG_API int vfiomig_sim_device_corrupt_data(struct vfiomig_sim_device *dev,
 VFIOMIG_API size_t vfiomig_sim_event_count(const struct vfiomig_sim *sim);
 VFIOMIG_API const char *vfiomig_sim_event(const struct vfiomig_sim *sim, size_t i);
 VFIOMIG_API void vfiomig_sim_events_clear(struct vfiomig_sim *sim);
+
+/* ---------------------------------------------------- DMA and dirty pages */
+
+/*
+ * The device writes guest memory by DMA at [iova, iova + len): the pages
+ * become dirty for every tracking mechanism that is on (the type1
+ * container's tracking, the device's DMA log, the iommufd HWPT's dirty
+ * bits). -EFAULT if the range is not entirely DMA-mapped for writing
+ * (type1 container or IOAS), -ENODEV if the device is attached to
+ * nothing, -EINVAL for a NULL device, zero length or a wrapping range.
+ */
+VFIOMIG_API int vfiomig_sim_device_dma_write(struct vfiomig_sim_device *dev, uint64_t iova,
+					     uint64_t len);
+
+/*
+ * Pin [iova, iova + len) as an mdev vendor driver does (vfio_pin_pages):
+ * an emulated (mdev) group's type1 dirty reports then include these pages
+ * at every query while they stay pinned. -EINVAL for a non-mdev device or
+ * zero length, -EFAULT when the range is not mapped, -ENODEV when the
+ * device is attached to nothing.
+ */
+VFIOMIG_API int vfiomig_sim_device_pin(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len);
+
+/* The next DMA_LOGGING_REPORT fails with err (armed once): the log is lost. */
+VFIOMIG_API int vfiomig_sim_device_fail_dma_report(struct vfiomig_sim_device *dev, int err);
 
 /* How many simulated fds are open right now (leak checks). */
 VFIOMIG_API int vfiomig_sim_open_fds(const struct vfiomig_sim *sim);

@@ -12,5 +12,6 @@
 #include <vfiomig/region.h>
 #include <vfiomig/stream.h>
 #include <vfiomig/migration.h>
+#include <vfiomig/dirty.h>
 
 #endif

@@ -4,10 +4,11 @@
  * (containers, group files, device files, iommufds), the sysfs and /dev
  * lookups, every ioctl with the kernel's argsz rules, capability chains
  * and errno values, device regions backed by memory (pread, pwrite,
- * mmap) and the event logs; device migration lives in sim_mig.c. Where an errno is not obvious, the comment names the kernel
- * behaviour it reproduces (drivers/vfio: container.c, group.c,
- * device_cdev.c, vfio_main.c, pci/vfio_pci_core.c, pci/vfio_pci_rdwr.c,
- * vfio_iommu_type1.c; iommufd).
+ * mmap) and the event logs; device migration lives in sim_mig.c, DMA
+ * mappings and dirty tracking in sim_dirty.c. Where an errno is not
+ * obvious, the comment names the kernel behaviour it reproduces
+ * (drivers/vfio: container.c, group.c, device_cdev.c, vfio_main.c,
+ * pci/vfio_pci_core.c, pci/vfio_pci_rdwr.c, vfio_iommu_type1.c; iommufd).
  */
 #include "sim_internal.h"
 
@@ -29,8 +30,6 @@
 
 /* type1 facts: the kernel's answers on a typical x86 host. */
 #define SIM_IOVA_PGSIZES    (0x1000ull | 0x200000ull | 0x40000000ull)
-#define SIM_DMA_AVAIL       65535u           /* dma_entry_limit default (U16_MAX) */
-#define SIM_DIRTY_BITMAP_MAX (256ull << 20)  /* DIRTY_BITMAP_SIZE_MAX */
 
 /* VFIO_IRQ_INFO_* and the PCI IRQ indexes (uAPI values). */
 #define SIM_IRQ_EVENTFD    (1u << 0)
@@ -443,9 +442,10 @@ static void sim_group_detach(struct sim_group *g)
 		}
 	}
 	g->container = NULL;
-	/* Detaching the last group deprivileges the container: its IOMMU goes. */
+	/* Detaching the last group deprivileges the container: its IOMMU goes, mappings too. */
 	if (!c->ngroups && c->iommu_type) {
 		c->iommu_type = 0;
+		sim_type1_teardown(c);
 		sim_event_add(c->obj.sim, "IOMMU teardown");
 	}
 	sim_obj_put(&c->obj);
@@ -455,7 +455,7 @@ static int sim_type1_get_info(struct sim_container *c, void *arg)
 {
 	struct vu_iommu_type1_info info = { 0 };
 	struct sim_caps caps = { 0 };
-	bool iommu_backed = false;
+	bool iommu_backed = sim_type1_iommu_backed(c);
 	size_t copy;
 	int err;
 
@@ -465,9 +465,6 @@ static int sim_type1_get_info(struct sim_container *c, void *arg)
 	/* minsz is offsetofend(iova_pgsizes); cap_offset is optional for old callers. */
 	if (info.argsz < SIM_OFFSETOFEND(struct vu_iommu_type1_info, iova_pgsizes))
 		return -EINVAL;
-
-	for (size_t i = 0; i < c->ngroups; i++)
-		iommu_backed |= !c->groups[i]->emulated;
 
 	info.flags = VU_IOMMU_INFO_PGSIZES;
 	/* Only emulated (mdev) groups: no IOMMU domain narrows PAGE_MASK. */
@@ -486,21 +483,18 @@ static int sim_type1_get_info(struct sim_container *c, void *arg)
 	{
 		struct vu_iommu_type1_info_dma_avail avail = { 0 };
 
-		avail.avail = SIM_DMA_AVAIL;
+		avail.avail = sim_type1_dma_avail(c);
 		sim_caps_add(&caps, VU_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, &avail, sizeof(avail));
 	}
 	if (iommu_backed) {
 		/* x86: the MSI window 0xfee00000..0xfeefffff is reserved; 48-bit aperture. */
-		const struct vu_iova_range ranges[2] = {
-			{ .start = 0, .end = 0xfedfffffull },
-			{ .start = 0xfef00000ull, .end = 0xffffffffffffull },
-		};
+		const size_t rlen = sizeof(sim_type1_iova_ranges);
 		struct vu_iommu_type1_info_cap_iova_range head = { 0 };
-		uint8_t buf[sizeof(head) + sizeof(ranges)];
+		uint8_t buf[sizeof(head) + sizeof(sim_type1_iova_ranges)];
 
-		head.nr_iovas = SIM_ARRAY_SIZE(ranges);
+		head.nr_iovas = SIM_ARRAY_SIZE(sim_type1_iova_ranges);
 		memcpy(buf, &head, sizeof(head));
-		memcpy(buf + sizeof(head), ranges, sizeof(ranges));
+		memcpy(buf + sizeof(head), sim_type1_iova_ranges, rlen);
 		sim_caps_add(&caps, VU_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, buf, sizeof(buf));
 	}
 	err = sim_caps_apply(&caps, arg, sizeof(info), &info.argsz, &info.flags,
@@ -541,7 +535,7 @@ static int sim_container_ioctl(struct sim_obj *obj, unsigned long req, void *arg
 			return -EINVAL;
 		if (req == VU_IOMMU_GET_INFO)
 			return sim_type1_get_info(c, arg);
-		return -ENOTTY;
+		return sim_type1_ioctl(c, req, arg);
 	}
 }
 
@@ -554,6 +548,7 @@ static void sim_container_release(struct sim_obj *obj)
 {
 	struct sim_container *c = (struct sim_container *)obj;
 
+	sim_type1_teardown(c);
 	free(c->groups);
 	free(c);
 }
@@ -581,7 +576,7 @@ static int sim_container_open(struct vfiomig_sim *sim)
 
 /* --------------------------------------------------------------- iommufd */
 
-static struct sim_iommufd_id *sim_iommufd_find(struct sim_iommufd *ictx, uint32_t id)
+struct sim_iommufd_id *sim_iommufd_find(struct sim_iommufd *ictx, uint32_t id)
 {
 	for (size_t i = 0; i < ictx->nids; i++)
 		if (ictx->ids[i].id == id)
@@ -590,7 +585,7 @@ static struct sim_iommufd_id *sim_iommufd_find(struct sim_iommufd *ictx, uint32_
 }
 
 /* The lowest free id from 1 (the kernel's xarray allocates ids that way). */
-static int sim_iommufd_alloc(struct sim_iommufd *ictx, uint32_t kind, uint32_t *out)
+int sim_iommufd_alloc(struct sim_iommufd *ictx, uint32_t kind, uint32_t *out)
 {
 	struct sim_iommufd_id *ids;
 	uint32_t id = 1;
@@ -601,23 +596,23 @@ static int sim_iommufd_alloc(struct sim_iommufd *ictx, uint32_t kind, uint32_t *
 	if (!ids)
 		return -ENOMEM;
 	ictx->ids = ids;
-	ids[ictx->nids++] = (struct sim_iommufd_id){ .id = id, .kind = kind, .users = 0 };
+	ids[ictx->nids++] = (struct sim_iommufd_id){ .id = id, .kind = kind };
 	*out = id;
 	return 0;
 }
 
-static void sim_iommufd_remove(struct sim_iommufd *ictx, uint32_t id)
+void sim_iommufd_remove(struct sim_iommufd *ictx, uint32_t id)
 {
 	for (size_t i = 0; i < ictx->nids; i++) {
 		if (ictx->ids[i].id == id) {
+			sim_iommufd_id_free(&ictx->ids[i]);
 			ictx->ids[i] = ictx->ids[--ictx->nids];
 			return;
 		}
 	}
 }
 
-/* The bytes of a struct past what we know must be zero (copy_struct_from_user). */
-static bool sim_tail_zero(const void *arg, size_t known, size_t size)
+bool sim_tail_zero(const void *arg, size_t known, size_t size)
 {
 	const uint8_t *p = arg;
 
@@ -634,7 +629,7 @@ static int sim_iommufd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
 	int err;
 
 	if (req != VU_IOMMU_IOAS_ALLOC && req != VU_IOMMU_DESTROY)
-		return -ENOTTY;
+		return sim_iommufd_dma_ioctl(ictx, req, arg);
 	if (!arg)
 		return -EFAULT;
 	memcpy(&size, arg, sizeof(size));
@@ -649,7 +644,7 @@ static int sim_iommufd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
 		memcpy(&a, arg, sizeof(a));
 		if (a.flags)
 			return -EOPNOTSUPP;
-		err = sim_iommufd_alloc(ictx, SIM_IOMMUFD_IOAS, &a.out_ioas_id);
+		err = sim_iommufd_ioas_alloc(ictx, &a.out_ioas_id);
 		if (err)
 			return err;
 		memcpy(arg, &a, sim_min(size, sizeof(a)));
@@ -657,22 +652,14 @@ static int sim_iommufd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
 		return 0;
 	} else {
 		struct vu_iommu_destroy d;
-		struct sim_iommufd_id *id;
 
 		if (size < SIM_OFFSETOFEND(struct vu_iommu_destroy, id))
 			return -EINVAL;
 		if (!sim_tail_zero(arg, sizeof(d), size))
 			return -E2BIG;
 		memcpy(&d, arg, sizeof(d));
-		id = sim_iommufd_find(ictx, d.id);
-		if (!id)
-			return -ENOENT;
-		/* Objects still in use (a bound device, an attached IOAS) refuse to go. */
-		if (id->kind == SIM_IOMMUFD_DEVICE || id->users)
-			return -EBUSY;
-		sim_iommufd_remove(ictx, d.id);
-		sim_event_add(obj->sim, "IOMMU_DESTROY %u", d.id);
-		return 0;
+		/* Objects still in use (a bound device, an attached IOAS or HWPT) refuse to go. */
+		return sim_iommufd_destroy(ictx, d.id);
 	}
 }
 
@@ -685,6 +672,8 @@ static void sim_iommufd_release(struct sim_obj *obj)
 {
 	struct sim_iommufd *ictx = (struct sim_iommufd *)obj;
 
+	for (size_t i = 0; i < ictx->nids; i++)
+		sim_iommufd_id_free(&ictx->ids[i]);
 	free(ictx->ids);
 	free(ictx);
 }
@@ -1032,9 +1021,13 @@ static int sim_bind_iommufd(struct sim_devfile *df, void *arg)
 		return -EINVAL; /* a cdev may open the device only when nobody else has */
 	if (!sim_group_viable(sim, dev->group))
 		return -EPERM; /* DMA ownership of the group is taken by another driver */
-	err = sim_iommufd_alloc(ictx, SIM_IOMMUFD_DEVICE, &devid);
+	/* An emulated device binds as an iommufd access, not as a device object. */
+	err = sim_iommufd_alloc(ictx, dev->kind == VFIOMIG_SIM_MDEV ? SIM_IOMMUFD_ACCESS
+								    : SIM_IOMMUFD_DEVICE, &devid);
 	if (err)
 		return err;
+	sim_iommufd_find(ictx, devid)->dev = dev;
+	dev->cdev_file = df;
 	df->ictx = ictx;
 	sim_obj_get(&ictx->obj);
 	df->devid = devid;
@@ -1050,20 +1043,17 @@ static int sim_bind_iommufd(struct sim_devfile *df, void *arg)
 
 static void sim_detach_pt(struct sim_devfile *df)
 {
-	struct sim_iommufd_id *pt;
-
 	if (!df->pt_id)
 		return;
-	pt = sim_iommufd_find(df->ictx, df->pt_id);
-	if (pt && pt->users)
-		pt->users--;
+	sim_iommufd_detach(df->ictx, df->pt_id);
 	df->pt_id = 0;
 }
 
 static int sim_devfile_attach_pt(struct sim_devfile *df, void *arg)
 {
 	struct vu_device_attach_iommufd_pt at;
-	struct sim_iommufd_id *pt;
+	uint32_t pt;
+	int err;
 
 	if (!arg)
 		return -EFAULT;
@@ -1073,17 +1063,20 @@ static int sim_devfile_attach_pt(struct sim_devfile *df, void *arg)
 	memcpy(&at, arg, sizeof(at));
 	if (at.flags)
 		return -EINVAL;
-	pt = sim_iommufd_find(df->ictx, at.pt_id);
-	if (!pt)
-		return -ENOENT;
-	if (pt->kind != SIM_IOMMUFD_IOAS)
-		return -EINVAL;
-	if (df->pt_id != at.pt_id) {
-		sim_detach_pt(df);
-		pt = sim_iommufd_find(df->ictx, at.pt_id);
-		pt->users++;
-		df->pt_id = at.pt_id;
-	}
+	/*
+	 * An IOAS or a HWPT; attached already, the new one replaces the old
+	 * (attached first, so an automatic HWPT shared by both survives).
+	 * pt_id comes back as what was attached: for a PCI device on an
+	 * IOAS, the automatic HWPT made for it.
+	 */
+	pt = at.pt_id;
+	err = sim_iommufd_attach(df->ictx, df->dev, &pt);
+	if (err)
+		return err;
+	sim_detach_pt(df);
+	df->pt_id = pt;
+	memcpy((uint8_t *)arg + offsetof(struct vu_device_attach_iommufd_pt, pt_id), &pt,
+	       sizeof(pt));
 	sim_event_add(df->obj.sim, "ATTACH_IOMMUFD_PT %s %u", df->dev->name, at.pt_id);
 	return 0;
 }
@@ -1220,8 +1213,11 @@ static void sim_devfile_release(struct sim_obj *obj)
 			sim_detach_pt(df);
 			sim_iommufd_remove(df->ictx, df->devid);
 			dev->cdev_opened = false;
+			dev->cdev_file = NULL;
 			dev->group->cdev_open_cnt--;
 		}
+		if (!dev->open_count)
+			sim_dmalog_closed(dev);
 	}
 	dev->nfiles--;
 	if (df->ictx)
@@ -1321,6 +1317,13 @@ static int sim_group_set_container(struct sim_group *g, void *arg)
 	/* Claiming the group's DMA ownership fails while another driver holds it. */
 	if (!sim_group_viable(sim, g))
 		return -EPERM;
+	/* Joining a container with its IOMMU set: the new domain must take its mappings. */
+	if (c->iommu_type) {
+		int err = sim_type1_group_check(c, g);
+
+		if (err)
+			return err;
+	}
 	groups = sim_grow(c->groups, &c->groups_cap, c->ngroups + 1, sizeof(*groups));
 	if (!groups)
 		return -ENOMEM;
@@ -1856,7 +1859,8 @@ const struct vfiomig_kernel_ops *vfiomig_sim_kernel_ops(void)
 
 int vfiomig_sim_new(const struct vfiomig_sim_opts *opts, struct vfiomig_sim **out)
 {
-	const uint32_t known = VFIOMIG_SIM_NO_IOMMUFD | VFIOMIG_SIM_NO_TYPE1;
+	const uint32_t known = VFIOMIG_SIM_NO_IOMMUFD | VFIOMIG_SIM_NO_TYPE1 |
+			       VFIOMIG_SIM_IOMMUFD_DIRTY;
 	struct vfiomig_sim *sim;
 	uint32_t flags;
 	long pg;
@@ -1894,6 +1898,7 @@ static void sim_region_free(struct sim_region *r)
 
 static void sim_device_free(struct vfiomig_sim_device *dev)
 {
+	sim_dmalog_free(dev);
 	sim_mig_free(dev);
 	if (dev->priv_free)
 		dev->priv_free(dev);
@@ -2100,7 +2105,7 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 			   struct vfiomig_sim_device **out)
 {
 	const uint32_t known = VFIOMIG_SIM_DEV_NO_SPARSE | VFIOMIG_SIM_DEV_MSIX_MAPPABLE |
-			       VFIOMIG_SIM_DEV_NO_RESET;
+			       VFIOMIG_SIM_DEV_NO_RESET | VFIOMIG_SIM_DEV_DMA_LOGGING;
 	struct vfiomig_sim_device *dev, *peer, **devs;
 	struct sim_group *g = NULL, **groups;
 	const char *name, *mtype;
@@ -2225,6 +2230,12 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 	err = sim_mig_setup(dev, opts);
 	if (err) {
 		sim_set_error(sim, "device %s: migration state: %s", name, strerror(-err));
+		sim_device_free(dev);
+		return err;
+	}
+	/* After migration: DMA logging chains in front of its feature hook. */
+	err = sim_dmalog_setup(dev);
+	if (err) {
 		sim_device_free(dev);
 		return err;
 	}

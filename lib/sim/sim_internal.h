@@ -161,6 +161,8 @@ int sim_feature_check(uint32_t flags, size_t argsz, uint32_t supported, size_t m
 
 struct sim_group;
 struct sim_mig;
+struct sim_dmalog;
+struct sim_devfile;
 
 struct vfiomig_sim_device {
 	struct vfiomig_sim *sim;
@@ -189,6 +191,8 @@ struct vfiomig_sim_device {
 	void *priv;
 	void (*priv_free)(struct vfiomig_sim_device *dev);
 	struct sim_mig *mig;       /* migration engine (sim_mig.c); NULL: cannot migrate */
+	struct sim_dmalog *dmalog; /* device DMA logging (sim_dirty.c); NULL: none */
+	struct sim_devfile *cdev_file; /* the cdev file bound to an iommufd, or NULL */
 };
 
 /* Is the device bound to the VFIO driver of its kind? */
@@ -209,21 +213,36 @@ struct sim_group {
 	unsigned int cdev_open_cnt;      /* devices bound through their cdev */
 };
 
+struct sim_type1;
+
 struct sim_container {
 	struct sim_obj obj;
 	uint32_t iommu_type;             /* 0 until VFIO_SET_IOMMU */
 	struct sim_group **groups;       /* attached groups (each holds a reference) */
 	size_t ngroups, groups_cap;
+	struct sim_type1 *t1;            /* DMA mappings, dirty tracking (sim_dirty.c) */
 };
 
 /* iommufd object ids (one id space per iommufd, from 1, as the kernel) */
 #define SIM_IOMMUFD_IOAS   1
-#define SIM_IOMMUFD_DEVICE 2
+#define SIM_IOMMUFD_DEVICE 2 /* a physical (PCI) device bound to the iommufd */
+#define SIM_IOMMUFD_HWPT   3 /* a paging HWPT (an IOMMU domain) on an IOAS */
+#define SIM_IOMMUFD_ACCESS 4 /* an emulated (mdev) device's binding: an iommufd access */
+
+struct sim_ioas;
+struct sim_hwpt;
 
 struct sim_iommufd_id {
 	uint32_t id;
 	uint32_t kind;      /* SIM_IOMMUFD_* */
-	unsigned int users; /* devices attached (IOAS) */
+	/*
+	 * Who holds the object: IOAS: its HWPTs and attached accesses;
+	 * HWPT: attached devices. In use, IOMMU_DESTROY says -EBUSY.
+	 */
+	unsigned int users;
+	struct vfiomig_sim_device *dev; /* DEVICE / ACCESS */
+	struct sim_ioas *ioas;          /* IOAS: its mappings (sim_dirty.c) */
+	struct sim_hwpt *hwpt;          /* HWPT: its state (sim_dirty.c) */
 };
 
 struct sim_iommufd {
@@ -322,6 +341,63 @@ struct vfiomig_sim_device *sim_device_find(const struct vfiomig_sim *sim, const 
 int sim_mig_check_opts(struct vfiomig_sim *sim, const struct vfiomig_sim_device_opts *opts);
 int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_device_opts *opts);
 void sim_mig_free(struct vfiomig_sim_device *dev);
+
+/* ------------------------------------------------ iommufd object table */
+
+/*
+ * sim.c: the id table of an iommufd. alloc takes the lowest free id;
+ * remove frees the id's state (sim_iommufd_id_free). Entries move when
+ * ids come and go: look them up again after an alloc or a remove.
+ */
+struct sim_iommufd_id *sim_iommufd_find(struct sim_iommufd *ictx, uint32_t id);
+int sim_iommufd_alloc(struct sim_iommufd *ictx, uint32_t kind, uint32_t *out);
+void sim_iommufd_remove(struct sim_iommufd *ictx, uint32_t id);
+/* The bytes of a struct past what we know must be zero (copy_struct_from_user). */
+bool sim_tail_zero(const void *arg, size_t known, size_t size);
+
+/* ------------------------------------------ DMA and dirty pages (sim_dirty.c) */
+
+#define SIM_DMA_ENTRY_LIMIT  65535u          /* type1's dma_entry_limit default (U16_MAX) */
+#define SIM_DIRTY_BITMAP_MAX (256ull << 20)  /* type1's DIRTY_BITMAP_SIZE_MAX */
+
+/*
+ * type1: VFIO_IOMMU_MAP_DMA / UNMAP_DMA / DIRTY_PAGES on a container with
+ * its IOMMU set (-ENOTTY for other requests); the DMA_AVAIL count; the
+ * IOVA ranges an IOMMU-backed container allows; teardown when the IOMMU
+ * goes (last group detached, container released); and the check that a
+ * group attaching later does not conflict with existing mappings.
+ */
+int sim_type1_ioctl(struct sim_container *c, unsigned long req, void *arg);
+uint32_t sim_type1_dma_avail(const struct sim_container *c);
+bool sim_type1_iommu_backed(const struct sim_container *c);
+extern const struct vu_iova_range sim_type1_iova_ranges[2];
+void sim_type1_teardown(struct sim_container *c);
+int sim_type1_group_check(struct sim_container *c, const struct sim_group *g);
+
+/*
+ * iommufd: a new IOAS (IOMMU_IOAS_ALLOC); IOAS_MAP / IOAS_UNMAP / GET_HW_INFO / HWPT_ALLOC /
+ * HWPT_SET_DIRTY_TRACKING / HWPT_GET_DIRTY_BITMAP (-ENOTTY for others);
+ * IOMMU_DESTROY of any id; a device file attaching to an IOAS or HWPT
+ * (*pt_id in: the id asked for, out: what was attached, e.g. the
+ * automatic HWPT made for an IOAS) and detaching; freeing an id's state.
+ */
+int sim_iommufd_ioas_alloc(struct sim_iommufd *ictx, uint32_t *out);
+int sim_iommufd_dma_ioctl(struct sim_iommufd *ictx, unsigned long req, void *arg);
+int sim_iommufd_destroy(struct sim_iommufd *ictx, uint32_t id);
+int sim_iommufd_attach(struct sim_iommufd *ictx, struct vfiomig_sim_device *dev,
+		       uint32_t *pt_id);
+void sim_iommufd_detach(struct sim_iommufd *ictx, uint32_t pt_id);
+void sim_iommufd_id_free(struct sim_iommufd_id *id);
+
+/*
+ * Device DMA logging: setup chains VFIO_DEVICE_FEATURE DMA_LOGGING_*
+ * in front of the device's feature hook (call after sim_mig_setup);
+ * closed stops logging when the device's last file goes, as drivers do
+ * at close_device; free undoes setup.
+ */
+int sim_dmalog_setup(struct vfiomig_sim_device *dev);
+void sim_dmalog_closed(struct vfiomig_sim_device *dev);
+void sim_dmalog_free(struct vfiomig_sim_device *dev);
 
 /* ------------------------------------------------- info capability chains */
 

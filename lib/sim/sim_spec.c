@@ -2,7 +2,8 @@
 /*
  * Device spec strings, the syntax tools accept to describe a simulated
  * device on a command line: "sim:pci,name=0000:05:00.0,bar0=1M,sparse=0"
- * or "sim:mdev,...". Parsed strictly: unknown or repeated keys, bad
+ * or "sim:mdev,...". dmalog=1 gives the device DMA logging
+ * (VFIOMIG_SIM_DEV_DMA_LOGGING). Parsed strictly: unknown or repeated keys, bad
  * numbers and a missing "sim:" prefix are refused, the reason logged
  * through the caller's ctx (vfiomig_ctx_log) and kept for
  * sim_last_error().
@@ -98,7 +99,7 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 {
 	static const char *const keys[] = { "name", "vendor", "device", "subvendor", "subdevice",
 					     "bar0", "sparse", "msix_mappable", "mig", "state",
-					     "dirty", "v1data" };
+					     "dirty", "v1data", "dmalog" };
 	VFIOMIG_OPTS(sim_device_opts, o);
 	char buf[SPEC_MAX];
 	unsigned int seen = 0;
@@ -202,8 +203,13 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 			ok = spec_number(val, UINT32_MAX, false, &v);
 			o.auto_dirty_pages = (uint32_t)v;
 			break;
-		default:
+		case 11:
 			ok = spec_number(val, UINT64_MAX, true, &o.v1_data_size);
+			break;
+		default:
+			ok = spec_bool(val, &b);
+			if (b)
+				o.flags |= VFIOMIG_SIM_DEV_DMA_LOGGING;
 			break;
 		}
 		if (!ok) {
