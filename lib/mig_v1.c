@@ -148,9 +148,9 @@ static int v1_recover(struct vfiomig_mig *m, uint32_t target)
 {
 	int ret;
 
-	if (v1_set_state(m, target) == 0)
+	/* The error state (110) is left only through a reset: no write from there. */
+	if (m->state != VU_STATE_ERROR && v1_set_state(m, target) == 0)
 		return 0;
-	/* The error state (110) is left only through a reset. */
 	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET after a failed v1 "

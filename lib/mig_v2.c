@@ -137,7 +137,8 @@ static int v2_recover(struct vfiomig_mig *m, uint32_t target)
 {
 	int ret;
 
-	if (v2_set_state(m, target) == 0)
+	/* ERROR is left only through a reset: a SET from there can never succeed. */
+	if (m->state != VU_STATE_ERROR && v2_set_state(m, target) == 0)
 		return 0;
 	if (m->state == target)
 		return 0;

@@ -840,3 +840,35 @@ Test(mig, v1_reserved_device_state_bits_survive_every_transition)
 	cr_assert_eq(v & 7, 0, "source should be stopped (000), is 0x%llx", (unsigned long long)v);
 	pair_close(&p);
 }
+
+/* A device left in ERROR is reset at once: no transition is ever requested from ERROR. */
+static void error_recovery(uint32_t migration, uint32_t flags)
+{
+	struct pair p;
+
+	pair_open(&p, migration, 64 * 1024, 0);
+	pair_migs(&p, flags);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_STATE_STOP_COPY, -EIO,
+							 true), 0);
+	vfiomig_sim_events_clear(env.sim);
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), -EIO);
+	cr_assert_neq(event_index("RESET"), SIZE_MAX);
+	for (size_t i = 0; i < vfiomig_sim_event_count(env.sim); i++)
+		cr_assert_null(strstr(vfiomig_sim_event(env.sim, i), ": ERROR ->"),
+			       "a transition was requested from ERROR: %s",
+			       vfiomig_sim_event(env.sim, i));
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	pair_close(&p);
+}
+
+Test(mig, v2_error_state_is_left_by_reset_only)
+{
+	error_recovery(VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 0);
+}
+
+Test(mig, v1_error_state_is_left_by_reset_only)
+{
+	error_recovery(VFIOMIG_SIM_MIG_V1, VFIOMIG_MIG_ALLOW_V1);
+}
