@@ -2,8 +2,10 @@
 /*
  * The guest half of the real-kernel rig (tests/kernel/run.sh): libvfiomig's
  * public API against the VFIO of the kernel booted in QEMU, on the edu
- * device (vfio-pci, behind the emulated intel-iommu) and on mtty mediated
- * devices (the kernel's sample driver with v2 migration).
+ * device (vfio-pci, behind the emulated intel-iommu), on mtty mediated
+ * devices (the kernel's sample driver with v2 migration) and on
+ * vfiomig_test devices (our own mdev driver, tests/kernel/vfiomig_test:
+ * v1 and v2 migration of a large changing state, DMA logging, faults).
  *
  * Statically linked, no test framework: one line per test, "ok N - name"
  * or "not ok N - name: reason", then "N passed, M failed"; the exit status
@@ -17,7 +19,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +29,7 @@
 #include <sys/klog.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <vfiomig/vfiomig.h>
@@ -66,10 +71,24 @@ enum {
 	M_NR
 };
 
+/* The vfiomig_test devices /init creates, by role (type, state size: see init.sh). */
+enum {
+	V_V2S, V_V2D,     /* v2, 64 MiB: the big v2 migration */
+	V_V1S, V_V1D,     /* v1 only, 64 MiB: the big v1 migration */
+	V_BS, V_BD,       /* v1 + v2, 4 MiB: one engine, two protocols; the tool */
+	V_FS, V_FD,       /* v2, 4 MiB: fault injection */
+	V_F1S, V_F1D,     /* v1 only, 4 MiB: v1 faults; the tool with --allow-v1 */
+	V_DL,             /* v2, 1 MiB: DMA logging */
+	V_ARC,            /* v2, 1 MiB: raw arcs and data_fd rules */
+	V_TP,             /* v2, 256 MiB: the throughput figure */
+	V_NR
+};
+
 struct env {
 	const char *edu;        /* PCI address of edu, bound to vfio-pci */
 	const char *mtty[M_NR]; /* mtty-2 UUIDs */
 	const char *mtty1;      /* an mtty-1 (single port) UUID */
+	const char *vmt[V_NR];  /* vfiomig_test UUIDs */
 	const char *tool;       /* the statically linked vfiomig command */
 	const char *tmpdir;
 	/* Left by mtty_migrate_api_precopy for the refused-stream tests. */
@@ -560,15 +579,143 @@ out:
 }
 
 /*
- * ---- edu DMA mapping + type1 dirty tracking: NOT YET WRITTEN ----
- * Comes with the dirty-tracking issue (the library has no dirty-tracking
- * API yet). The test goes here: map guest RAM into the edu container
- * (VFIO_IOMMU_MAP_DMA through the library), start type1 dirty tracking,
- * make edu DMA into the mapping (its DMA engine: BAR0 0x80 src, 0x88 dst,
- * 0x90 count, 0x98 command), and check the reported bitmap marks exactly
- * the pages written (type1 reports all pinned pages dirty for an IOMMU-
- * backed group: see docs/testing.md). Register it in tests[] below.
+ * edu DMA mapping + type1 dirty tracking. edu's DMA engine (BAR0 0x80 src,
+ * 0x88 dst, 0x90 count, 0x98 command: bit 0 start, bit 1 "edu -> RAM")
+ * copies from its internal buffer at 0x40000 into guest RAM through the
+ * vIOMMU, at the IOVA we mapped. For an IOMMU-backed group that never
+ * pinned pages the kernel reports every mapped page dirty, and the library
+ * says so (VFIOMIG_DIRTY_ALL).
  */
+#define EDU_DMA_SRC   0x80
+#define EDU_DMA_DST   0x88
+#define EDU_DMA_COUNT 0x90
+#define EDU_DMA_CMD   0x98
+#define EDU_BUF       0x40000
+#define DMA_IOVA      0x1000000ull /* edu masks DMA addresses to 28 bits */
+#define DMA_LEN       (16u * 4096u)
+
+static bool edu_dma_dirty_tracking(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct vfiomig_dirty *d = NULL;
+	VFIOMIG_OPTS(dirty_probe, p);
+	uint64_t bm[1] = { 0 }, cmd = 1;
+	unsigned char *mem = MAP_FAILED;
+	int ret, spins = 0;
+	bool ok = false, mapped = false;
+
+	mem = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
+	memset(mem, 0x5a, DMA_LEN);
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->edu, NULL, &dev));
+	CALL(vfiomig_dirty_probe(dev, &p));
+	CHECK(p.best == VFIOMIG_DIRTY_TYPE1, "chosen mechanism %u, expected type1 (reasons: device "
+	      "'%s', iommufd '%s')", p.best, p.why_not[VFIOMIG_DIRTY_DEVICE],
+	      p.why_not[VFIOMIG_DIRTY_IOMMUFD]);
+	CHECK(p.type1_coarse, "type1 on an IOMMU-backed group should be reported coarse");
+	CHECK(p.type1_pgsize == 4096, "type1 dirty page size %" PRIu64, p.type1_pgsize);
+	CALL(vfiomig_dma_map(dev, mem, DMA_IOVA, DMA_LEN, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
+	mapped = true;
+	CALL(vfiomig_dirty_start(dev, NULL, &d));
+	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_TYPE1, "mechanism %u",
+	      vfiomig_dirty_mechanism(d));
+
+	/* A device masters the bus only when the PCI command register lets it. */
+	{
+		uint64_t pcicmd = 0;
+
+		CALL(vfiomig_region_read_reg(dev, VFIOMIG_PCI_CONFIG_REGION, 4, 2, &pcicmd));
+		CALL(vfiomig_region_write_reg(dev, VFIOMIG_PCI_CONFIG_REGION, 4, 2,
+					      pcicmd | 0x4));
+	}
+	/*
+	 * edu writes 2 KiB of its buffer into the third mapped page (QEMU 7.2's
+	 * edu refuses a transfer of its whole 4 KiB buffer: an off-by-one in its
+	 * range check that aborts QEMU).
+	 */
+	CALL(vfiomig_region_write_reg(dev, VFIOMIG_PCI_BAR0_REGION, EDU_DMA_SRC, 8, EDU_BUF));
+	CALL(vfiomig_region_write_reg(dev, VFIOMIG_PCI_BAR0_REGION, EDU_DMA_DST, 8,
+				      DMA_IOVA + 2 * 4096));
+	CALL(vfiomig_region_write_reg(dev, VFIOMIG_PCI_BAR0_REGION, EDU_DMA_COUNT, 8, 2048));
+	CALL(vfiomig_region_write_reg(dev, VFIOMIG_PCI_BAR0_REGION, EDU_DMA_CMD, 8, 1 | 2));
+	while (cmd & 1) {
+		CALL(vfiomig_region_read_reg(dev, VFIOMIG_PCI_BAR0_REGION, EDU_DMA_CMD, 8, &cmd));
+		CHECK(++spins < 1000000, "edu DMA did not complete");
+	}
+	CHECK(mem[2 * 4096] != 0x5a || mem[2 * 4096 + 2047] != 0x5a,
+	      "edu's DMA did not reach the mapped page (still 0x5a)");
+	CHECK(mem[2 * 4096 - 1] == 0x5a && mem[2 * 4096 + 2048] == 0x5a,
+	      "edu's DMA wrote outside its 2 KiB");
+
+	ret = vfiomig_dirty_query(d, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_ALL, "query returned %d, expected VFIOMIG_DIRTY_ALL (coarse)",
+	      ret);
+	CHECK(bm[0] == 0xffff, "bitmap 0x%" PRIx64 ": every one of the 16 mapped pages should be "
+	      "dirty", bm[0]);
+	/* Unmapping while tracking hands over the bits too. */
+	bm[0] = 0;
+	CHECK(vfiomig_dma_unmap(dev, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm)) == DMA_LEN,
+	      "unmap with dirty bitmap did not unmap %u bytes", DMA_LEN);
+	mapped = false;
+	CHECK(bm[0] == 0xffff, "unmap bitmap 0x%" PRIx64, bm[0]);
+	CALL(vfiomig_dirty_stop(d));
+	CHECK(vfiomig_dirty_query(d, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm)) == -EINVAL,
+	      "a query after stop was not refused");
+	ok = true;
+out:
+	vfiomig_dirty_free(d);
+	if (mapped)
+		vfiomig_dma_unmap(dev, DMA_IOVA, DMA_LEN, 0, NULL, 0);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	if (mem != MAP_FAILED)
+		munmap(mem, DMA_LEN);
+	return ok;
+}
+
+/*
+ * The same on mtty: an emulated (mdev) group is in pinned-page scope, and
+ * mtty never pins or writes guest memory, so type1 reports it clean.
+ */
+static bool mtty_type1_dirty_is_clean(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct vfiomig_dirty *d = NULL;
+	VFIOMIG_OPTS(dirty_probe, p);
+	uint64_t bm[1] = { 0 };
+	unsigned char *mem = MAP_FAILED;
+	bool ok = false, mapped = false;
+	int ret;
+
+	mem = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->mtty1, NULL, &dev));
+	CALL(vfiomig_dirty_probe(dev, &p));
+	CHECK(!p.type1_coarse, "type1 on an mdev group should be precise");
+	CALL(vfiomig_dma_map(dev, mem, DMA_IOVA, DMA_LEN, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
+	mapped = true;
+	{
+		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_TYPE1);
+		CALL(vfiomig_dirty_start(dev, &o, &d));
+	}
+	ret = vfiomig_dirty_query(d, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_EXACT, "query returned %d, expected an exact report", ret);
+	CHECK(bm[0] == 0, "bitmap 0x%" PRIx64 ": mtty wrote nothing, so nothing is dirty", bm[0]);
+	ok = true;
+out:
+	vfiomig_dirty_free(d);
+	if (mapped)
+		vfiomig_dma_unmap(dev, DMA_IOVA, DMA_LEN, 0, NULL, 0);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	if (mem != MAP_FAILED)
+		munmap(mem, DMA_LEN);
+	return ok;
+}
 
 /* ----------------------------------------------------------- mtty tests */
 
@@ -1393,6 +1540,1557 @@ out:
 	return ok;
 }
 
+/* ------------------------------------------- vfiomig_test: our own driver */
+
+/*
+ * tests/kernel/vfiomig_test: an mdev driver whose devices carry a large
+ * state buffer that keeps changing while they run, v2 and v1 migration on
+ * one engine, device DMA logging and fault injection, all driven through
+ * sysfs knobs under /sys/bus/mdev/devices/<uuid>/vmt/.
+ */
+#define VMT_VENDOR 0x7e57
+#define VMT_ID_REG 0x31544d56 /* BAR0 @0: "VMT1" */
+#define VMT_V1_REGION 9
+#define VMT_V1_WINDOW (1u << 20)
+#define VMT_PAGE 4096u
+#define MIB (1024.0 * 1024.0)
+
+/* Kernel uAPI facts for the raw checks below (include/uapi/linux/vfio.h). */
+#define K_VFIO_DEVICE_RESET       0x3b6f /* _IO(';', 100 + 11) */
+#define K_MIG_GET_PRECOPY_INFO    0x3b79 /* _IO(';', 100 + 21) */
+#define K_FEATURE_PROBE           (1u << 18)
+#define K_FEATURE_DMA_LOG_START   6u
+#define K_FEATURE_DMA_LOG_STOP    7u
+#define K_FEATURE_MIG_DATA_SIZE   9u
+
+struct k_precopy_info {
+	uint32_t argsz;
+	uint32_t flags;
+	uint64_t initial_bytes;
+	uint64_t dirty_bytes;
+};
+
+struct k_dma_range {
+	uint64_t iova;
+	uint64_t length;
+};
+
+struct k_feature_dma_log_start {
+	uint32_t argsz;
+	uint32_t flags;
+	uint64_t page_size;
+	uint32_t num_ranges;
+	uint32_t rsvd;
+	uint64_t ranges;
+};
+
+/* -------------------------------------------------------- sysfs knobs */
+
+static void vmt_path(struct env *e, int role, const char *attr, char *buf, size_t len)
+{
+	snprintf(buf, len, "/sys/bus/mdev/devices/%s/vmt/%s", e->vmt[role], attr);
+}
+
+static int vmt_set(struct env *e, int role, const char *attr, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Write a knob: 0 or -errno (what the driver's store returned). */
+static int vmt_set(struct env *e, int role, const char *attr, const char *fmt, ...)
+{
+	char path[256], val[128];
+	va_list ap;
+	ssize_t n;
+	int fd, ret = 0;
+
+	va_start(ap, fmt);
+	vsnprintf(val, sizeof(val), fmt, ap);
+	va_end(ap);
+	vmt_path(e, role, attr, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = write(fd, val, strlen(val));
+	if (n < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+static int vmt_get(struct env *e, int role, const char *attr, char *buf, size_t len)
+{
+	char path[256];
+	ssize_t n;
+	int fd;
+
+	vmt_path(e, role, attr, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
+}
+
+static int vmt_checksum(struct env *e, int role, uint64_t *sum)
+{
+	char buf[64];
+	int ret = vmt_get(e, role, "state_checksum", buf, sizeof(buf));
+
+	if (ret)
+		return ret;
+	*sum = strtoull(buf, NULL, 16);
+	return 0;
+}
+
+static int vmt_num(struct env *e, int role, const char *attr, uint64_t *v)
+{
+	char buf[64];
+	int ret = vmt_get(e, role, attr, buf, sizeof(buf));
+
+	if (!ret)
+		*v = strtoull(buf, NULL, 0);
+	return ret;
+}
+
+/* One counter of the `stats` knob ("streams N saved N ..."). */
+static int vmt_stat(struct env *e, int role, const char *key, uint64_t *v)
+{
+	char buf[512], *p;
+	int ret = vmt_get(e, role, "stats", buf, sizeof(buf));
+
+	if (ret)
+		return ret;
+	for (p = strtok(buf, " \n"); p; p = strtok(NULL, " \n")) {
+		char *val = strtok(NULL, " \n");
+
+		if (val && strcmp(p, key) == 0) {
+			*v = strtoull(val, NULL, 0);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* The device's migration state as the driver reports it (v1-only devices have no v2 GET). */
+static int vmt_state(struct env *e, int role)
+{
+	char buf[64];
+	int ret = vmt_get(e, role, "mig_state", buf, sizeof(buf));
+
+	if (ret)
+		return ret;
+	buf[strcspn(buf, "\n")] = '\0';
+	for (uint32_t s = 0; s < 8; s++)
+		if (strcmp(buf, vfiomig_state_name(s)) == 0)
+			return (int)s;
+	return -EPROTO;
+}
+
+/* A knob write that must succeed. */
+#define KNOB(role, attr, ...)                                                     \
+	do {                                                                      \
+		int r_ = vmt_set(e, role, attr, __VA_ARGS__);                     \
+		if (r_ < 0)                                                       \
+			FAIL("vmt/%s of %s: %s", attr, e->vmt[role],              \
+			     vfiomig_strerror(r_));                               \
+	} while (0)
+
+/* ------------------------------------------------------- raw kernel I/O */
+
+static int kset_state(int fd, uint32_t state, int *data_fd)
+{
+	struct k_feature_mig_state f = {
+		.argsz = sizeof(f),
+		.flags = K_FEATURE_SET | K_FEATURE_MIG_DEVICE_STATE,
+		.device_state = state,
+		.data_fd = -1,
+	};
+
+	*data_fd = -1;
+	if (ioctl(fd, K_VFIO_DEVICE_FEATURE, &f) < 0)
+		return -errno;
+	*data_fd = f.data_fd;
+	return 0;
+}
+
+static int kget_state(int fd)
+{
+	struct k_feature_mig_state f = {
+		.argsz = sizeof(f),
+		.flags = K_FEATURE_GET | K_FEATURE_MIG_DEVICE_STATE,
+	};
+
+	if (ioctl(fd, K_VFIO_DEVICE_FEATURE, &f) < 0)
+		return -errno;
+	return (int)f.device_state;
+}
+
+static int kreset(int fd)
+{
+	return ioctl(fd, K_VFIO_DEVICE_RESET) < 0 ? -errno : 0;
+}
+
+static int kprecopy_info(int data_fd, uint64_t *initial, uint64_t *dirty)
+{
+	struct k_precopy_info pi = { .argsz = sizeof(pi) };
+
+	if (ioctl(data_fd, K_MIG_GET_PRECOPY_INFO, &pi) < 0)
+		return -errno;
+	*initial = pi.initial_bytes;
+	*dirty = pi.dirty_bytes;
+	return 0;
+}
+
+static int kdata_size(int fd, uint64_t *len)
+{
+	struct {
+		uint32_t argsz, flags;
+		uint64_t len;
+	} f = { .argsz = sizeof(f), .flags = K_FEATURE_GET | K_FEATURE_MIG_DATA_SIZE };
+
+	if (ioctl(fd, K_VFIO_DEVICE_FEATURE, &f) < 0)
+		return -errno;
+	*len = f.len;
+	return 0;
+}
+
+/* read() once: bytes, or -errno. */
+static ssize_t kread(int fd, void *buf, size_t len)
+{
+	ssize_t n = read(fd, buf, len);
+
+	return n < 0 ? -errno : n;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ----------------------------------------------------- device checks */
+
+static int vmt_type_of(int role)
+{
+	switch (role) {
+	case V_V1S: case V_V1D: case V_F1S: case V_F1D: return 1;
+	case V_BS: case V_BD: return 12;
+	default: return 2;
+	}
+}
+
+/* Every device as its type promises: IDs, BAR0, v1 region, migration protocols. */
+static bool vmt_devices_present(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	for (int role = 0; role < V_NR; role++) {
+		VFIOMIG_OPTS(migration_info, mi);
+		VFIOMIG_OPTS(device_info, di);
+		int type = vmt_type_of(role), ret;
+		uint64_t id = 0, v = 0, size = 0;
+		char reason[256];
+
+		CALL(vfiomig_device_open(ctx, e->vmt[role], NULL, &dev));
+		CALL(vfiomig_device_get_info(dev, &di));
+		CHECK(di.num_regions == (type == 2 ? 9u : 10u), "%s: %u regions", e->vmt[role],
+		      di.num_regions);
+		CALL(vfiomig_region_read_reg(dev, VFIOMIG_PCI_CONFIG_REGION, 0, 4, &id));
+		CHECK(id == ((uint64_t)(type == 1 ? 1 : type == 2 ? 2 : 3) << 16 | VMT_VENDOR),
+		      "%s: config dword 0 0x%08" PRIx64, e->vmt[role], id);
+		CALL(vfiomig_region_read_reg(dev, VFIOMIG_PCI_BAR0_REGION, 0, 4, &v));
+		CHECK(v == VMT_ID_REG, "%s: BAR0 id 0x%08" PRIx64, e->vmt[role], v);
+		CALL(vfiomig_region_read_reg(dev, VFIOMIG_PCI_BAR0_REGION, 8, 8, &size));
+		CHECK(size >= (1u << 20), "%s: state of %" PRIu64 " bytes", e->vmt[role], size);
+		CALL(vfiomig_device_migration_info(dev, &mi));
+		if (type == 2) {
+			CHECK(mi.protocols == VFIOMIG_MIG_PROTO_V2 && mi.v2_flags == 7 &&
+			      mi.v1_region == -1, "%s (v2): protocols 0x%x flags 0x%" PRIx64
+			      " v1 region %d", e->vmt[role], mi.protocols, mi.v2_flags,
+			      mi.v1_region);
+		} else if (type == 1) {
+			VFIOMIG_OPTS(mig_opts, o1, .flags = VFIOMIG_MIG_ALLOW_V1);
+
+			CHECK(mi.protocols == VFIOMIG_MIG_PROTO_V1 && mi.v1_region == VMT_V1_REGION,
+			      "%s (v1 only): protocols 0x%x v1 region %d", e->vmt[role],
+			      mi.protocols, mi.v1_region);
+			ret = vfiomig_mig_check(dev, NULL, reason, sizeof(reason));
+			CHECK(ret == -EOPNOTSUPP && strstr(reason, "ALLOW_V1"),
+			      "%s: v1-only device without the opt-in: %d '%s'", e->vmt[role], ret,
+			      reason);
+			CALL(vfiomig_mig_check(dev, &o1, reason, sizeof(reason)));
+		} else {
+			CHECK(mi.protocols == (VFIOMIG_MIG_PROTO_V1 | VFIOMIG_MIG_PROTO_V2) &&
+			      mi.v2_flags == 7 && mi.v1_region == VMT_V1_REGION,
+			      "%s (v1+v2): protocols 0x%x flags 0x%" PRIx64 " v1 region %d",
+			      e->vmt[role], mi.protocols, mi.v2_flags, mi.v1_region);
+		}
+		if (type != 2) {
+			VFIOMIG_OPTS(region_info, ri);
+			struct vfiomig_sparse_area area[2];
+			uint32_t nr = 0;
+			uint64_t st = 0;
+
+			CALL(vfiomig_region_get_info(dev, VMT_V1_REGION, &ri));
+			CHECK((ri.cap_flags & VFIOMIG_REGION_HAS_TYPE) && ri.type == 3 &&
+			      ri.subtype == 1, "%s: v1 region type %u/%u", e->vmt[role], ri.type,
+			      ri.subtype);
+			CHECK((ri.flags & VFIOMIG_REGION_MMAP) &&
+			      (ri.cap_flags & VFIOMIG_REGION_HAS_SPARSE) &&
+			      ri.size == VMT_PAGE + VMT_V1_WINDOW,
+			      "%s: v1 region flags 0x%x caps 0x%x size %" PRIu64, e->vmt[role],
+			      ri.flags, ri.cap_flags, ri.size);
+			CALL(vfiomig_region_get_sparse_areas(dev, VMT_V1_REGION, area, 2, &nr));
+			CHECK(nr == 1 && area[0].offset == VMT_PAGE && area[0].size == VMT_V1_WINDOW,
+			      "%s: sparse areas %u (0x%" PRIx64 "+0x%" PRIx64 ")", e->vmt[role], nr,
+			      area[0].offset, area[0].size);
+			CALL(vfiomig_region_read_reg(dev, VMT_V1_REGION, 0, 4, &st));
+			CHECK((st & 7) == 1, "%s: v1 device_state 0x%" PRIx64 ", expected RUNNING",
+			      e->vmt[role], st);
+			/* device_state is 32 bits wide: an 8-byte access is refused. */
+			CHECK(vfiomig_region_read_reg(dev, VMT_V1_REGION, 0, 8, &st) == -EINVAL,
+			      "%s: an 8-byte device_state read was accepted", e->vmt[role]);
+			if (role == V_F1S) {
+				/* A write that drops the reserved bits the device reports is refused. */
+				KNOB(role, "v1_reserved", "0x80000000");
+				ret = vfiomig_region_write_reg(dev, VMT_V1_REGION, 0, 4, 1);
+				CHECK(ret == -EINVAL, "device_state write without the reserved bits: "
+				      "%s", vfiomig_strerror(ret));
+				CALL(vfiomig_region_write_reg(dev, VMT_V1_REGION, 0, 4, 0x80000001u));
+				CALL(vfiomig_region_read_reg(dev, VMT_V1_REGION, 0, 4, &st));
+				CHECK(st == 0x80000001u, "device_state 0x%" PRIx64, st);
+				KNOB(role, "v1_reserved", "0");
+			}
+		}
+		vfiomig_device_close(dev);
+		dev = NULL;
+	}
+	ok = true;
+out:
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+/* --------------------------------------------------- big migrations */
+
+/*
+ * Source `rs` -> destination `rd` of 64 MiB through a memory stream, with
+ * the source's device dirtying pages during pre-copy: two rounds (the
+ * initial image, then what changed, including one page poked on purpose),
+ * stop-and-copy, then the destination's checksum must be the source's.
+ */
+static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t proto,
+			char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *s = NULL, *d = NULL;
+	struct vfiomig_mig *src = NULL, *dst = NULL;
+	struct vfiomig_stream *wire = NULL;
+	VFIOMIG_OPTS(mig_opts, so, .flags = flags);
+	VFIOMIG_OPTS(mig_opts, lo, .flags = flags);
+	VFIOMIG_OPTS(mig_pending, pend);
+	VFIOMIG_OPTS(mig_stats, sst);
+	VFIOMIG_OPTS(mig_stats, dstat);
+	uint64_t size = 0, w0 = 0, w1 = 0, w2 = 0, w3 = 0, sum_s = 0, sum_d0 = 0, sum_d = 0;
+	uint64_t trapped = 0;
+	double t0, t1, t2;
+	int ret, st;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[rs], NULL, &s));
+	CALL(vfiomig_device_open(ctx, e->vmt[rd], NULL, &d));
+	/* The destination holds still (its checksum is compared); the source does not. */
+	KNOB(rd, "dirty_pause", "1");
+	KNOB(rs, "dirty_pause", "0");
+	CALL(vmt_num(e, rs, "state_size", &size));
+	CHECK(size == 64u << 20, "source state of %" PRIu64 " bytes, expected 64 MiB", size);
+	CALL(vmt_checksum(e, rd, &sum_d0));
+	CALL(vmt_num(e, rs, "dirty_writes", &w0));
+
+	CALL(vfiomig_stream_mem_new(ctx, &wire));
+	CALL(vfiomig_mig_new(s, VFIOMIG_MIG_SAVE, &so, &src));
+	t0 = now_s();
+	CALL(vfiomig_mig_save_setup(src, wire));
+	st = vmt_state(e, rs);
+	CHECK(st == VFIOMIG_STATE_PRE_COPY,
+	      "after save_setup the source is %s", kstate_name(st));
+	CALL(vfiomig_mig_save_pending(src, &pend));
+	printf("# pending at setup: initial %" PRIu64 " dirty %" PRIu64 " stop-copy %" PRIu64 "\n",
+	       pend.precopy_initial, pend.precopy_dirty, pend.stopcopy);
+	CHECK(pend.precopy_initial + pend.precopy_dirty >= size,
+	      "pre-copy announces %" PRIu64 " bytes for a %" PRIu64 "-byte state",
+	      pend.precopy_initial + pend.precopy_dirty, size);
+	ret = vfiomig_mig_save_iterate(src, wire, 0);
+	CHECK(ret >= 0, "pre-copy round 1: %s", vfiomig_strerror(ret));
+	CALL(vmt_num(e, rs, "dirty_writes", &w1));
+	CHECK(w1 > w0, "the source device wrote no page during a 64 MiB pre-copy round");
+	/* And one page changed for certain, so round 2 has something to re-send. */
+	KNOB(rs, "poke", "%u", 1000);
+	CALL(vfiomig_mig_save_pending(src, &pend));
+	printf("# after round 1: %" PRIu64 " pages rewritten by the device; pending initial %"
+	       PRIu64 " dirty %" PRIu64 "\n", w1 - w0, pend.precopy_initial, pend.precopy_dirty);
+	CHECK(pend.precopy_initial == 0, "%" PRIu64 " initial bytes left after round 1",
+	      pend.precopy_initial);
+	CHECK(pend.precopy_dirty >= VMT_PAGE, "pages dirtied during pre-copy not reported: dirty %"
+	      PRIu64, pend.precopy_dirty);
+	CHECK(vfiomig_mig_initial_data_sent(src) == 1, "initial data not marked sent");
+	ret = vfiomig_mig_save_iterate(src, wire, 0);
+	CHECK(ret >= 0, "pre-copy round 2: %s", vfiomig_strerror(ret));
+	t1 = now_s();
+	CALL(vfiomig_mig_vm_state(src, VFIOMIG_VM_STOPPED));
+	st = vmt_state(e, rs);
+	CHECK(st == VFIOMIG_STATE_STOP_COPY,
+	      "VM stopped: the source is %s", kstate_name(st));
+	CALL(vmt_num(e, rs, "dirty_writes", &w2));
+	CALL(vfiomig_mig_save_complete(src, wire));
+	t2 = now_s();
+	CALL(vmt_num(e, rs, "dirty_writes", &w3));
+	CHECK(w3 == w2, "the source changed %" PRIu64 " pages after stop-and-copy began", w3 - w2);
+	st = vmt_state(e, rs);
+	CHECK(st == VFIOMIG_STATE_STOP,
+	      "after save_complete the source is %s", kstate_name(st));
+	CALL(vmt_checksum(e, rs, &sum_s));
+	CALL(vfiomig_mig_get_stats(src, &sst));
+	printf("# save (%s): %" PRIu64 " stream bytes, pre-copy %" PRIu64 " bytes in %" PRIu64
+	       " rounds (%.2f s), stop-copy %" PRIu64 " bytes (%.2f s)\n",
+	       proto == VFIOMIG_PROTO_V1 ? "v1" : "v2", sst.bytes, sst.precopy_bytes,
+	       sst.precopy_rounds, t1 - t0, sst.stopcopy_bytes, t2 - t1);
+	CHECK(sst.protocol == proto, "protocol %u, expected %u", sst.protocol, proto);
+	CHECK(sst.precopy_bytes > size, "pre-copy moved %" PRIu64 " bytes: the re-dirtied pages "
+	      "were not re-sent", sst.precopy_bytes);
+	CHECK(sst.stopcopy_bytes > 0, "no stop-copy data");
+	CHECK(sum_s != sum_d0, "the destination already holds the source's state");
+
+	CALL(vfiomig_mig_new(d, VFIOMIG_MIG_LOAD, &lo, &dst));
+	t0 = now_s();
+	ret = load_all(dst, wire);
+	t1 = now_s();
+	CHECK(ret == 0, "load: %s", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, rd, &sum_d));
+	CHECK(sum_d == sum_s, "destination checksum %016" PRIx64 ", source %016" PRIx64, sum_d,
+	      sum_s);
+	CALL(vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING));
+	st = vmt_state(e, rd);
+	CHECK(st == VFIOMIG_STATE_RUNNING,
+	      "VM running: the destination is %s", kstate_name(st));
+	CALL(vfiomig_mig_get_stats(dst, &dstat));
+	CHECK(dstat.device_bytes == sst.device_bytes, "loaded %" PRIu64 " device bytes of %" PRIu64,
+	      dstat.device_bytes, sst.device_bytes);
+	printf("# load: %" PRIu64 " device bytes in %.2f s; checksum %016" PRIx64 "\n",
+	       dstat.device_bytes, t1 - t0, sum_d);
+	CALL(vfiomig_mig_event(src, VFIOMIG_EVENT_COMPLETED));
+	CALL(vfiomig_mig_event(dst, VFIOMIG_EVENT_COMPLETED));
+	if (proto == VFIOMIG_PROTO_V1) {
+		/* The window is mmappable: the library must not have trapped the data. */
+		CALL(vmt_stat(e, rs, "v1_trapped", &trapped));
+		CHECK(trapped == 0, "the source's v1 data went through %" PRIu64 " trapped bytes, "
+		      "not the mmapped window", trapped);
+		CALL(vmt_stat(e, rd, "v1_trapped", &trapped));
+		CHECK(trapped == 0, "the destination's v1 data went through %" PRIu64 " trapped "
+		      "bytes, not the mmapped window", trapped);
+	}
+	ok = true;
+out:
+	vfiomig_mig_free(src);
+	vfiomig_mig_free(dst);
+	vfiomig_stream_free(wire);
+	vfiomig_device_close(s);
+	vfiomig_device_close(d);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+static bool vmt_v2_migrate_64m_precopy(struct env *e, char *why, size_t whylen)
+{
+	return migrate_big(e, V_V2S, V_V2D, 0, VFIOMIG_PROTO_V2, why, whylen);
+}
+
+static bool vmt_v1_migrate_64m_mmap(struct env *e, char *why, size_t whylen)
+{
+	bool ok = false;
+
+	/*
+	 * Reserved device_state bits the device reports: the library must
+	 * write them back unchanged (the driver refuses any other value).
+	 */
+	KNOB(V_V1S, "v1_reserved", "0x5a000000");
+	KNOB(V_V1D, "v1_reserved", "0xa5000000");
+	ok = migrate_big(e, V_V1S, V_V1D, VFIOMIG_MIG_ALLOW_V1, VFIOMIG_PROTO_V1, why, whylen);
+out:
+	return ok;
+}
+
+/* ------------------------------------------------- small migrations */
+
+/*
+ * A whole save of `s` into `wire`: setup, one pre-copy round unless
+ * NO_PRECOPY, VM stop, stop-and-copy. Returns the first error.
+ */
+static int save_all(struct vfiomig_mig *m, struct vfiomig_stream *wire)
+{
+	int ret = vfiomig_mig_save_setup(m, wire);
+
+	if (!ret)
+		ret = vfiomig_mig_save_iterate(m, wire, 0);
+	if (ret >= 0)
+		ret = vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED);
+	if (!ret)
+		ret = vfiomig_mig_save_complete(m, wire);
+	return ret;
+}
+
+/*
+ * Two devices at rest for a deterministic test: both reset (RUNNING,
+ * their pristine state), dirtying paused, one page of the source changed
+ * so it differs from its own pristine state; their checksums recorded.
+ */
+struct fx {
+	struct vfiomig_ctx *ctx;
+	struct vfiomig_device *s, *d;
+	int rs, rd;
+	uint64_t s_sum, d_sum, s_pristine;
+	uint64_t s_fired, d_fired; /* faults_fired before the test */
+};
+
+static int fx_open(struct env *e, int rs, int rd, struct fx *f, char *why, size_t whylen)
+{
+	int ret;
+
+	memset(f, 0, sizeof(*f));
+	f->rs = rs;
+	f->rd = rd;
+	ret = ctx_new(&f->ctx);
+	if (!ret)
+		ret = vfiomig_device_open(f->ctx, e->vmt[rs], NULL, &f->s);
+	if (!ret && rd >= 0)
+		ret = vfiomig_device_open(f->ctx, e->vmt[rd], NULL, &f->d);
+	if (!ret)
+		ret = vfiomig_device_reset(f->s);
+	if (!ret && f->d)
+		ret = vfiomig_device_reset(f->d);
+	if (!ret)
+		ret = vmt_set(e, rs, "dirty_pause", "1");
+	if (!ret && rd >= 0)
+		ret = vmt_set(e, rd, "dirty_pause", "1");
+	if (!ret)
+		ret = vmt_checksum(e, rs, &f->s_pristine);
+	if (!ret)
+		ret = vmt_set(e, rs, "poke", "3");
+	if (!ret)
+		ret = vmt_checksum(e, rs, &f->s_sum);
+	if (!ret && rd >= 0)
+		ret = vmt_checksum(e, rd, &f->d_sum);
+	if (!ret)
+		ret = vmt_stat(e, rs, "faults_fired", &f->s_fired);
+	if (!ret && rd >= 0)
+		ret = vmt_stat(e, rd, "faults_fired", &f->d_fired);
+	if (ret) {
+		snprintf(why, whylen, "setting up %s%s%s: %s", e->vmt[rs], rd >= 0 ? " and " : "",
+			 rd >= 0 ? e->vmt[rd] : "", vfiomig_strerror(ret));
+	} else if (f->s_sum == f->s_pristine || (rd >= 0 && f->d_sum == f->s_sum)) {
+		snprintf(why, whylen, "the poked source equals a pristine device");
+		ret = -EIO;
+	}
+	return ret;
+}
+
+static void fx_close(struct fx *f)
+{
+	vfiomig_device_close(f->s);
+	vfiomig_device_close(f->d);
+	vfiomig_ctx_free(f->ctx);
+}
+
+/* The source is RUNNING with the state it had, and the injected fault did fire. */
+static int fx_source_intact(struct env *e, struct fx *f, int role_fired, char *why,
+			    size_t whylen)
+{
+	uint64_t sum = 0, fired = 0;
+	int st = vmt_state(e, f->rs), ret;
+
+	if (role_fired >= 0) {
+		ret = vmt_stat(e, role_fired, "faults_fired", &fired);
+		if (ret || fired == (role_fired == f->rs ? f->s_fired : f->d_fired)) {
+			snprintf(why, whylen, "the injected fault never fired (%s)",
+				 ret ? vfiomig_strerror(ret) : "faults_fired unchanged");
+			return -EIO;
+		}
+	}
+	if (st != VFIOMIG_STATE_RUNNING) {
+		snprintf(why, whylen, "the source is %s, expected RUNNING", kstate_name(st));
+		return -EIO;
+	}
+	ret = vmt_checksum(e, f->rs, &sum);
+	if (ret || sum != f->s_sum) {
+		snprintf(why, whylen, "the source lost its state: checksum %016" PRIx64
+			 ", before %016" PRIx64, sum, f->s_sum);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* v1 and v2 on one device share the engine: v12 -> v12 with v1, then back with v2. */
+/*
+ * v1 with a window the device does not let us map (no MMAP flag, no
+ * sparse area): the library moves every chunk through trapped region
+ * reads and writes, and the destination still ends up with the state.
+ */
+static bool vmt_v1_trapped_window(struct env *e, char *why, size_t whylen)
+{
+	struct fx f = { 0 };
+	struct vfiomig_mig *src = NULL, *dst = NULL;
+	struct vfiomig_stream *wire = NULL;
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_ALLOW_V1);
+	VFIOMIG_OPTS(region_info, ri);
+	uint64_t sum = 0, ts0 = 0, td0 = 0, ts = 0, td = 0;
+	int ret;
+	bool ok = false;
+
+	/* Region info is read when a device is opened: switch the mapping off first. */
+	KNOB(V_F1S, "v1_mmap", "0");
+	KNOB(V_F1D, "v1_mmap", "0");
+	if (fx_open(e, V_F1S, V_F1D, &f, why, whylen))
+		goto out;
+	CALL(vfiomig_region_get_info(f.s, VMT_V1_REGION, &ri));
+	CHECK(!(ri.flags & VFIOMIG_REGION_MMAP), "the window still offers mmap");
+	CALL(vmt_stat(e, V_F1S, "v1_trapped", &ts0));
+	CALL(vmt_stat(e, V_F1D, "v1_trapped", &td0));
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &src));
+	ret = save_all(src, wire);
+	CHECK(ret == 0, "v1 save through a trapped window: %s", vfiomig_strerror(ret));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &o, &dst));
+	ret = load_all(dst, wire);
+	CHECK(ret == 0, "v1 load through a trapped window: %s", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, V_F1D, &sum));
+	CHECK(sum == f.s_sum, "destination %016" PRIx64 ", source %016" PRIx64, sum, f.s_sum);
+	CALL(vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING));
+	CALL(vmt_stat(e, V_F1S, "v1_trapped", &ts));
+	CALL(vmt_stat(e, V_F1D, "v1_trapped", &td));
+	CHECK(ts - ts0 >= (4u << 20) && td - td0 >= (4u << 20), "trapped bytes: source %" PRIu64
+	      ", destination %" PRIu64 " for a 4 MiB state", ts - ts0, td - td0);
+	ok = true;
+out:
+	vfiomig_mig_free(src);
+	vfiomig_mig_free(dst);
+	vfiomig_stream_free(wire);
+	fx_close(&f); /* also after a failed fx_open, which leaves f filled as far as it got */
+	vmt_set(e, V_F1S, "v1_mmap", "1");
+	vmt_set(e, V_F1D, "v1_mmap", "1");
+	return ok;
+}
+
+static bool vmt_v12_shared_engine(struct env *e, char *why, size_t whylen)
+{
+	struct fx f;
+	struct vfiomig_mig *m[2] = { NULL };
+	struct vfiomig_stream *wire = NULL, *rd = NULL;
+	VFIOMIG_OPTS(mig_opts, v1o, .flags = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_PREFER_V1);
+	VFIOMIG_OPTS(stream_info, si);
+	const void *bytes;
+	size_t nbytes;
+	uint64_t sum = 0;
+	int ret;
+	bool ok = false;
+
+	if (fx_open(e, V_BS, V_BD, &f, why, whylen))
+		goto out;
+	/* BS -> BD through the v1 region. */
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &v1o, &m[0]));
+	ret = save_all(m[0], wire);
+	CHECK(ret == 0, "v1 save: %s", vfiomig_strerror(ret));
+	CALL(vfiomig_stream_mem_data(wire, &bytes, &nbytes));
+	CALL(vfiomig_stream_mem_fixed_new(f.ctx, (void *)bytes, nbytes, VFIOMIG_STREAM_MEM_READ,
+					  &rd));
+	CALL(vfiomig_stream_inspect(rd, 0, &si, NULL, NULL));
+	CHECK(si.protocol == 1, "stream protocol %u, expected v1", si.protocol);
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &v1o, &m[1]));
+	ret = load_all(m[1], wire);
+	CHECK(ret == 0, "v1 load: %s", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, V_BD, &sum));
+	CHECK(sum == f.s_sum, "after v1: destination %016" PRIx64 ", source %016" PRIx64, sum,
+	      f.s_sum);
+	CALL(vfiomig_mig_vm_state(m[1], VFIOMIG_VM_RUNNING));
+	for (int i = 0; i < 2; i++) {
+		vfiomig_mig_free(m[i]);
+		m[i] = NULL;
+	}
+	vfiomig_stream_free(rd);
+	rd = NULL;
+	vfiomig_stream_free(wire);
+	wire = NULL;
+
+	/* And back BD -> BS through v2, after BD changed one more page. */
+	KNOB(V_BD, "poke", "%u", 7);
+	CALL(vmt_checksum(e, V_BD, &f.d_sum));
+	CALL(vfiomig_device_reset(f.s));
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_SAVE, NULL, &m[0]));
+	ret = save_all(m[0], wire);
+	CHECK(ret == 0, "v2 save: %s", vfiomig_strerror(ret));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_LOAD, NULL, &m[1]));
+	ret = load_all(m[1], wire);
+	CHECK(ret == 0, "v2 load: %s", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, V_BS, &sum));
+	CHECK(sum == f.d_sum, "after v2: %016" PRIx64 ", expected %016" PRIx64, sum, f.d_sum);
+	CALL(vfiomig_mig_vm_state(m[1], VFIOMIG_VM_RUNNING));
+	ok = true;
+out:
+	for (int i = 0; i < 2; i++)
+		vfiomig_mig_free(m[i]);
+	vfiomig_stream_free(rd);
+	vfiomig_stream_free(wire);
+	fx_close(&f);
+	return ok;
+}
+
+/* The vfiomig tool on our devices: v2 (v12 type) and v1 (--allow-v1). */
+static bool vmt_tool_roundtrip(struct env *e, char *why, size_t whylen)
+{
+	static const struct {
+		int rs, rd;
+		const char *flags;
+	} runs[] = { { V_BS, V_BD, "" }, { V_F1S, V_F1D, " --allow-v1" } };
+	char file[256], cmd[900], out[8192];
+	bool ok = false;
+
+	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		struct fx f;
+		uint64_t sum = 0;
+		int rc;
+
+		if (fx_open(e, runs[i].rs, runs[i].rd, &f, why, whylen))
+			goto out;
+		/* The groups can be open in one process only: hand them to the tool. */
+		fx_close(&f);
+		snprintf(file, sizeof(file), "%s/vmt-%zu.vfm", e->tmpdir, i);
+		unlink(file);
+		snprintf(cmd, sizeof(cmd), "%s save %s -o %s%s 2>&1", e->tool, e->vmt[runs[i].rs],
+			 file, runs[i].flags);
+		rc = run_cmd(cmd, out, sizeof(out));
+		CHECK(rc == 0, "vfiomig save%s exited %d", runs[i].flags, rc);
+		snprintf(cmd, sizeof(cmd), "%s inspect %s 2>&1", e->tool, file);
+		rc = run_cmd(cmd, out, sizeof(out));
+		CHECK(rc == 0 && strstr(out, "CRC32C verified"), "vfiomig inspect exited %d", rc);
+		CHECK(strstr(out, "7e57:"), "inspect does not name the test device's PCI ID");
+		snprintf(cmd, sizeof(cmd), "%s load %s -i %s%s 2>&1", e->tool, e->vmt[runs[i].rd],
+			 file, runs[i].flags);
+		rc = run_cmd(cmd, out, sizeof(out));
+		CHECK(rc == 0, "vfiomig load%s exited %d", runs[i].flags, rc);
+		CALL(vmt_checksum(e, runs[i].rd, &sum));
+		CHECK(sum == f.s_sum, "%s: loaded %016" PRIx64 ", saved %016" PRIx64,
+		      runs[i].flags[0] ? "v1" : "v2", sum, f.s_sum);
+		unlink(file);
+	}
+	ok = true;
+out:
+	return ok;
+}
+
+/* ---------------------------------------------- raw v2 kernel behaviour */
+
+static const uint32_t all_states[] = {
+	VFIOMIG_STATE_STOP, VFIOMIG_STATE_RUNNING, VFIOMIG_STATE_STOP_COPY,
+	VFIOMIG_STATE_RESUMING, VFIOMIG_STATE_RUNNING_P2P, VFIOMIG_STATE_PRE_COPY,
+	VFIOMIG_STATE_PRE_COPY_P2P,
+};
+
+static bool is_pre(uint32_t s)
+{
+	return s == VFIOMIG_STATE_PRE_COPY || s == VFIOMIG_STATE_PRE_COPY_P2P;
+}
+
+/* Does from -> to begin a new stream (and hand out a data_fd)? */
+static bool new_stream(uint32_t from, uint32_t to)
+{
+	if (from == to)
+		return false;
+	if (is_pre(to) || to == VFIOMIG_STATE_STOP_COPY)
+		return !is_pre(from);
+	return to == VFIOMIG_STATE_RESUMING;
+}
+
+/*
+ * Every (from, to) pair of the v2 states through the kernel's own walk
+ * (vfio_mig_get_next_state): each is reached with a data_fd exactly when
+ * a stream begins, except STOP_COPY -> PRE_COPY(_P2P), which the kernel
+ * refuses. The driver bounds its walk, so the request cannot hang.
+ */
+static bool vmt_v2_all_arcs(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	int fd, dfd = -1, reached = 0, refused = 0;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_ARC], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	for (size_t i = 0; i < 7; i++) {
+		for (size_t j = 0; j < 7; j++) {
+			uint32_t from = all_states[i], to = all_states[j];
+			int ret, st;
+
+			CALL(kreset(fd));
+			ret = kset_state(fd, from, &dfd);
+			CHECK(ret == 0, "RUNNING -> %s: %s", vfiomig_state_name(from),
+			      vfiomig_strerror(ret));
+			if (dfd >= 0)
+				close(dfd);
+			ret = kset_state(fd, to, &dfd);
+			st = kget_state(fd);
+			if (from == VFIOMIG_STATE_STOP_COPY && is_pre(to)) {
+				CHECK(ret == -EINVAL && st == (int)from, "STOP_COPY -> %s: %s, now %s "
+				      "(expected EINVAL, unchanged)", vfiomig_state_name(to),
+				      vfiomig_strerror(ret), kstate_name(st));
+				refused++;
+				continue;
+			}
+			CHECK(ret == 0 && st == (int)to, "%s -> %s: %s, now %s",
+			      vfiomig_state_name(from), vfiomig_state_name(to),
+			      vfiomig_strerror(ret), kstate_name(st));
+			CHECK((dfd >= 0) == new_stream(from, to), "%s -> %s: data_fd %d",
+			      vfiomig_state_name(from), vfiomig_state_name(to), dfd);
+			if (dfd >= 0)
+				close(dfd);
+			dfd = -1;
+			reached++;
+		}
+	}
+	printf("# %d arcs reached through the kernel's walk; STOP_COPY -> PRE_COPY(_P2P) refused "
+	       "with EINVAL (%d)\n", reached, refused);
+	CALL(kreset(fd));
+	ok = true;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+/* The data_fd as the uAPI describes it, on a device at rest. */
+static bool vmt_v2_data_fd_rules(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	static uint8_t buf[65536];
+	uint64_t initial = 0, dirty = 0, dsize = 0, total = 0;
+	int fd, dfd = -1, dfd2 = -1, ret;
+	ssize_t n;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_ARC], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	CALL(kreset(fd));
+	KNOB(V_ARC, "dirty_pause", "1");
+	CALL(kset_state(fd, VFIOMIG_STATE_PRE_COPY, &dfd));
+	CHECK(dfd >= 0, "RUNNING -> PRE_COPY gave no data_fd");
+	CALL(kprecopy_info(dfd, &initial, &dirty));
+	CHECK(initial >= (1u << 20) && dirty == 0, "PRECOPY_INFO: initial %" PRIu64 " dirty %"
+	      PRIu64 " for a 1 MiB device at rest", initial, dirty);
+	CALL(kdata_size(fd, &dsize));
+	CHECK(dsize >= initial, "MIG_DATA_SIZE %" PRIu64 " < initial %" PRIu64, dsize, initial);
+	CHECK(pread(dfd, buf, 1, 0) < 0 && errno == ESPIPE, "pread on the data_fd: not ESPIPE");
+	while ((n = kread(dfd, buf, sizeof(buf))) > 0)
+		total += (uint64_t)n;
+	CHECK(n == -ENOMSG, "drained pre-copy read: %s, expected ENOMSG",
+	      vfiomig_strerror((int)n));
+	CHECK(total >= (1u << 20) && total <= initial, "pre-copy gave %" PRIu64 " bytes, initial "
+	      "was %" PRIu64, total, initial);
+	CALL(kprecopy_info(dfd, &initial, &dirty));
+	CHECK(initial == 0 && dirty == 0, "after draining: initial %" PRIu64 " dirty %" PRIu64,
+	      initial, dirty);
+	KNOB(V_ARC, "poke", "%u", 9);
+	CALL(kprecopy_info(dfd, &initial, &dirty));
+	CHECK(initial == 0 && dirty >= VMT_PAGE, "a poked page: initial %" PRIu64 " dirty %"
+	      PRIu64, initial, dirty);
+	n = kread(dfd, buf, sizeof(buf));
+	CHECK(n > (ssize_t)VMT_PAGE, "re-dirtied page: read %zd", n);
+	CHECK(kread(dfd, buf, sizeof(buf)) == -ENOMSG, "nothing pending, yet no ENOMSG");
+	/* PRE_COPY -> STOP_COPY keeps the fd; the stream then ends with 0. */
+	CALL(kset_state(fd, VFIOMIG_STATE_STOP_COPY, &dfd2));
+	CHECK(dfd2 < 0, "PRE_COPY -> STOP_COPY handed out a second data_fd");
+	total = 0;
+	while ((n = kread(dfd, buf, sizeof(buf))) > 0)
+		total += (uint64_t)n;
+	CHECK(n == 0 && total > 0, "stop-copy read: %zd after %" PRIu64 " bytes", n, total);
+	CHECK(kprecopy_info(dfd, &initial, &dirty) == -EINVAL, "PRECOPY_INFO in STOP_COPY");
+	/* VFIO_DEVICE_RESET: RUNNING, and the old fd is dead. */
+	CALL(kreset(fd));
+	ret = kget_state(fd);
+	CHECK(ret == VFIOMIG_STATE_RUNNING, "after reset: %s", kstate_name(ret));
+	ret = (int)kread(dfd, buf, sizeof(buf));
+	CHECK(ret == -ENODEV, "read from a data_fd after reset: %s", vfiomig_strerror(ret));
+	close(dfd);
+	CALL(kset_state(fd, VFIOMIG_STATE_PRE_COPY, &dfd));
+	CALL(kreset(fd));
+	ret = kprecopy_info(dfd, &initial, &dirty);
+	CHECK(ret == -ENODEV, "PRECOPY_INFO after reset: %s", vfiomig_strerror(ret));
+	ok = true;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	if (dfd2 >= 0)
+		close(dfd2);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+/* ------------------------------------------------------- DMA logging */
+
+/* Does the kernel have iova_bitmap (CONFIG_IOMMUFD_DRIVER), which DMA_LOGGING_REPORT needs? */
+static int kernel_has_iova_bitmap(void)
+{
+	FILE *f = fopen("/proc/kallsyms", "r");
+	char line[256];
+	int found = 0;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, " iova_bitmap_for_each")) {
+			found = 1;
+			break;
+		}
+	fclose(f);
+	return found;
+}
+
+static int dma_log_start_raw(int fd, const struct k_dma_range *r, uint32_t n, uint64_t pgsize)
+{
+	struct k_feature_dma_log_start s = {
+		.argsz = sizeof(s),
+		.flags = K_FEATURE_SET | K_FEATURE_DMA_LOG_START,
+		.page_size = pgsize,
+		.num_ranges = n,
+		.ranges = (uintptr_t)r,
+	};
+
+	return ioctl(fd, K_VFIO_DEVICE_FEATURE, &s) < 0 ? -errno : 0;
+}
+
+static int dma_log_stop_raw(int fd)
+{
+	struct {
+		uint32_t argsz, flags;
+	} s = { .argsz = sizeof(s), .flags = K_FEATURE_SET | K_FEATURE_DMA_LOG_STOP };
+
+	return ioctl(fd, K_VFIO_DEVICE_FEATURE, &s) < 0 ? -errno : 0;
+}
+
+/* "logging 1 page_size 4096 ranges 4 dirty 1" and the dirty IOVAs after it. */
+static int dma_log_read(struct env *e, int role, char *buf, size_t len, unsigned *ranges,
+			unsigned *dirty)
+{
+	int logging = 0, ret = vmt_get(e, role, "dma_log", buf, len);
+	unsigned long pg = 0;
+
+	if (ret)
+		return ret;
+	if (sscanf(buf, "logging %d page_size %lu ranges %u dirty %u", &logging, &pg, ranges,
+		   dirty) != 4)
+		return -EPROTO;
+	return logging;
+}
+
+#define DMA_NR 4
+#define DMA_LEN (64u << 10)
+#define DMA_IOVA(i) (0x100000ull * ((i) + 1))
+
+/*
+ * Device DMA logging and type1 tracking through the library's dirty API:
+ * the device really writes guest memory (vfio_dma_rw into our buffers),
+ * its log holds exactly that page, and the kernel refuses what its own
+ * validation refuses.
+ */
+static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct vfiomig_dirty *d = NULL;
+	struct vfiomig_dma_range r[DMA_NR];
+	static struct vfiomig_dma_range many[300];
+	static struct k_dma_range kr[300];
+	VFIOMIG_OPTS(dirty_probe, p);
+	uint8_t *mem[DMA_NR] = { NULL };
+	uint64_t bm[4];
+	char log[4096];
+	unsigned nr = 0, ndirty = 0;
+	int fd, ret, have_bitmap, mapped = 0;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_DL], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	CALL(vfiomig_dirty_probe(dev, &p));
+	CHECK(p.available & (1u << VFIOMIG_DIRTY_DEVICE), "device logging unavailable: %s",
+	      p.why_not[VFIOMIG_DIRTY_DEVICE]);
+	CHECK(p.available & (1u << VFIOMIG_DIRTY_TYPE1), "type1 tracking unavailable: %s",
+	      p.why_not[VFIOMIG_DIRTY_TYPE1]);
+	CHECK(!p.type1_coarse, "type1 says it is coarse for an emulated (mdev) group");
+	CHECK(p.best == VFIOMIG_DIRTY_DEVICE, "AUTO picks %u, expected DEVICE", p.best);
+	for (int i = 0; i < DMA_NR; i++) {
+		mem[i] = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			      -1, 0);
+		CHECK(mem[i] != MAP_FAILED, "mmap: %s", strerror(errno));
+		memset(mem[i], 0x11, DMA_LEN);
+		r[i].iova = DMA_IOVA(i);
+		r[i].length = DMA_LEN;
+		CALL(vfiomig_dma_map(dev, mem[i], r[i].iova, DMA_LEN,
+				     VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
+		mapped = i + 1;
+	}
+
+	/* The kernel's own refusals (include/uapi/linux/vfio.h; vfio_main.c). */
+	for (int i = 0; i < 300; i++)
+		kr[i] = (struct k_dma_range){ .iova = 0x10000000ull + i * 0x2000ull,
+					      .length = 0x1000 };
+	ret = dma_log_start_raw(fd, kr, 257, 4096);
+	CHECK(ret == -E2BIG, "257 ranges: %s, expected E2BIG", vfiomig_strerror(ret));
+	ret = dma_log_start_raw(fd, kr, 0, 4096);
+	CHECK(ret == -EINVAL, "0 ranges: %s, expected EINVAL", vfiomig_strerror(ret));
+	kr[1].iova = kr[0].iova + 0x800;
+	ret = dma_log_start_raw(fd, kr, 2, 4096);
+	CHECK(ret == -EINVAL, "unaligned range: %s, expected EINVAL", vfiomig_strerror(ret));
+	kr[1] = (struct k_dma_range){ .iova = kr[0].iova, .length = 0x2000 };
+	ret = dma_log_start_raw(fd, kr, 2, 4096);
+	CHECK(ret == -EINVAL, "overlapping ranges: %s, expected EINVAL", vfiomig_strerror(ret));
+	kr[1] = (struct k_dma_range){ .iova = kr[0].iova + 0x2000, .length = 0x1000 };
+	CALL(dma_log_start_raw(fd, kr, 256, 4096));
+	ret = dma_log_start_raw(fd, kr, 2, 4096);
+	CHECK(ret == -EBUSY, "a second START: %s, expected EBUSY", vfiomig_strerror(ret));
+	CALL(dma_log_stop_raw(fd));
+
+	/* Through the library, the mapped ranges, device logging. */
+	VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = r,
+		     .nr_ranges = DMA_NR);
+	CALL(vfiomig_dirty_start(dev, &dopts, &d));
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 1 && nr >= 1 && nr <= DMA_NR && ndirty == 0,
+	      "device log after start: %d, %u ranges, %u dirty", ret, nr, ndirty);
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(1) + 0x1000), 16);
+	CHECK(mem[1][0x1000] >= 0xd0 && mem[1][0x100f] == mem[1][0x1000] && mem[1][0x1010] == 0x11
+	      && mem[1][0xfff] == 0x11, "the device's DMA write did not land in our buffer "
+	      "(0x%02x 0x%02x)", mem[1][0x1000], mem[1][0x1010]);
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 1 && ndirty == 1 && strstr(log, "0x201000\n"),
+	      "device log after one DMA write: %s", log);
+	have_bitmap = kernel_has_iova_bitmap();
+	CHECK(have_bitmap >= 0, "/proc/kallsyms: %s", vfiomig_strerror(have_bitmap));
+	memset(bm, 0, sizeof(bm));
+	ret = vfiomig_dirty_query(d, DMA_IOVA(1), DMA_LEN, 4096, bm, sizeof(bm));
+	if (have_bitmap) {
+		CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x2, "dirty_query: %d, bitmap 0x%"
+		      PRIx64 ", expected EXACT 0x2", ret, bm[0]);
+	} else {
+		/*
+		 * Without CONFIG_IOMMUFD_DRIVER (Debian's 6.12) the kernel's
+		 * DMA_LOGGING_REPORT answers EOPNOTSUPP before asking the
+		 * device: the log is lost and must read as all dirty.
+		 */
+		printf("# this kernel has no iova_bitmap: DMA_LOGGING_REPORT cannot report\n");
+		CHECK(ret == VFIOMIG_DIRTY_ALL && bm[0] == 0xffff, "dirty_query without a working "
+		      "REPORT: %d, bitmap 0x%" PRIx64 ", expected ALL 0xffff", ret, bm[0]);
+	}
+	vfiomig_dirty_free(d);
+	d = NULL;
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 0, "the device still logs after vfiomig_dirty_free (%d)", ret);
+
+	/* 300 ranges: more than the kernel takes, so the library coalesces them. */
+	for (int i = 0; i < 300; i++)
+		many[i] = (struct vfiomig_dma_range){ .iova = 0x10000000ull + i * 0x2000ull,
+						      .length = 0x1000 };
+	VFIOMIG_OPTS(dirty_opts, mopts, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = many,
+		     .nr_ranges = 300);
+	CALL(vfiomig_dirty_start(dev, &mopts, &d));
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 1 && nr >= 1 && nr <= 256, "300 ranges: device logs %u ranges (%d)", nr, ret);
+	vfiomig_dirty_free(d);
+	d = NULL;
+
+	/* type1 tracking: an emulated group reports exactly the pages dma_rw wrote. */
+	VFIOMIG_OPTS(dirty_opts, topts, .mechanism = VFIOMIG_DIRTY_TYPE1);
+	CALL(vfiomig_dirty_start(dev, &topts, &d));
+	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_TYPE1, "mechanism %u",
+	      vfiomig_dirty_mechanism(d));
+	memset(bm, 0, sizeof(bm));
+	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1 before any write: %d 0x%" PRIx64,
+	      ret, bm[0]);
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(2) + 0x2ff8), 16);
+	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x0c, "type1 after a write across pages 2-3: "
+	      "%d 0x%" PRIx64 ", expected EXACT 0xc", ret, bm[0]);
+	memset(bm, 0, sizeof(bm));
+	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1 query did not clear: %d 0x%" PRIx64,
+	      ret, bm[0]);
+	ret = vfiomig_dirty_query(d, DMA_IOVA(0), DMA_LEN, 4096, bm, sizeof(bm));
+	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1: an unwritten range is dirty: "
+	      "0x%" PRIx64, bm[0]);
+	vfiomig_dirty_free(d);
+	d = NULL;
+	ok = true;
+out:
+	vfiomig_dirty_free(d);
+	for (int i = 0; i < mapped; i++)
+		vfiomig_dma_unmap(dev, DMA_IOVA(i), DMA_LEN, 0, NULL, 0);
+	for (int i = 0; i < DMA_NR; i++)
+		if (mem[i] && mem[i] != MAP_FAILED)
+			munmap(mem[i], DMA_LEN);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+/*
+ * A save with VFIOMIG_MIG_DIRTY_TRACKING on the device's own logging:
+ * the log is on once the device is in PRE_COPY, a DMA write during
+ * pre-copy is in it, the VMM's query through vfiomig_mig_dirty() reports
+ * the page (or, on a kernel whose REPORT cannot work, everything), and
+ * freeing the migration stops the log.
+ */
+static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct vfiomig_mig *m = NULL;
+	struct vfiomig_stream *wire = NULL;
+	struct vfiomig_dma_range r = { .iova = DMA_IOVA(0), .length = DMA_LEN };
+	uint8_t *mem = MAP_FAILED;
+	uint64_t bm[1] = { 0 };
+	char log[4096];
+	unsigned nr = 0, ndirty = 0;
+	int ret, st, have_bitmap, mapped = 0;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_DL], NULL, &dev));
+	KNOB(V_DL, "dirty_pause", "1");
+	mem = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
+	CALL(vfiomig_dma_map(dev, mem, r.iova, r.length, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
+	mapped = 1;
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_DIRTY_TRACKING,
+		     .dirty_mechanism = VFIOMIG_DIRTY_DEVICE, .nr_dma_ranges = 1, .dma_ranges = &r);
+	CALL(vfiomig_stream_mem_new(ctx, &wire));
+	CALL(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &o, &m));
+	CHECK(!vfiomig_mig_dirty(m), "a dirty-tracking session before save_setup");
+	CALL(vfiomig_mig_save_setup(m, wire));
+	st = kernel_state(dev);
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(st == VFIOMIG_STATE_PRE_COPY && ret == 1 && nr == 1 && ndirty == 0,
+	      "after save_setup: device %s, log %d with %u ranges, %u dirty", kstate_name(st), ret,
+	      nr, ndirty);
+	CHECK(vfiomig_mig_dirty(m) && vfiomig_dirty_mechanism(vfiomig_mig_dirty(m)) ==
+	      VFIOMIG_DIRTY_DEVICE, "no device dirty-tracking session");
+	CHECK(vfiomig_mig_save_iterate(m, wire, 0) >= 0, "pre-copy round failed");
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(0) + 0x5000), 8);
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 1 && ndirty == 1 && strstr(log, "0x105000\n"), "device log: %s", log);
+	have_bitmap = kernel_has_iova_bitmap();
+	ret = vfiomig_dirty_query(vfiomig_mig_dirty(m), r.iova, r.length, 4096, bm, sizeof(bm));
+	if (have_bitmap > 0)
+		CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x20, "query: %d 0x%" PRIx64, ret,
+		      bm[0]);
+	else
+		CHECK(ret == VFIOMIG_DIRTY_ALL && bm[0] == 0xffff, "query without a working REPORT: "
+		      "%d 0x%" PRIx64 ", expected ALL 0xffff", ret, bm[0]);
+	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
+	CALL(vfiomig_mig_save_complete(m, wire));
+	CALL(vfiomig_mig_event(m, VFIOMIG_EVENT_COMPLETED));
+	vfiomig_mig_free(m);
+	m = NULL;
+	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
+	CHECK(ret == 0, "the device still logs after vfiomig_mig_free (%d)", ret);
+	CALL(vfiomig_device_reset(dev));
+	ok = true;
+out:
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(wire);
+	if (mapped)
+		vfiomig_dma_unmap(dev, r.iova, r.length, 0, NULL, 0);
+	if (mem != MAP_FAILED)
+		munmap(mem, DMA_LEN);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
+/* ----------------------------------------------------------- faults */
+
+/*
+ * A save whose source hits `fault` (a knob write) must fail, and leave the
+ * source RUNNING with its state (migration.h's failure rules).
+ */
+static bool fault_source(struct env *e, int rs, uint32_t flags, const char *knob,
+			 const char *value, char *why, size_t whylen)
+{
+	struct fx f;
+	struct vfiomig_mig *m = NULL;
+	struct vfiomig_stream *wire = NULL;
+	VFIOMIG_OPTS(mig_opts, o, .flags = flags);
+	int ret;
+	bool ok = false;
+
+	if (fx_open(e, rs, -1, &f, why, whylen))
+		goto out;
+	KNOB(rs, knob, "%s", value);
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &m));
+	ret = save_all(m, wire);
+	printf("# %s=%s: the save returned %s\n", knob, value, vfiomig_strerror(ret));
+	CHECK(ret < 0, "the save succeeded despite %s=%s", knob, value);
+	/* The VMM resumes its VM (the save may have failed after the VM stopped). */
+	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
+	if (fx_source_intact(e, &f, rs, why, whylen))
+		goto out;
+	ok = true;
+out:
+	vmt_set(e, rs, knob, "none");
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(wire);
+	fx_close(&f);
+	return ok;
+}
+
+static bool vmt_fault_arc_precopy(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_FS, 0, "fail_arc", "PRE_COPY 5", why, whylen);
+}
+
+static bool vmt_fault_arc_stopcopy(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_FS, 0, "fail_arc", "STOP_COPY 5", why, whylen);
+}
+
+static bool vmt_fault_read_precopy(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_FS, 0, "fail_read", "100000 5", why, whylen);
+}
+
+static bool vmt_fault_read_stopcopy(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_FS, VFIOMIG_MIG_NO_PRECOPY, "fail_read", "2000000 28", why,
+			    whylen);
+}
+
+static bool vmt_fault_v1_arc_stopcopy(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_F1S, VFIOMIG_MIG_ALLOW_V1, "fail_arc", "STOP_COPY 16", why,
+			    whylen);
+}
+
+static bool vmt_fault_v1_read(struct env *e, char *why, size_t whylen)
+{
+	return fault_source(e, V_F1S, VFIOMIG_MIG_ALLOW_V1, "fail_read", "1500000 5", why,
+			    whylen);
+}
+
+/*
+ * A failed arc that leaves the source in ERROR: only a reset gets it out,
+ * so the library must reset it (its state is lost, as migration.h says)
+ * and bring it back to RUNNING.
+ */
+static bool vmt_fault_arc_error_resets(struct env *e, char *why, size_t whylen)
+{
+	struct fx f;
+	struct vfiomig_mig *m = NULL;
+	struct vfiomig_stream *wire = NULL;
+	uint64_t sum = 0, esets0 = 0, esets = 0;
+	int ret, st;
+	bool ok = false;
+
+	if (fx_open(e, V_FS, -1, &f, why, whylen))
+		goto out;
+	CALL(vmt_stat(e, V_FS, "error_sets", &esets0));
+	KNOB(V_FS, "fail_arc", "STOP_COPY 5 error");
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, NULL, &m));
+	ret = save_all(m, wire);
+	CHECK(ret < 0, "the save succeeded through an arc into ERROR");
+	st = vmt_state(e, V_FS);
+	CHECK(st == VFIOMIG_STATE_STOP, "after the failure (VM stopped) the source is %s",
+	      kstate_name(st));
+	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
+	st = vmt_state(e, V_FS);
+	CHECK(st == VFIOMIG_STATE_RUNNING, "VM resumed: the source is %s", kstate_name(st));
+	CALL(vmt_checksum(e, V_FS, &sum));
+	CHECK(sum == f.s_pristine, "the source left ERROR without a reset? checksum %016" PRIx64,
+	      sum);
+	/*
+	 * The uAPI: "To recover from ERROR VFIO_DEVICE_RESET must be used".
+	 * A MIG_DEVICE_STATE SET from ERROR cannot succeed, and a driver that
+	 * passes it to vfio_mig_get_next_state() unguarded trips that
+	 * function's WARN_ON (pds_vfio_pci guards for this very reason).
+	 */
+	CALL(vmt_stat(e, V_FS, "error_sets", &esets));
+	CHECK(esets == esets0, "library bug: it asked the kernel %" PRIu64 " time(s) for a "
+	      "MIG_DEVICE_STATE transition out of ERROR before resetting (lib/mig_v2.c "
+	      "v2_recover(); the uAPI: only VFIO_DEVICE_RESET leaves ERROR, and a driver that "
+	      "hands such a request to vfio_mig_get_next_state() trips its WARN_ON)",
+	      esets - esets0);
+	ok = true;
+out:
+	vmt_set(e, V_FS, "fail_arc", "none");
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(wire);
+	fx_close(&f);
+	return ok;
+}
+
+/*
+ * The source "succeeds" but what it produced is damaged (`knob`=`value`
+ * on the source) or the destination fails (`dknob`=`dvalue`): the load
+ * must fail, the destination must be reset (RUNNING, not the source's
+ * state), and the source, told FAILED, must run on with its state.
+ */
+static bool fault_destination(struct env *e, int rs, int rd, uint32_t flags, const char *knob,
+			      const char *value, const char *dknob, const char *dvalue, char *why,
+			      size_t whylen)
+{
+	struct fx f;
+	struct vfiomig_mig *src = NULL, *dst = NULL;
+	struct vfiomig_stream *wire = NULL;
+	VFIOMIG_OPTS(mig_opts, o, .flags = flags);
+	uint64_t sum = 0;
+	int ret, st;
+	bool ok = false;
+
+	if (fx_open(e, rs, rd, &f, why, whylen))
+		goto out;
+	if (knob)
+		KNOB(rs, knob, "%s", value);
+	if (dknob)
+		KNOB(rd, dknob, "%s", dvalue);
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &src));
+	ret = save_all(src, wire);
+	CHECK(ret == 0, "save: %s", vfiomig_strerror(ret));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &o, &dst));
+	ret = load_all(dst, wire);
+	printf("# %s %s=%s: the load returned %s\n", knob ? "source" : "destination",
+	       knob ? knob : dknob, knob ? value : dvalue, vfiomig_strerror(ret));
+	CHECK(ret < 0, "the destination accepted the stream");
+	st = vmt_state(e, rd);
+	CHECK(st == VFIOMIG_STATE_RUNNING, "the refused destination is %s, expected RUNNING "
+	      "after a reset", kstate_name(st));
+	CALL(vmt_checksum(e, rd, &sum));
+	CHECK(sum == f.d_sum, "the refused destination is not clean: checksum %016" PRIx64
+	      " (pristine %016" PRIx64 ", source %016" PRIx64 ")", sum, f.d_sum, f.s_sum);
+	CALL(vfiomig_mig_event(src, VFIOMIG_EVENT_FAILED));
+	CALL(vfiomig_mig_vm_state(src, VFIOMIG_VM_RUNNING));
+	if (fx_source_intact(e, &f, knob ? rs : rd, why, whylen))
+		goto out;
+	ok = true;
+out:
+	if (knob)
+		vmt_set(e, rs, knob, "none");
+	if (dknob)
+		vmt_set(e, rd, dknob, "none");
+	vfiomig_mig_free(src);
+	vfiomig_mig_free(dst);
+	vfiomig_stream_free(wire);
+	fx_close(&f);
+	return ok;
+}
+
+static bool vmt_fault_eof_refused_by_destination(struct env *e, char *why, size_t whylen)
+{
+	return fault_destination(e, V_FS, V_FD, VFIOMIG_MIG_NO_PRECOPY, "fail_read", "2000000 eof",
+				 NULL, NULL, why, whylen);
+}
+
+static bool vmt_fault_corrupt_refused_by_destination(struct env *e, char *why, size_t whylen)
+{
+	return fault_destination(e, V_FS, V_FD, 0, "corrupt", "3000000", NULL, NULL, why, whylen);
+}
+
+static bool vmt_fault_v1_corrupt_refused(struct env *e, char *why, size_t whylen)
+{
+	return fault_destination(e, V_F1S, V_F1D, VFIOMIG_MIG_ALLOW_V1, "corrupt", "1234567", NULL,
+				 NULL, why, whylen);
+}
+
+static bool vmt_fault_destination_write(struct env *e, char *why, size_t whylen)
+{
+	return fault_destination(e, V_FS, V_FD, 0, NULL, NULL, "fail_write", "1000000 5", why,
+				 whylen);
+}
+
+static bool vmt_fault_destination_arc_resuming(struct env *e, char *why, size_t whylen)
+{
+	return fault_destination(e, V_FS, V_FD, 0, NULL, NULL, "fail_arc", "RESUMING 16", why,
+				 whylen);
+}
+
+/* Short reads from the data_fd are not an error: the save and the load succeed. */
+static bool vmt_fault_short_reads_tolerated(struct env *e, char *why, size_t whylen)
+{
+	struct fx f;
+	struct vfiomig_mig *src = NULL, *dst = NULL;
+	struct vfiomig_stream *wire = NULL;
+	uint64_t sum = 0;
+	int ret;
+	bool ok = false;
+
+	if (fx_open(e, V_FS, V_FD, &f, why, whylen))
+		goto out;
+	KNOB(V_FS, "fail_read", "%s", "70000 short");
+	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, NULL, &src));
+	ret = save_all(src, wire);
+	CHECK(ret == 0, "save with short reads: %s", vfiomig_strerror(ret));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, NULL, &dst));
+	ret = load_all(dst, wire);
+	CHECK(ret == 0, "load: %s", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, V_FD, &sum));
+	CHECK(sum == f.s_sum, "destination %016" PRIx64 ", source %016" PRIx64, sum, f.s_sum);
+	CALL(vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING));
+	CALL(vmt_stat(e, V_FS, "faults_fired", &sum));
+	CHECK(sum > f.s_fired, "short reads were never switched on");
+	ok = true;
+out:
+	vmt_set(e, V_FS, "fail_read", "none");
+	vfiomig_mig_free(src);
+	vfiomig_mig_free(dst);
+	vfiomig_stream_free(wire);
+	fx_close(&f);
+	return ok;
+}
+
+/* ------------------------------------------------------- throughput */
+
+/*
+ * What the guest's CPU does for CRC32C (the stream format's checksum) with
+ * the SSE4.2 instruction, MiB/s over `len` bytes, or 0 without SSE4.2.
+ * Under TCG each instruction is emulated, so this bounds what any
+ * checksummed stream can reach here; on hardware it is many GB/s.
+ */
+__attribute__((target("sse4.2"))) static double crc32c_mibs(const uint8_t *buf, size_t len)
+{
+	volatile uint64_t sink;
+	uint64_t c = ~0ull;
+	double t0;
+
+	if (!__builtin_cpu_supports("sse4.2"))
+		return 0;
+	t0 = now_s();
+	for (int pass = 0; pass < 32; pass++) {
+		for (size_t i = 0; i + 8 <= len; i += 8) {
+			uint64_t v;
+
+			memcpy(&v, buf + i, 8);
+			c = __builtin_ia32_crc32di(c, v);
+		}
+	}
+	sink = c;
+	(void)sink;
+	return 32.0 * (double)len / MIB / (now_s() - t0);
+}
+
+/*
+ * One 256 MiB stop-and-copy through the library into an fd stream on
+ * /dev/null, against a plain read() loop on the same kind of data_fd of
+ * the same device state. Figures only (a "# throughput" line); the test
+ * checks that all the data moved.
+ */
+static bool vmt_throughput_256m(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct vfiomig_mig *m = NULL;
+	struct vfiomig_stream *out_s = NULL;
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_NO_PRECOPY);
+	VFIOMIG_OPTS(mig_stats, st);
+	uint64_t size = 0, sum0 = 0, sum1 = 0, raw = 0;
+	uint8_t *buf = NULL;
+	double t0, t_lib, t_raw, lib_mibs, raw_mibs;
+	int fd, nul = -1, dfd = -1;
+	ssize_t n;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_TP], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	KNOB(V_TP, "dirty_pause", "1");
+	CALL(vmt_num(e, V_TP, "state_size", &size));
+	CHECK(size == 256u << 20, "state of %" PRIu64 " bytes, expected 256 MiB", size);
+	CALL(vmt_checksum(e, V_TP, &sum0));
+	nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	CHECK(nul >= 0, "/dev/null: %s", strerror(errno));
+
+	CALL(vfiomig_stream_fd_new(ctx, nul, 0, &out_s));
+	CALL(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &o, &m));
+	t0 = now_s();
+	CALL(vfiomig_mig_save_setup(m, out_s));
+	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
+	CALL(vfiomig_mig_save_complete(m, out_s));
+	t_lib = now_s() - t0;
+	CALL(vfiomig_mig_get_stats(m, &st));
+	CHECK(st.stopcopy_bytes > size, "library stop-copy moved %" PRIu64 " bytes",
+	      st.stopcopy_bytes);
+	CALL(vfiomig_mig_event(m, VFIOMIG_EVENT_FAILED)); /* no destination: the VM carries on */
+	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
+	vfiomig_mig_free(m);
+	m = NULL;
+	CALL(vmt_checksum(e, V_TP, &sum1));
+	CHECK(sum1 == sum0, "the device changed between the two runs");
+
+	/* The same state through a plain read() loop, chunk size as the library's (1 MiB). */
+	buf = malloc(1u << 20);
+	CHECK(buf, "out of memory");
+	CALL(kset_state(fd, VFIOMIG_STATE_STOP, &dfd));
+	t0 = now_s();
+	CALL(kset_state(fd, VFIOMIG_STATE_STOP_COPY, &dfd));
+	CHECK(dfd >= 0, "STOP -> STOP_COPY gave no data_fd");
+	while ((n = kread(dfd, buf, 1u << 20)) > 0)
+		raw += (uint64_t)n;
+	t_raw = now_s() - t0;
+	CHECK(n == 0, "raw read: %s", vfiomig_strerror((int)n));
+	CHECK(raw == st.stopcopy_bytes, "raw read %" PRIu64 " bytes, the library %" PRIu64, raw,
+	      st.stopcopy_bytes);
+	close(dfd);
+	dfd = -1;
+	CALL(kset_state(fd, VFIOMIG_STATE_RUNNING, &dfd));
+	lib_mibs = (double)st.stopcopy_bytes / MIB / t_lib;
+	raw_mibs = (double)raw / MIB / t_raw;
+	printf("# throughput 256 MiB stop-and-copy: library %.1f MiB/s (%.2f s, stop-copy %.2f s "
+	       "by its stats), plain read() %.1f MiB/s (%.2f s), ratio %.2f\n", lib_mibs, t_lib,
+	       (double)st.stopcopy_ns / 1e9, raw_mibs, t_raw, lib_mibs / raw_mibs);
+	memset(buf, 0x5a, 1u << 20);
+	printf("# throughput context: CRC32C with the SSE4.2 instruction in this guest %.1f MiB/s "
+	       "(the stream format checksums every byte; under TCG that dominates)\n",
+	       crc32c_mibs(buf, 1u << 20));
+	ok = true;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	free(buf);
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(out_s);
+	if (nul >= 0)
+		close(nul);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_free(ctx);
+	return ok;
+}
+
 /* ---------------------------------------------------------- the kernel */
 
 /*
@@ -1447,8 +3145,9 @@ static const struct test tests[] = {
 	{ "edu_config_space_ids", edu_config_space_ids },
 	{ "edu_iommu_caps", edu_iommu_caps },
 	{ "edu_migration_blocked", edu_migration_blocked },
-	/* edu_dma_dirty_tracking: see the NOT YET WRITTEN block above. */
+	{ "edu_dma_dirty_tracking", edu_dma_dirty_tracking },
 	{ "mtty_open_by_uuid", mtty_open_by_uuid },
+	{ "mtty_type1_dirty_is_clean", mtty_type1_dirty_is_clean },
 	{ "shared_container_edu_and_mtty", shared_container_edu_and_mtty },
 	{ "mtty_migration_info", mtty_migration_info },
 	{ "mtty_migrate_api_precopy", mtty_migrate_api_precopy },
@@ -1462,6 +3161,30 @@ static const struct test tests[] = {
 	{ "tool_load", tool_load },
 	{ "tool_load_refuses_truncated", tool_load_refuses_truncated },
 	{ "mtty_set_migrates_through_p2p", mtty_set_migrates_through_p2p },
+	{ "vmt_devices_present", vmt_devices_present },
+	{ "vmt_v2_all_arcs", vmt_v2_all_arcs },
+	{ "vmt_v2_data_fd_rules", vmt_v2_data_fd_rules },
+	{ "vmt_v2_migrate_64m_precopy", vmt_v2_migrate_64m_precopy },
+	{ "vmt_v1_migrate_64m_mmap", vmt_v1_migrate_64m_mmap },
+	{ "vmt_v1_trapped_window", vmt_v1_trapped_window },
+	{ "vmt_v12_shared_engine", vmt_v12_shared_engine },
+	{ "vmt_tool_roundtrip", vmt_tool_roundtrip },
+	{ "vmt_dma_logging", vmt_dma_logging },
+	{ "vmt_mig_dirty_tracking_device", vmt_mig_dirty_tracking_device },
+	{ "vmt_fault_arc_precopy", vmt_fault_arc_precopy },
+	{ "vmt_fault_arc_stopcopy", vmt_fault_arc_stopcopy },
+	{ "vmt_fault_arc_error_resets", vmt_fault_arc_error_resets },
+	{ "vmt_fault_read_precopy", vmt_fault_read_precopy },
+	{ "vmt_fault_read_stopcopy", vmt_fault_read_stopcopy },
+	{ "vmt_fault_short_reads_tolerated", vmt_fault_short_reads_tolerated },
+	{ "vmt_fault_eof_refused_by_destination", vmt_fault_eof_refused_by_destination },
+	{ "vmt_fault_corrupt_refused_by_destination", vmt_fault_corrupt_refused_by_destination },
+	{ "vmt_fault_destination_write", vmt_fault_destination_write },
+	{ "vmt_fault_destination_arc_resuming", vmt_fault_destination_arc_resuming },
+	{ "vmt_fault_v1_arc_stopcopy", vmt_fault_v1_arc_stopcopy },
+	{ "vmt_fault_v1_read", vmt_fault_v1_read },
+	{ "vmt_fault_v1_corrupt_refused", vmt_fault_v1_corrupt_refused },
+	{ "vmt_throughput_256m", vmt_throughput_256m },
 	{ "kernel_log_clean", kernel_log_clean },
 };
 
@@ -1470,7 +3193,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: guest_tests [NAME...]\n"
 		"environment: EDU_BDF=<pci address>  MTTY_UUIDS='<8 mtty-2 uuids>'\n"
-		"             MTTY1_UUID=<mtty-1 uuid>  VFIOMIG_TOOL=<vfiomig path>  TMPDIR\n");
+		"             MTTY1_UUID=<mtty-1 uuid>  VMT_UUIDS='<13 vfiomig_test uuids>'\n"
+		"             VFIOMIG_TOOL=<vfiomig path>  TMPDIR\n");
 }
 
 static bool selected(int argc, char **argv, const char *name)
@@ -1485,7 +3209,7 @@ static bool selected(int argc, char **argv, const char *name)
 
 int main(int argc, char **argv)
 {
-	static char uuids[M_NR * 40];
+	static char uuids[M_NR * 40], vuuids[V_NR * 40];
 	struct env e = { 0 };
 	int n = 0, passed = 0, failed = 0;
 	char *tok, *save = NULL;
@@ -1509,6 +3233,13 @@ int main(int argc, char **argv)
 		e.mtty[n] = "missing-mtty-device";
 	if (!e.edu)
 		e.edu = "missing-edu-device";
+	list = getenv("VMT_UUIDS");
+	snprintf(vuuids, sizeof(vuuids), "%s", list ? list : "");
+	n = 0;
+	for (tok = strtok_r(vuuids, " ", &save); tok && n < V_NR; tok = strtok_r(NULL, " ", &save))
+		e.vmt[n++] = tok;
+	for (; n < V_NR; n++)
+		e.vmt[n] = "missing-vfiomig_test-device";
 
 	printf("# libvfiomig %s against the running kernel\n", vfiomig_version());
 	n = 0;

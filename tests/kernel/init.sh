@@ -3,9 +3,10 @@
 # SPDX-License-Identifier: MIT
 # /init of the real-kernel rig's initramfs (packed by tests/kernel/run.sh):
 # mounts, loads the VFIO modules, binds edu to vfio-pci, creates the mtty
-# devices, runs /bin/guest_tests and powers off. Every line it prints goes
-# to the console log; a setup failure is reported as a failing test so the
-# host always finds a summary line unless the kernel itself died.
+# and vfiomig_test devices, runs /bin/guest_tests and powers off. Every line
+# it prints goes to the console log; a setup failure is reported as a
+# failing test so the host always finds a summary line unless the kernel
+# itself died.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /usr/bin /usr/sbin /sbin
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
@@ -17,6 +18,10 @@ mount -t tmpfs tmpfs /tmp
 u=6f3b1a00-0000-4000-8000-0000000000
 MTTY_UUIDS="${u}0a ${u}0b ${u}0c ${u}0d ${u}0e ${u}0f ${u}10 ${u}11"
 MTTY1_UUID=${u}01
+
+# vfiomig_test devices by role (see the V_* enum in guest_tests.c), as
+# TYPE:STATE_SIZE; the module is loaded with 4 MiB devices (load.list).
+VMT_SPECS="v2:64M v2:64M v1:64M v1:64M v12:4M v12:4M v2:4M v2:4M v1:4M v1:4M v2:1M v2:1M v2:256M"
 
 setup_failed() {
 	echo "vfiomig-guest: setup failed: $*"
@@ -66,13 +71,34 @@ echo "$MTTY1_UUID" > "$types/mtty-1/create" || setup_failed "creating mtty-1 $MT
 for u in $MTTY_UUIDS $MTTY1_UUID; do
 	[ -e "/sys/bus/mdev/devices/$u/iommu_group" ] || setup_failed "mdev $u has no IOMMU group"
 done
+
+# vfiomig_test devices (our own driver, tests/kernel/vfiomig_test).
+vtypes=/sys/class/vfiomig_test/vfiomig_test/mdev_supported_types
+VMT_UUIDS=
+i=0
+for spec in $VMT_SPECS; do
+	i=$((i + 1))
+	uuid=$(printf '7e570000-0000-4000-8000-0000000000%02x' $i)
+	type=${spec%%:*}
+	mib=${spec#*:}
+	mib=${mib%M}
+	echo "$uuid" > "$vtypes/vfiomig_test-$type/create" ||
+		setup_failed "creating vfiomig_test-$type $uuid"
+	if [ "$mib" != 4 ]; then
+		echo $((mib * 1048576)) > "/sys/bus/mdev/devices/$uuid/vmt/state_size" ||
+			setup_failed "vfiomig_test $uuid: state_size ${mib} MiB"
+	fi
+	[ -e "/sys/bus/mdev/devices/$uuid/iommu_group" ] || setup_failed "mdev $uuid has no IOMMU group"
+	VMT_UUIDS="$VMT_UUIDS $uuid"
+done
+echo "vfiomig-guest: vfiomig_test devices:$VMT_UUIDS"
 n=0
 while [ ! -c /dev/vfio/vfio ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 # shellcheck disable=SC2012
 echo "vfiomig-guest: /dev/vfio: $(ls /dev/vfio | tr '\n' ' ')"
 
 export EDU_BDF MTTY1_UUID TMPDIR=/tmp VFIOMIG_TOOL=/bin/vfiomig
-export MTTY_UUIDS
+export MTTY_UUIDS VMT_UUIDS
 # GUEST_TESTS=a,b on the kernel command line (run.sh's VFIOMIG_KERNEL_TESTS) selects tests;
 # the kernel hands unknown name=value parameters to init as environment variables.
 # shellcheck disable=SC2046

@@ -9,7 +9,9 @@
 # By default the kernel is Debian 12's linux-image-6.12.*-amd64-unsigned; its
 # packages are fetched with apt-get download and unpacked into a cache (the
 # host's own kernel and /boot are not touched). mtty.ko is built out of tree
-# against the matching headers. See docs/testing.md.
+# against the matching headers, and so is vfiomig_test.ko (tests/kernel/
+# vfiomig_test/, our own mdev driver: v1 and v2 migration of a large,
+# changing state, device DMA logging, fault injection). See docs/testing.md.
 #
 # Environment:
 #   top_srcdir, top_builddir, CC   as `make check-kernel` passes them; by hand
@@ -23,11 +25,14 @@
 #                           with modules.dep); mtty.ko is taken from there or
 #                           built from VFIOMIG_MTTY_SRC (default: the
 #                           tree's samples/vfio-mdev/mtty.c) against
-#                           VFIOMIG_KERNEL_BUILD (default $VFIOMIG_KERNEL_MODULES/build)
+#                           VFIOMIG_KERNEL_BUILD (default $VFIOMIG_KERNEL_MODULES/build),
+#                           and vfiomig_test.ko is built against that too
 #   VFIOMIG_KERNEL_TESTS    comma-separated test names to run (default: all)
 #   VFIOMIG_KERNEL_TIMEOUT  seconds before the guest is killed (default 300)
 #   VFIOMIG_KERNEL_LOG      the guest console log (default: see the end)
 #   VFIOMIG_QEMU_ACCEL      QEMU accelerator (default tcg)
+#   VFIOMIG_QEMU_MEM        guest RAM (default 2G: the test devices hold
+#                           about 550 MiB of device state)
 #   VFIOMIG_LOG             passed to the guest's library log level
 #
 # Exit status: 0 only if the guest printed its summary line with 0 failed.
@@ -40,11 +45,13 @@ CC=${CC:-gcc}
 CACHE=${VFIOMIG_KERNEL_CACHE:-${HOME:-/root}/.cache/vfiomig-kernel}
 TIMEOUT=${VFIOMIG_KERNEL_TIMEOUT:-300}
 ACCEL=${VFIOMIG_QEMU_ACCEL:-tcg}
+QEMU_MEM=${VFIOMIG_QEMU_MEM:-2G}
 
 # The guest's modules (their dependencies are added from modules.dep).
 GUEST_MODULES="irqbypass vfio vfio_iommu_type1 mdev vfio_pci_core vfio_pci"
 # What a prepared kernel cache holds; a change here prepares it again.
-CACHE_RECIPE="1 $GUEST_MODULES"
+# 2: the kernel headers are kept (vfiomig_test.ko is rebuilt when it changes).
+CACHE_RECIPE="2 $GUEST_MODULES"
 
 say() { printf 'kernel-rig: %s\n' "$*"; }
 die() {
@@ -123,7 +130,8 @@ mkdir -p "$WORK" "$CACHE"
 LOG=${VFIOMIG_KERNEL_LOG:-$WORK/console.log}
 
 # ----------------------------------------------------------------- kernel
-# Fills KIMG (bzImage), MODDIR (module tree with modules.dep), MTTY_KO.
+# Fills KIMG (bzImage), MODDIR (module tree with modules.dep), MTTY_KO,
+# KBUILD_DIR (the headers or build tree out-of-tree modules are built against).
 decompress_ko() { # SRC DST
 	case $1 in
 	*.ko.xz) xz -dc "$1" >"$2" ;;
@@ -233,14 +241,20 @@ prepare_debian_kernel() {
 		MTTY_KO="$kdir/mtty/mtty.ko"
 		collect_modules "$kdir/guest-modules"
 		# Keep what a run needs (kernel, modules for the guest, mtty.c and
-		# mtty.ko): about 20 MB instead of 350.
-		rm -rf "$kdir/debs" "$kdir/root/lib" "$kdir/root/usr" "$kdir/root/etc"
+		# mtty.ko, the headers for vfiomig_test.ko, x86 only and without
+		# vmlinux, which only BTF needs): about 90 MB instead of 350.
+		rm -rf "$kdir/debs" "$kdir/root/lib" "$kdir/root/etc" "$kdir/root/usr/share" \
+			"$kdir/root/usr/src/linux-headers-$kver/vmlinux"
+		for f in "$kdir/root/usr/src/linux-headers-$abi-common/arch"/*; do
+			[ "${f##*/}" = x86 ] || rm -rf "$f"
+		done
 		echo "$CACHE_RECIPE" >"$kdir/.ready"
 		say "kernel $kver prepared in $(($(date +%s) - t0)) s"
 	fi
 	flock -u 9
 	echo "$abi" >"$CACHE/last-version"
 	KIMG="$kdir/root/boot/vmlinuz-$kver"
+	KBUILD_DIR="$kdir/root/usr/src/linux-headers-$kver"
 	GUEST_MODS="$kdir/guest-modules"
 	KDESC="Debian $kver"
 }
@@ -254,9 +268,10 @@ prepare_custom_kernel() {
 		die "set VFIOMIG_KERNEL_MODULES to the kernel's modules dir (lib/modules/<version>)"
 	fi
 	[ -f "$MODDIR/modules.dep" ] || die "$MODDIR has no modules.dep: run depmod"
+	build=${VFIOMIG_KERNEL_BUILD:-$MODDIR/build}
+	KBUILD_DIR=$build
 	MTTY_KO=$(find "$MODDIR" -name 'mtty.ko*' | head -1)
 	if [ -z "$MTTY_KO" ]; then
-		build=${VFIOMIG_KERNEL_BUILD:-$MODDIR/build}
 		mtty_c=
 		for f in "${VFIOMIG_MTTY_SRC:-}" "$build/samples/vfio-mdev/mtty.c" \
 			"$build/source/samples/vfio-mdev/mtty.c" \
@@ -339,6 +354,24 @@ else
 fi
 say "kernel: $KDESC"
 
+# ------------------------------------------------- vfiomig_test.ko (ours)
+# Built on every run (kbuild makes it a no-op when nothing changed), so a
+# change to the driver needs no cache reset.
+VMT_OUT=$WORK/vfiomig_test
+mkdir -p "$VMT_OUT"
+for f in vfiomig_test.c Kbuild; do
+	cmp -s "$here/vfiomig_test/$f" "$VMT_OUT/$f" || cp "$here/vfiomig_test/$f" "$VMT_OUT/$f"
+done
+[ -d "$KBUILD_DIR" ] || die "no kernel build tree at $KBUILD_DIR for vfiomig_test.ko"
+say "building vfiomig_test.ko against $KBUILD_DIR"
+make -s -C "$KBUILD_DIR" M="$VMT_OUT" CONFIG_DEBUG_INFO_BTF_MODULES= modules \
+	>"$VMT_OUT/build.log" 2>&1 ||
+	{ tail -30 "$VMT_OUT/build.log"; die "building vfiomig_test.ko against $KBUILD_DIR failed"; }
+if grep -q 'warning:' "$VMT_OUT/build.log"; then
+	cat "$VMT_OUT/build.log"
+	die "vfiomig_test.ko built with warnings"
+fi
+
 # --------------------------------------------------- guest programs (static)
 BIN=$WORK/bin
 mkdir -p "$BIN"
@@ -370,6 +403,9 @@ cp "$here/init.sh" "$RD/init"
 chmod 755 "$RD/init"
 cp "$BIN/guest_tests" "$BIN/vfiomig" "$RD/bin/"
 cp "$GUEST_MODS"/* "$RD/lib/modules/"
+cp "$VMT_OUT/vfiomig_test.ko" "$RD/lib/modules/"
+# Small devices by default; init.sh grows the ones that need more.
+echo "vfiomig_test.ko state_mib=4" >>"$RD/lib/modules/load.list"
 INITRD=$WORK/initramfs.cpio.gz
 (cd "$RD" && find . | cpio -o -H newc --quiet) | gzip -1 >"$INITRD"
 
@@ -382,7 +418,7 @@ say "booting the guest (QEMU $ACCEL, timeout ${TIMEOUT}s); console log: $LOG"
 t_boot=$(date +%s)
 qrc=0
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-	-accel "$ACCEL" -cpu max -M q35 -m 1G -smp 1 \
+	-accel "$ACCEL" -cpu max -M q35 -m "$QEMU_MEM" -smp 1 \
 	-device intel-iommu,intremap=off,caching-mode=on -device edu \
 	-kernel "$KIMG" -initrd "$INITRD" -append "$append" \
 	-display none -vga none -nic none -monitor none -serial "file:$LOG" -no-reboot \
@@ -392,7 +428,7 @@ t_end=$(date +%s)
 sed -i 's/\r$//' "$LOG"
 
 # ---------------------------------------------------------------- verdict
-grep -E '^(ok|not ok) [0-9]+ - ' "$LOG" || true
+grep -E '^(ok|not ok) [0-9]+ - |^# throughput' "$LOG" || true
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOG" | tail -1 || true)
 failed=${summary#*passed, }
 failed=${failed% failed}
