@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #define DEFAULT_PAGE    4096u
-#define SCRATCH_BYTES   (1u << 20) /* one kernel query: 8M pages = 32 GiB at 4 KiB */
+#define SCRATCH_BYTES   (1u << 20) /* default: one kernel query of 8M pages = 32 GiB at 4 KiB */
 
 struct vfiomig_dirty {
 	struct vfiomig_device *dev;
@@ -312,7 +312,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	VFIOMIG_OPTS(dirty_probe, p);
 	struct vfiomig_dirty *d;
 	uint32_t mech;
-	uint64_t page;
+	uint64_t page, maxq;
 	int ret;
 
 	if (!dev || !out)
@@ -323,6 +323,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 		return ret;
 	mech = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, mechanism, VFIOMIG_DIRTY_AUTO);
 	page = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, page_size, 0);
+	maxq = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, max_query, 0);
 	if (mech >= VFIOMIG_DIRTY_NR || (page && (!pow2(page) || page < DEFAULT_PAGE)))
 		return vm_err(dev->ctx, -EINVAL, "device %s: dirty tracking mechanism %u, page size "
 			      "%llu", dev->name, mech, (unsigned long long)page);
@@ -359,6 +360,17 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 		d->scratch_bytes = SCRATCH_BYTES;
 		ret = set_hwpt_tracking(d, true);
 		break;
+	}
+	if (!ret && maxq) {
+		/* One bit per tracking page of the largest query, whole words. */
+		uint64_t want = (maxq / d->pgsize + 63) / 64 * 8;
+
+		if (mech == VFIOMIG_DIRTY_TYPE1 && p.type1_max_bitmap && want > p.type1_max_bitmap)
+			want = p.type1_max_bitmap & ~7ull;
+		if (want > SIZE_MAX / 2)
+			want = SIZE_MAX / 2 & ~(size_t)7;
+		if (want > d->scratch_bytes)
+			d->scratch_bytes = (size_t)want;
 	}
 	if (!ret) {
 		d->running = true;

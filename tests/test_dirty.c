@@ -356,3 +356,35 @@ Test(dirty, blocker_names_every_mechanism_when_none_is_available)
 	cr_assert_null(m);
 	vfiomig_device_close(dev);
 }
+
+Test(dirty, max_query_covers_a_mapping_larger_than_the_default_chunk)
+{
+	struct vfiomig_sim_device *sd;
+	struct vfiomig_device *dev = open_dev(mdev_spec, mdev_name, 0, &sd);
+	const uint64_t big = 64ull << 30;
+	size_t bytes = (size_t)(big / PG / 8);
+	struct vfiomig_dirty *d;
+	uint64_t *bm = calloc(1, bytes), calls;
+
+	cr_assert_not_null(bm);
+	cr_assert_eq(vfiomig_dma_map(dev, buf, 0, big, VFIOMIG_DMA_WRITE), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_dma_write(sd, big - PG, PG), 0);
+	/* Default pieces of 32 GiB would split the one 64 GiB mapping: type1 refuses. */
+	cr_assert_eq(vfiomig_dirty_start(dev, NULL, &d), 0);
+	cr_assert_eq(vfiomig_dirty_query(d, 0, big, PG, bm, bytes), -EINVAL);
+	vfiomig_dirty_free(d);
+	{
+		VFIOMIG_OPTS(dirty_opts, o, .max_query = big);
+
+		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
+	}
+	cr_assert_eq(vfiomig_sim_device_dma_write(sd, big - PG, PG), 0);
+	calls = vfiomig_fault_calls(env.fault, VFIOMIG_KOP_IOCTL);
+	cr_assert_eq(vfiomig_dirty_query(d, 0, big, PG, bm, bytes), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_fault_calls(env.fault, VFIOMIG_KOP_IOCTL) - calls, 1);
+	cr_assert(bit(bm, big / PG - 1));
+	cr_assert_eq(vfiomig_bitmap_count(bm, big / PG), 1);
+	free(bm);
+	vfiomig_dirty_free(d);
+	vfiomig_device_close(dev);
+}

@@ -85,6 +85,15 @@ struct vfiomig_dirty_opts {
 	uint32_t :32;
 	/* DEVICE / IOMMUFD: tracking page size (power of two); 0: 4096. */
 	uint64_t page_size;
+	/*
+	 * IOVA bytes one kernel query must be able to cover: queries are cut
+	 * into pieces of this size, and type1 refuses a piece that splits a
+	 * DMA mapping, so set it to at least the largest mapping. It sizes the
+	 * one scratch bitmap allocated at start (1 bit per page). 0: 32 GiB
+	 * (a 1 MiB bitmap at 4 KiB pages); type1 caps it at what
+	 * max_dirty_bitmap_size covers.
+	 */
+	uint64_t max_query;
 	size_t :0;
 };
 
@@ -123,7 +132,8 @@ VFIOMIG_API uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d);
  * words in `bitmap_bytes`; bits are only ever set, never cleared (clear
  * with vfiomig_bitmap_clear() between rounds). iova and length must be
  * multiples of pgsize and of the mechanism's page. Large ranges are split
- * into kernel-sized queries internally; no memory is allocated per query.
+ * into queries of vfiomig_dirty_opts.max_query bytes internally; no memory
+ * is allocated per query.
  * Returns VFIOMIG_DIRTY_EXACT, VFIOMIG_DIRTY_ALL, or -errno (-EINVAL bad
  * arguments, -ENOSPC bitmap too small).
  */
