@@ -145,6 +145,37 @@ Test(bitmap, set_range_or_and_clear_respect_bounds)
 	cr_assert_eq(bm[2], ~0ull);
 }
 
+Test(bitmap, convert_matches_a_bit_by_bit_reference)
+{
+	static const uint64_t nbits[] = { 64, 100, 640, 4096 + 37 };
+	static const uint64_t ratios[] = { 2, 4, 8, 16, 32, 64, 128 };
+
+	for (size_t n = 0; n < sizeof(nbits) / sizeof(nbits[0]); n++) {
+		for (size_t k = 0; k < sizeof(ratios) / sizeof(ratios[0]); k++) {
+			for (int d = 0; d < 3; d++) {
+				uint64_t bits = nbits[n], r = ratios[k];
+				uint64_t dbits = (bits + r - 1) / r;
+				uint64_t *src = random_bitmap(bits, d);
+				uint64_t *got = calloc((dbits + 63) / 64 + 1, 8);
+				uint64_t *want = calloc((dbits + 63) / 64 + 1, 8);
+
+				for (uint64_t i = 0; i < bits; i++)
+					if (bit(src, i))
+						want[i / r / 64] |= 1ull << (i / r % 64);
+				cr_assert_eq(vfiomig_bitmap_convert(src, bits, 4096, got, 4096 * r), 0);
+				for (uint64_t i = 0; i < dbits + 64; i++)
+					cr_assert_eq(bit(got, i), bit(want, i),
+						     "bits %llu ratio %llu density %d: dst bit %llu",
+						     (unsigned long long)bits, (unsigned long long)r, d,
+						     (unsigned long long)i);
+				free(src);
+				free(got);
+				free(want);
+			}
+		}
+	}
+}
+
 Test(bitmap, convert_to_coarser_and_finer_pages)
 {
 	uint64_t src[2] = { 0, 0 }, dst[4];
