@@ -20,6 +20,7 @@ struct vfiomig_dirty {
 	uint32_t mech;
 	bool running;
 	bool coarse;                 /* type1 on an IOMMU-backed group: everything is dirty */
+	bool no_clear;               /* iommufd: queries keep the bits (NO_CLEAR) */
 	uint64_t pgsize;             /* the mechanism's tracking page */
 	uint64_t *scratch;
 	size_t scratch_bytes;
@@ -313,6 +314,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	struct vfiomig_dirty *d;
 	uint32_t mech;
 	uint64_t page, maxq;
+	uint32_t dflags;
 	int ret;
 
 	if (!dev || !out)
@@ -324,6 +326,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	mech = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, mechanism, VFIOMIG_DIRTY_AUTO);
 	page = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, page_size, 0);
 	maxq = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, max_query, 0);
+	dflags = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, flags, 0);
 	if (mech >= VFIOMIG_DIRTY_NR || (page && (!pow2(page) || page < DEFAULT_PAGE)))
 		return vm_err(dev->ctx, -EINVAL, "device %s: dirty tracking mechanism %u, page size "
 			      "%llu", dev->name, mech, (unsigned long long)page);
@@ -342,9 +345,17 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 			      dev->name, mech_names[mech], p.why_not[mech]);
 	}
 
+	if (dflags & ~VFIOMIG_DIRTY_F_NO_CLEAR)
+		return vm_err(dev->ctx, -EINVAL, "device %s: dirty tracking flags 0x%x", dev->name,
+			      dflags);
+	if ((dflags & VFIOMIG_DIRTY_F_NO_CLEAR) && mech != VFIOMIG_DIRTY_IOMMUFD)
+		return vm_err(dev->ctx, -EOPNOTSUPP, "device %s: VFIOMIG_DIRTY_F_NO_CLEAR needs "
+			      "iommufd dirty tracking, not %s", dev->name, mech_names[mech]);
+
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
+	d->no_clear = dflags & VFIOMIG_DIRTY_F_NO_CLEAR;
 	d->dev = dev;
 	d->ctx = dev->ctx;
 	d->mech = mech;
@@ -494,6 +505,7 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 		struct vu_iommu_hwpt_get_dirty_bitmap q = {
 			.size = sizeof(q), .hwpt_id = d->dev->hwpt_id, .iova = iova, .length = len,
 			.page_size = d->pgsize, .data = (uint64_t)(uintptr_t)d->scratch,
+			.flags = d->no_clear ? VU_IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR : 0,
 		};
 
 		ret = vk_ioctl_retry(d->ctx, d->dev->iommu->fd, VU_IOMMU_HWPT_GET_DIRTY_BITMAP, &q);

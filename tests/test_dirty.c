@@ -258,6 +258,10 @@ Test(dirty, device_logging_needs_ranges)
 	cr_assert(strstr(env.log.last, "ranges"), "%s", env.log.last);
 	cr_assert_null(d);
 	{
+		VFIOMIG_OPTS(dirty_opts, o, .flags = VFIOMIG_DIRTY_F_NO_CLEAR);
+		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), -EOPNOTSUPP);
+	}
+	{
 		VFIOMIG_OPTS(dirty_opts, o, .mechanism = 9);
 		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), -EINVAL);
 	}
@@ -283,6 +287,23 @@ Test(dirty, iommufd_hwpt_dirty_tracking)
 	cr_assert_eq(vfiomig_dirty_query(d, 0x400000, 32 * PG, PG, bm, sizeof(bm)), 0, "%s",
 		     env.log.last);
 	cr_assert_eq(bm[0], 1ull << 31);
+	/* The read cleared the bits. */
+	bm[0] = 0;
+	cr_assert_eq(vfiomig_dirty_query(d, 0x400000, 32 * PG, PG, bm, sizeof(bm)), 0);
+	cr_assert_eq(bm[0], 0);
+	vfiomig_dirty_free(d);
+	/* NO_CLEAR: the same bits come back on every query. */
+	{
+		VFIOMIG_OPTS(dirty_opts, o, .flags = VFIOMIG_DIRTY_F_NO_CLEAR);
+
+		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
+	}
+	cr_assert_eq(vfiomig_sim_device_dma_write(sd, 0x400000 + 4 * PG, PG), 0);
+	for (int i = 0; i < 2; i++) {
+		bm[0] = 0;
+		cr_assert_eq(vfiomig_dirty_query(d, 0x400000, 32 * PG, PG, bm, sizeof(bm)), 0);
+		cr_assert_eq(bm[0], 1ull << 4, "query %d: 0x%llx", i, (unsigned long long)bm[0]);
+	}
 	cr_assert_eq(vfiomig_dma_unmap(dev, 0x400000, 32 * PG, 0, NULL, 0), 32 * PG);
 	vfiomig_dirty_free(d);
 	vfiomig_device_close(dev);

@@ -94,8 +94,17 @@ struct vfiomig_dirty_opts {
 	 * max_dirty_bitmap_size covers.
 	 */
 	uint64_t max_query;
+	uint32_t flags;      /* VFIOMIG_DIRTY_F_* */
+	uint32_t :32;
 	size_t :0;
 };
+
+/*
+ * vfiomig_dirty_opts.flags: queries leave the dirty bits in place (IOMMUFD
+ * only: IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR), so the VMM can look again
+ * before it clears them with a normal query; -EOPNOTSUPP elsewhere.
+ */
+#define VFIOMIG_DIRTY_F_NO_CLEAR (1u << 0)
 
 /*
  * Start tracking. Returns 0 and *out, -EOPNOTSUPP when the requested (or
