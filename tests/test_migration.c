@@ -872,3 +872,105 @@ Test(mig, v1_error_state_is_left_by_reset_only)
 {
 	error_recovery(VFIOMIG_SIM_MIG_V1, VFIOMIG_MIG_ALLOW_V1);
 }
+
+/*
+ * Compatibility promise at the migration level: a stream saved by 0.1
+ * (v2, a pre-copy round, stop-and-copy, a VMM config record) is committed
+ * under tests/data/streams and must load into every later release. The
+ * simulated device's state is deterministic (its generator is seeded by
+ * its name), so the expected state is rebuilt here. Regenerate only on
+ * purpose: VFIOMIG_WRITE_GOLDEN=1 tests/test_migration --filter 'mig/golden*'.
+ */
+#define GOLDEN TEST_DATA_DIR "/streams/mig-v2-sim-0.1.bin"
+static const char golden_cfg[] = "golden VMM config 0.1";
+
+static int golden_cfg_save(void *u, const void **d, size_t *l)
+{
+	(void)u;
+	*d = golden_cfg;
+	*l = sizeof(golden_cfg);
+	return 0;
+}
+
+static struct vfiomig_sim_device *golden_source(struct vfiomig_sim *sim, const char *name)
+{
+	VFIOMIG_OPTS(sim_device_opts, so, .name = name, .state_size = 16 * 1024,
+		     .migration = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
+				  VFIOMIG_SIM_MIG_PRE_COPY);
+	struct vfiomig_sim_device *sd;
+
+	cr_assert_eq(vfiomig_sim_device_add(sim, &so, &sd), 0);
+	cr_assert_eq(vfiomig_sim_device_run(sd, 4), 0);
+	return sd;
+}
+
+Test(mig, golden_stream_from_0_1_loads_forever)
+{
+	struct vfiomig_sim_device *ref, *dst;
+	struct vfiomig_device *dev;
+	struct vfiomig_mig *m;
+	struct vfiomig_stream *s;
+	FILE *f;
+	static unsigned char data[64 * 1024];
+	size_t len;
+	int ret;
+
+	if (getenv("VFIOMIG_WRITE_GOLDEN")) {
+		VFIOMIG_OPTS(mig_opts, so, .config_save = golden_cfg_save);
+		const void *p;
+
+		golden_source(env.sim, "0000:03:00.0");
+		cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", NULL, &dev), 0);
+		cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &s), 0);
+		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &so, &m), 0);
+		cr_assert_eq(vfiomig_mig_save_setup(m, s), 0);
+		cr_assert_geq(vfiomig_mig_save_iterate(m, s, 0), 0);
+		cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED), 0);
+		cr_assert_eq(vfiomig_mig_save_complete(m, s), 0);
+		cr_assert_eq(vfiomig_stream_mem_data(s, &p, &len), 0);
+		f = fopen(GOLDEN, "wbx"); /* never overwrite a committed golden file */
+		cr_assert_not_null(f, "%s exists: golden files are never rewritten", GOLDEN);
+		cr_assert_eq(fwrite(p, 1, len, f), len);
+		fclose(f);
+		vfiomig_mig_free(m);
+		vfiomig_stream_free(s);
+		vfiomig_device_close(dev);
+		return;
+	}
+	f = fopen(GOLDEN, "rb");
+	cr_assert_not_null(f, "%s: %s", GOLDEN, strerror(errno));
+	len = fread(data, 1, sizeof(data), f);
+	fclose(f);
+	cr_assert_gt(len, 16 * 1024);
+
+	ref = golden_source(env.sim, "0000:03:00.0");
+	{
+		VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:04:00.0", .state_size = 16 * 1024,
+			     .migration = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
+					  VFIOMIG_SIM_MIG_PRE_COPY);
+		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &dst), 0);
+	}
+	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:04:00.0", NULL, &dev), 0);
+	{
+		struct cfg_sink sink = { { 0 }, 0 };
+		VFIOMIG_OPTS(mig_opts, lo, .config_load = cfg_load_cb, .config_user = &sink);
+
+		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_LOAD, &lo, &m), 0);
+		cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, data, len, VFIOMIG_STREAM_MEM_READ,
+							  &s), 0);
+		ret = vfiomig_mig_load_setup(m, s);
+		while (ret == 0) {
+			ret = vfiomig_mig_load(m, s);
+			if (ret == 0)
+				break;
+			ret = ret > 0 ? 0 : ret;
+		}
+		cr_assert_eq(ret, 0, "the 0.1 golden stream no longer loads: %s", env.log.last);
+		cr_assert_str_eq(sink.got, golden_cfg);
+	}
+	cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING), 0);
+	cr_assert(same_state(ref, dst), "the golden stream loaded a different state");
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(s);
+	vfiomig_device_close(dev);
+}
