@@ -729,6 +729,25 @@ int vfiomig_device_group(const struct vfiomig_device *dev)
 	return dev && dev->group && dev->group->num >= 0 ? dev->group->num : -ENOENT;
 }
 
+int vm_device_feature(struct vfiomig_device *dev, uint32_t flags, void *payload, size_t len)
+{
+	struct {
+		struct vu_device_feature hdr;
+		uint64_t data[4];
+	} buf;
+	int ret;
+
+	if (len > sizeof(buf.data))
+		return -EINVAL;
+	memset(&buf, 0, sizeof(buf));
+	buf.hdr.argsz = (uint32_t)(sizeof(buf.hdr) + len);
+	buf.hdr.flags = flags;
+	memcpy(buf.data, payload, len);
+	ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &buf);
+	memcpy(payload, buf.data, len);
+	return ret;
+}
+
 bool vm_device_is_mdev(const struct vfiomig_device *dev)
 {
 	return dev->sysfs && strncmp(dev->sysfs, "/sys/bus/mdev/", 14) == 0;
@@ -821,11 +840,7 @@ int vfiomig_device_reset(struct vfiomig_device *dev)
 int vfiomig_device_migration_info(struct vfiomig_device *dev, struct vfiomig_migration_info *info)
 {
 	struct vfiomig_migration_info out = { .sz = sizeof(out), .v1_region = -1 };
-	struct {
-		struct vu_device_feature hdr;
-		struct vu_feature_migration mig;
-	} feat = { .hdr = { .argsz = sizeof(feat),
-			    .flags = VU_DEVICE_FEATURE_GET | VU_FEATURE_MIGRATION } };
+	struct vu_feature_migration mig = { 0 };
 	struct vfiomig_region_info ri = { .sz = sizeof(ri) };
 	const struct vu_device_info *di;
 	int ret, v2err;
@@ -839,10 +854,11 @@ int vfiomig_device_migration_info(struct vfiomig_device *dev, struct vfiomig_mig
 	if (ret)
 		return ret;
 
-	v2err = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &feat);
+	v2err = vm_device_feature(dev, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIGRATION, &mig,
+				  sizeof(mig));
 	if (v2err >= 0) {
 		out.protocols |= VFIOMIG_MIG_PROTO_V2;
-		out.v2_flags = feat.mig.flags;
+		out.v2_flags = mig.flags;
 	} else if (v2err != -ENOTTY && v2err != -EINVAL && v2err != -EOPNOTSUPP) {
 		return vm_err(dev->ctx, v2err, "device %s: VFIO_DEVICE_FEATURE(GET MIGRATION)",
 			      dev->name);

@@ -61,14 +61,10 @@ static int type1_cap(struct vfiomig_device *dev, struct vfiomig_iommu_migration 
 
 static int device_logging_probe(struct vfiomig_device *dev)
 {
-	struct {
-		struct vu_device_feature hdr;
-		struct vu_feature_dma_logging_control ctl;
-	} probe = { .hdr = { .argsz = sizeof(probe),
-			     .flags = VU_DEVICE_FEATURE_PROBE | VU_DEVICE_FEATURE_SET |
-				      VU_FEATURE_DMA_LOGGING_START } };
+	struct vu_feature_dma_logging_control ctl = { 0 };
 
-	return vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_FEATURE, &probe);
+	return vm_device_feature(dev, VU_DEVICE_FEATURE_PROBE | VU_DEVICE_FEATURE_SET |
+				      VU_FEATURE_DMA_LOGGING_START, &ctl, sizeof(ctl));
 }
 
 int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_probe *p)
@@ -214,23 +210,6 @@ static int coalesce(struct vfiomig_dirty *d, const struct vfiomig_dma_range *in,
 
 /* --------------------------------------------------------- start / stop */
 
-static int device_feature(struct vfiomig_dirty *d, uint32_t flags, void *payload, size_t len)
-{
-	struct {
-		struct vu_device_feature hdr;
-		uint64_t data[4];
-	} buf;
-	int ret;
-
-	memset(&buf, 0, sizeof(buf));
-	buf.hdr.argsz = (uint32_t)(sizeof(buf.hdr) + len);
-	buf.hdr.flags = flags;
-	memcpy(buf.data, payload, len);
-	ret = vk_ioctl_retry(d->ctx, d->dev->fd, VU_DEVICE_FEATURE, &buf);
-	memcpy(payload, buf.data, len);
-	return ret;
-}
-
 static int start_type1(struct vfiomig_dirty *d, const struct vfiomig_dirty_probe *p)
 {
 	struct vu_iommu_type1_dirty_bitmap db = { .argsz = sizeof(db),
@@ -279,8 +258,8 @@ static int start_device(struct vfiomig_dirty *d, const struct vfiomig_dirty_opts
 	ctl.num_ranges = d->nr_ranges;
 	ctl.reserved = 0;
 	ctl.ranges = (uint64_t)(uintptr_t)d->ranges;
-	ret = device_feature(d, VU_DEVICE_FEATURE_SET | VU_FEATURE_DMA_LOGGING_START, &ctl,
-			     sizeof(ctl));
+	ret = vm_device_feature(d->dev, VU_DEVICE_FEATURE_SET | VU_FEATURE_DMA_LOGGING_START,
+				&ctl, sizeof(ctl));
 	if (ret < 0)
 		return vm_err(d->ctx, ret, "device %s: DMA_LOGGING_START (%u ranges, page %llu)",
 			      d->dev->name, d->nr_ranges, (unsigned long long)d->pgsize);
@@ -427,8 +406,8 @@ int vfiomig_dirty_stop(struct vfiomig_dirty *d)
 	case VFIOMIG_DIRTY_DEVICE: {
 		uint64_t none = 0;
 
-		ret = device_feature(d, VU_DEVICE_FEATURE_SET | VU_FEATURE_DMA_LOGGING_STOP, &none,
-				     0);
+		ret = vm_device_feature(d->dev,
+					VU_DEVICE_FEATURE_SET | VU_FEATURE_DMA_LOGGING_STOP, &none, 0);
 		if (ret < 0)
 			vm_err(d->ctx, ret, "device %s: DMA_LOGGING_STOP", d->dev->name);
 		break;
@@ -493,8 +472,9 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 			.bitmap = (uint64_t)(uintptr_t)d->scratch,
 		};
 
-		ret = device_feature(d, VU_DEVICE_FEATURE_GET | VU_FEATURE_DMA_LOGGING_REPORT, &rep,
-				     sizeof(rep));
+		ret = vm_device_feature(d->dev,
+					VU_DEVICE_FEATURE_GET | VU_FEATURE_DMA_LOGGING_REPORT, &rep,
+					sizeof(rep));
 		if (ret < 0)
 			return vm_err(d->ctx, ret, "device %s: DMA_LOGGING_REPORT [0x%llx, +0x%llx): "
 				      "the log is lost, reporting every page dirty", d->dev->name,

@@ -173,6 +173,14 @@ struct vfiomig_device {
 	struct vm_region_cache *regions; /* num_regions entries, lazily filled */
 };
 
+/*
+ * VFIO_DEVICE_FEATURE with `flags` (feature | GET/SET/PROBE) and a payload
+ * of at most 32 bytes, copied in and back out (the kernel copies a failed
+ * SET's payload back too). Returns the ioctl's result, -EINTR retried; no
+ * log line (callers know what a failure means).
+ */
+int vm_device_feature(struct vfiomig_device *dev, uint32_t flags, void *payload, size_t len);
+
 /* True when the device is a mediated device (emulated IOMMU group). */
 bool vm_device_is_mdev(const struct vfiomig_device *dev);
 

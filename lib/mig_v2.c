@@ -21,30 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int feature(struct vfiomig_mig *m, uint32_t flags, void *data, size_t len)
-{
-	struct {
-		struct vu_device_feature hdr;
-		uint64_t data[2]; /* largest payload used here: 16 bytes */
-	} buf;
-	int ret;
-
-	if (len > sizeof(buf.data))
-		return -EINVAL;
-	memset(&buf, 0, sizeof(buf));
-	buf.hdr.argsz = (uint32_t)(sizeof(buf.hdr) + len);
-	buf.hdr.flags = flags;
-	memcpy(buf.data, data, len);
-	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_FEATURE, &buf);
-	/* A failed SET still copies the payload back (requested state, fd -1). */
-	memcpy(data, buf.data, len);
-	return ret;
-}
-
 static int get_state(struct vfiomig_mig *m, uint32_t *state)
 {
 	struct vu_feature_mig_state st = { 0 };
-	int ret = feature(m, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIG_DEVICE_STATE, &st, sizeof(st));
+	int ret = vm_device_feature(m->dev, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIG_DEVICE_STATE,
+				    &st, sizeof(st));
 
 	if (ret < 0)
 		return ret;
@@ -74,7 +55,8 @@ static int v2_init(struct vfiomig_mig *m)
 	int ret;
 
 	m->data_fd = -1;
-	ret = feature(m, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIGRATION, &mig, sizeof(mig));
+	ret = vm_device_feature(m->dev, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIGRATION, &mig,
+				sizeof(mig));
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_FEATURE(GET MIGRATION)",
 			      m->dev->name);
@@ -105,7 +87,9 @@ static int v2_set_state(struct vfiomig_mig *m, uint32_t target)
 			      "device %s: refusing to request STOP_COPY -> %s (kernels since 6.2 "
 			      "can loop forever on it)", m->dev->name, vm_state_name(target));
 
-	ret = feature(m, VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE, &st, sizeof(st));
+	/* A failed SET copies the payload back: the requested state, data_fd -1. */
+	ret = vm_device_feature(m->dev, VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE, &st,
+				sizeof(st));
 	if (ret < 0) {
 		/* The copied-back state is the one we asked for: ask the device instead. */
 		int gret = get_state(m, &real);
@@ -181,7 +165,8 @@ static int v2_stopcopy_size(struct vfiomig_mig *m, uint64_t *bytes)
 	int ret;
 
 	*bytes = 0;
-	ret = feature(m, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIG_DATA_SIZE, &ds, sizeof(ds));
+	ret = vm_device_feature(m->dev, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIG_DATA_SIZE, &ds,
+				sizeof(ds));
 	if (ret == -ENOTTY || ret == -EINVAL || ret == -EOPNOTSUPP)
 		return 0; /* a kernel before 6.2: no estimate */
 	if (ret < 0)
