@@ -149,8 +149,8 @@ int main(void)
 		VFIOMIG_OPTS(mig_opts, so, .config_save = config_save, .config_user = &vsrc[i]);
 		VFIOMIG_OPTS(mig_opts, lo, .config_load = config_load, .config_user = &vdst[i]);
 
-		CHECK(vfiomig_mig_new(src[i], VFIOMIG_MIG_SAVE, &so, &ms[i]));
-		CHECK(vfiomig_mig_new(dst[i], VFIOMIG_MIG_LOAD, &lo, &md[i]));
+		CHECK(vfiomig_mig_new(src[i], VFIOMIG_ROLE_SAVE, &so, &ms[i]));
+		CHECK(vfiomig_mig_new(dst[i], VFIOMIG_ROLE_LOAD, &lo, &md[i]));
 		CHECK(vfiomig_mig_set_add(save_set, ms[i]));
 		CHECK(vfiomig_mig_set_add(load_set, md[i]));
 	}
@@ -223,7 +223,7 @@ out:
 	}
 	vfiomig_mig_set_free(save_set);
 	vfiomig_mig_set_free(load_set);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	vfiomig_sim_free(sim);
 	return rc;
 }

@@ -48,61 +48,100 @@ static const char *get_env(const char *name)
 #endif
 }
 
+/*
+ * Copy the caller's kernel ops table. A table from a newer header may be
+ * larger than ours: fine while the ops we do not know are NULL (we would
+ * never call them), refused otherwise.
+ */
+static int copy_kernel_ops(struct vfiomig_ctx *ctx, const struct vfiomig_kernel_ops *kops)
+{
+	size_t ksz = kops->sz;
+	long bad = vm_sized_check(kops, sizeof(ctx->kops));
+
+	if (bad < 0)
+		return vm_err(ctx, -EINVAL, "vfiomig_kernel_ops: sz %zu is too small", ksz);
+	if (bad > 0)
+		return vm_err(ctx, -EINVAL, "vfiomig_kernel_ops: the table (%zu bytes) sets an op at "
+			      "byte %ld that this library version (%s, %zu bytes) does not know",
+			      ksz, bad - 1, VFIOMIG_VERSION_STRING, sizeof(ctx->kops));
+	if (ksz > sizeof(ctx->kops))
+		vm_info(ctx, "vfiomig_kernel_ops: the table (%zu bytes) is from a newer header than "
+			"this library (%s, %zu bytes); its extra ops are all NULL", ksz,
+			VFIOMIG_VERSION_STRING, sizeof(ctx->kops));
+	/* Keep only the ops the caller's table has; the rest stay NULL (-ENOSYS). */
+	memcpy(&ctx->kops, kops, ksz < sizeof(ctx->kops) ? ksz : sizeof(ctx->kops));
+	ctx->kops.sz = sizeof(ctx->kops);
+	return 0;
+}
+
 int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **out)
 {
 	const struct vfiomig_kernel_ops *kops;
 	struct vfiomig_ctx *ctx;
-	size_t ksz;
 	int err, prio;
 
 	if (!out)
+	{
+		log_stderr(NULL, VFIOMIG_LOG_ERR, "vfiomig_ctx_new: out is NULL");
 		return -EINVAL;
+	}
 	*out = NULL;
-	err = vm_opts_check(NULL, opts, sizeof(*opts), "vfiomig_ctx_opts");
-	if (err)
-		return err;
-
 	ctx = calloc(1, sizeof(*ctx));
-	if (!ctx)
+	if (!ctx) {
+		log_stderr(NULL, VFIOMIG_LOG_ERR, "vfiomig_ctx_new: out of memory");
 		return -ENOMEM;
-	ctx->log_fn = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_fn, NULL);
-	ctx->log_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_user, NULL);
-	if (!ctx->log_fn)
-		ctx->log_fn = log_stderr;
+	}
+	ctx->refs = 1;
+	/* Until the opts are read, failures are told on stderr. */
+	ctx->log_fn = log_stderr;
+	ctx->log_priority = VFIOMIG_LOG_ERR;
+	err = VM_OPTS_VALID(ctx, opts, struct vfiomig_ctx_opts, log_priority);
+	if (err)
+		goto fail;
+	if (VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_fn, NULL)) {
+		ctx->log_fn = opts->log_fn;
+		ctx->log_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_user, NULL);
+	}
 
 	prio = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_priority, 0);
+	if (prio < 0 || prio > VFIOMIG_LOG_DEBUG) {
+		err = vm_err(ctx, -EINVAL, "vfiomig_ctx_opts: log_priority %d (%d..%d)", prio,
+			     VFIOMIG_LOG_ERR, VFIOMIG_LOG_DEBUG);
+		goto fail;
+	}
 	if (prio == 0) {
 		const char *env = get_env("VFIOMIG_LOG");
+
 		prio = env ? parse_priority(env) : -1;
 		if (prio <= 0)
 			prio = VFIOMIG_LOG_ERR;
-	}
-	if (prio < 0 || prio > VFIOMIG_LOG_DEBUG) {
-		free(ctx);
-		return -EINVAL;
 	}
 	ctx->log_priority = prio;
 
 	kops = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, kernel_ops, NULL);
 	ctx->kops_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, kernel_user, NULL);
-	if (!kops)
-		kops = vfiomig_kernel_ops_default();
-	ksz = kops->sz;
-	if (ksz < sizeof(size_t)) {
-		free(ctx);
-		return -EINVAL;
-	}
-	/* Keep only the ops the caller's table has; the rest stay NULL (-ENOSYS). */
-	memcpy(&ctx->kops, kops, ksz < sizeof(ctx->kops) ? ksz : sizeof(ctx->kops));
-	ctx->kops.sz = sizeof(ctx->kops);
-
+	err = copy_kernel_ops(ctx, kops ? kops : vfiomig_kernel_ops_default());
+	if (err)
+		goto fail;
 	*out = ctx;
 	return 0;
+fail:
+	free(ctx);
+	return err;
 }
 
-void vfiomig_ctx_free(struct vfiomig_ctx *ctx)
+struct vfiomig_ctx *vfiomig_ctx_ref(struct vfiomig_ctx *ctx)
 {
-	free(ctx);
+	if (ctx)
+		ctx->refs++;
+	return ctx;
+}
+
+struct vfiomig_ctx *vfiomig_ctx_unref(struct vfiomig_ctx *ctx)
+{
+	if (ctx && --ctx->refs == 0)
+		free(ctx);
+	return NULL;
 }
 
 void vfiomig_ctx_set_log_fn(struct vfiomig_ctx *ctx, vfiomig_log_fn fn, void *user)
@@ -157,31 +196,46 @@ void vm_log(struct vfiomig_ctx *ctx, int priority, const char *fmt, ...)
 
 int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...)
 {
+	int prio = VFIOMIG_LOG_ERR;
 	va_list ap;
 
+	if (ctx && ctx->api_depth) {
+		if (ctx->err_logged)
+			prio = VFIOMIG_LOG_DEBUG; /* this call already said what failed */
+		ctx->err_logged = true;
+	}
 	va_start(ap, fmt);
-	vm_vlog(ctx, VFIOMIG_LOG_ERR, vfiomig_strerror(err), fmt, ap);
+	vm_vlog(ctx, prio, vfiomig_strerror(err), fmt, ap);
 	va_end(ap);
 	return err;
 }
 
+int vm_enomem(struct vfiomig_ctx *ctx, const char *what)
+{
+	return vm_err(ctx, -ENOMEM, "%s", what);
+}
+
 int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, const char *what)
 {
-	const unsigned char *p = opts;
-	size_t sz;
+	long bad = vm_sized_check(opts, known_sz);
 
-	if (!opts)
-		return 0;
-	sz = *(const size_t *)opts;
-	if (sz < sizeof(size_t))
+	if (bad < 0)
 		return vm_err(ctx, -EINVAL, "%s: sz %zu is too small (set it with VFIOMIG_OPTS)",
-			      what, sz);
-	for (size_t i = known_sz; i < sz; i++)
-		if (p[i])
-			return vm_err(ctx, -EINVAL,
-				      "%s: non-zero field at byte %zu, beyond what this library "
-				      "version (%s) knows",
-				      what, i, VFIOMIG_VERSION_STRING);
+			      what, vm_sized_sz(opts));
+	if (bad > 0)
+		return vm_err(ctx, -EINVAL,
+			      "%s: non-zero byte %ld: a reserved member, or a field this library "
+			      "version (%s) does not know", what, bad - 1, VFIOMIG_VERSION_STRING);
+	return 0;
+}
+
+int vm_out_check(struct vfiomig_ctx *ctx, const void *out, const char *what)
+{
+	if (!out)
+		return vm_err(ctx, -EINVAL, "%s: NULL", what);
+	if (vm_sized_sz(out) < sizeof(size_t))
+		return vm_err(ctx, -EINVAL, "%s: sz %zu is too small (set it with VFIOMIG_OPTS)",
+			      what, vm_sized_sz(out));
 	return 0;
 }
 

@@ -164,22 +164,40 @@ static int resolve_spec(struct vfiomig_ctx *ctx, const char *spec, struct resolv
 		      spec);
 }
 
-/* The IOMMU group number from <sysfs>/iommu_group -> ".../iommu_groups/N". */
-static int read_group_number(struct vfiomig_ctx *ctx, const struct resolved *r, int *num)
+/*
+ * Read the sysfs link <dir>/<leaf> into link (NUL-terminated) and point
+ * *base at its last path component. Returns 0 or -errno (no log).
+ */
+static int read_link_leaf(struct vfiomig_ctx *ctx, const char *dir, const char *leaf,
+			  char link[PATH_MAX_LEN], const char **base)
 {
-	char path[PATH_MAX_LEN + 16], link[PATH_MAX_LEN];
+	char path[PATH_MAX_LEN + 64];
 	const char *slash;
-	char *end;
 	ssize_t n;
-	long v;
 
-	snprintf(path, sizeof(path), "%s/iommu_group", r->sysfs);
-	n = vk_readlink(ctx, path, link, sizeof(link) - 1);
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, leaf) >= sizeof(path))
+		return -ENAMETOOLONG;
+	n = vk_readlink(ctx, path, link, PATH_MAX_LEN - 1);
 	if (n < 0)
 		return (int)n;
 	link[n] = '\0';
 	slash = strrchr(link, '/');
-	slash = slash ? slash + 1 : link;
+	*base = slash ? slash + 1 : link;
+	return 0;
+}
+
+/* The IOMMU group number from <sysfs>/iommu_group -> ".../iommu_groups/N". */
+static int read_group_number(struct vfiomig_ctx *ctx, const struct resolved *r, int *num)
+{
+	char link[PATH_MAX_LEN];
+	const char *slash;
+	char *end;
+	long v;
+	int ret;
+
+	ret = read_link_leaf(ctx, r->sysfs, "iommu_group", link, &slash);
+	if (ret)
+		return ret;
 	errno = 0;
 	v = strtol(slash, &end, 10);
 	if (end == slash || *end || v < 0 || v > INT32_MAX)
@@ -202,7 +220,8 @@ static struct vfiomig_device *device_alloc(struct vfiomig_ctx *ctx, const char *
 		free(dev);
 		return NULL;
 	}
-	dev->ctx = ctx;
+	dev->refs = 1;
+	dev->ctx = vfiomig_ctx_ref(ctx);
 	dev->fd = -1;
 	return dev;
 }
@@ -219,12 +238,24 @@ static void device_free(struct vfiomig_device *dev)
 	free(dev->sysfs);
 	free(dev->name);
 	free(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+struct vfiomig_device *vm_device_get(struct vfiomig_device *dev)
+{
+	dev->refs++;
+	return dev;
+}
+
+void vm_device_put(struct vfiomig_device *dev)
+{
+	if (dev && --dev->refs == 0)
+		device_free(dev);
 }
 
 void vfiomig_device_close(struct vfiomig_device *dev)
 {
-	if (dev)
-		device_free(dev);
+	vm_device_put(dev);
 }
 
 /* A new type1v2 container (not yet attached to any group). */
@@ -823,60 +854,33 @@ int vfiomig_device_get_iommu_info_raw(struct vfiomig_device *dev, void **buf, si
 			     sizeof(hdr), buf, len, what, 0);
 }
 
+int vm_device_reset(struct vfiomig_device *dev)
+{
+	int ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_RESET, NULL);
+
+	return ret < 0 ? ret : 0;
+}
+
 int vfiomig_device_reset(struct vfiomig_device *dev)
 {
 	int ret;
 
 	if (!dev)
 		return -EINVAL;
-	ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_RESET, NULL);
+	VM_API(dev->ctx);
+	ret = vm_device_reset(dev);
 	if (ret < 0)
 		return vm_err(dev->ctx, ret, "device %s: VFIO_DEVICE_RESET", dev->name);
 	return 0;
 }
 
-/* ----------------------------------------------------- migration probe */
-
-int vfiomig_device_migration_info(struct vfiomig_device *dev, struct vfiomig_migration_info *info)
+void vm_device_link_name(struct vfiomig_device *dev, const char *leaf, char *out, size_t len)
 {
-	struct vfiomig_migration_info out = { .sz = sizeof(out), .v1_region = -1 };
-	struct vu_feature_migration mig = { 0 };
-	struct vfiomig_region_info ri = { .sz = sizeof(ri) };
-	const struct vu_device_info *di;
-	int ret, v2err;
+	char link[PATH_MAX_LEN];
+	const char *base;
 
-	if (!dev || !info)
-		return -EINVAL;
-	if (info->sz < sizeof(size_t))
-		return vm_err(dev->ctx, -EINVAL, "device %s: vfiomig_migration_info.sz not set",
-			      dev->name);
-	ret = vm_device_info(dev, &di);
-	if (ret)
-		return ret;
-
-	v2err = vm_device_feature(dev, VU_DEVICE_FEATURE_GET | VU_FEATURE_MIGRATION, &mig,
-				  sizeof(mig));
-	if (v2err >= 0) {
-		out.protocols |= VFIOMIG_MIG_PROTO_V2;
-		out.v2_flags = mig.flags;
-	} else if (v2err != -ENOTTY && v2err != -EINVAL && v2err != -EOPNOTSUPP) {
-		return vm_err(dev->ctx, v2err, "device %s: VFIO_DEVICE_FEATURE(GET MIGRATION)",
-			      dev->name);
-	}
-
-	ret = vfiomig_region_find(dev, VFIOMIG_REGION_TYPE_MIGRATION_V1,
-				  VFIOMIG_REGION_SUBTYPE_MIGRATION_V1, &ri);
-	if (ret == 0) {
-		out.protocols |= VFIOMIG_MIG_PROTO_V1;
-		out.v1_region = (int32_t)ri.index;
-	} else if (ret != -ENOENT) {
-		return ret;
-	}
-
-	if (!out.protocols)
-		snprintf(out.reason, sizeof(out.reason),
-			 "device %s does not support migration (VFIO_DEVICE_FEATURE_MIGRATION: %s; "
-			 "no v1 migration region)", dev->name, vfiomig_strerror(v2err));
-	vm_out_copy(info, &out, sizeof(out));
-	return 0;
+	out[0] = '\0';
+	if (dev->sysfs && read_link_leaf(dev->ctx, dev->sysfs, leaf, link, &base) == 0 &&
+	    strlen(base) < len)
+		memcpy(out, base, strlen(base) + 1);
 }

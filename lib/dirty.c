@@ -28,7 +28,7 @@ struct vfiomig_dirty {
 	uint32_t nr_ranges;
 };
 
-static const char *const mech_names[VFIOMIG_DIRTY_NR] = { "auto", "type1", "device", "iommufd" };
+static const char *const mech_names[VFIOMIG_DIRTY_MECH_NR] = { "auto", "type1", "device", "iommufd" };
 
 static bool pow2(uint64_t v)
 {
@@ -79,46 +79,46 @@ int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_probe *
 	/* DEVICE: the device logs its own DMA. */
 	ret = device_logging_probe(dev);
 	if (ret >= 0)
-		out.available |= 1u << VFIOMIG_DIRTY_DEVICE;
+		out.available |= 1u << VFIOMIG_DIRTY_MECH_DEVICE;
 	else
-		snprintf(out.why_not[VFIOMIG_DIRTY_DEVICE], sizeof(out.why_not[0]),
+		snprintf(out.why_not[VFIOMIG_DIRTY_MECH_DEVICE], sizeof(out.why_not[0]),
 			 "the device has no DMA logging (VFIO_DEVICE_FEATURE probe: %s)",
 			 vfiomig_strerror(ret));
 
 	/* IOMMUFD: needs the cdev path onto a dirty-tracking HWPT. */
 	if (dev->iommu && dev->hwpt_id)
-		out.available |= 1u << VFIOMIG_DIRTY_IOMMUFD;
+		out.available |= 1u << VFIOMIG_DIRTY_MECH_IOMMUFD;
 	else
-		snprintf(out.why_not[VFIOMIG_DIRTY_IOMMUFD], sizeof(out.why_not[0]), "%s",
+		snprintf(out.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD], sizeof(out.why_not[0]), "%s",
 			 dev->iommu ? "opened without VFIOMIG_OPEN_DIRTY_HWPT (no dirty-tracking "
 				      "HWPT attached)"
 				    : "not opened through the vfio cdev + iommufd path");
 
 	/* TYPE1: the container's migration capability. */
 	if (container_fd(dev) < 0) {
-		snprintf(out.why_not[VFIOMIG_DIRTY_TYPE1], sizeof(out.why_not[0]),
+		snprintf(out.why_not[VFIOMIG_DIRTY_MECH_TYPE1], sizeof(out.why_not[0]),
 			 "no type1 container (%s)", dev->iommu ? "iommufd path" : "adopted without it");
 	} else {
 		ret = type1_cap(dev, &mig);
 		if (ret == 0) {
-			out.available |= 1u << VFIOMIG_DIRTY_TYPE1;
+			out.available |= 1u << VFIOMIG_DIRTY_MECH_TYPE1;
 			out.type1_pgsize = mig.pgsize_bitmap & -mig.pgsize_bitmap;
 			out.type1_max_bitmap = mig.max_dirty_bitmap_size;
 			out.type1_coarse = !vm_device_is_mdev(dev);
 		} else if (ret == -ENOENT) {
-			snprintf(out.why_not[VFIOMIG_DIRTY_TYPE1], sizeof(out.why_not[0]),
+			snprintf(out.why_not[VFIOMIG_DIRTY_MECH_TYPE1], sizeof(out.why_not[0]),
 				 "the type1 IOMMU has no migration capability (no dirty tracking)");
 		} else {
 			return ret;
 		}
 	}
 
-	if (out.available & (1u << VFIOMIG_DIRTY_DEVICE))
-		out.best = VFIOMIG_DIRTY_DEVICE;
-	else if (out.available & (1u << VFIOMIG_DIRTY_IOMMUFD))
-		out.best = VFIOMIG_DIRTY_IOMMUFD;
-	else if (out.available & (1u << VFIOMIG_DIRTY_TYPE1))
-		out.best = VFIOMIG_DIRTY_TYPE1;
+	if (out.available & (1u << VFIOMIG_DIRTY_MECH_DEVICE))
+		out.best = VFIOMIG_DIRTY_MECH_DEVICE;
+	else if (out.available & (1u << VFIOMIG_DIRTY_MECH_IOMMUFD))
+		out.best = VFIOMIG_DIRTY_MECH_IOMMUFD;
+	else if (out.available & (1u << VFIOMIG_DIRTY_MECH_TYPE1))
+		out.best = VFIOMIG_DIRTY_MECH_TYPE1;
 	vm_out_copy(p, &out, sizeof(out));
 	return 0;
 }
@@ -286,6 +286,15 @@ static int set_hwpt_tracking(struct vfiomig_dirty *d, bool on)
 	return 0;
 }
 
+/* Free a session (tracking already stopped or never started) and drop its device. */
+static void dirty_release(struct vfiomig_dirty *d)
+{
+	vm_device_put(d->dev);
+	free(d->scratch);
+	free(d->ranges);
+	free(d);
+}
+
 int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_opts *opts,
 			struct vfiomig_dirty **out)
 {
@@ -302,22 +311,22 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	ret = vm_opts_check(dev->ctx, opts, sizeof(*opts), "vfiomig_dirty_opts");
 	if (ret)
 		return ret;
-	mech = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, mechanism, VFIOMIG_DIRTY_AUTO);
+	mech = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, mechanism, VFIOMIG_DIRTY_MECH_AUTO);
 	page = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, page_size, 0);
 	maxq = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, max_query, 0);
 	dflags = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, flags, 0);
-	if (mech >= VFIOMIG_DIRTY_NR || (page && (!pow2(page) || page < DEFAULT_PAGE)))
+	if (mech >= VFIOMIG_DIRTY_MECH_NR || (page && (!pow2(page) || page < DEFAULT_PAGE)))
 		return vm_err(dev->ctx, -EINVAL, "device %s: dirty tracking mechanism %u, page size "
 			      "%llu", dev->name, mech, (unsigned long long)page);
 	ret = vfiomig_dirty_probe(dev, &p);
 	if (ret)
 		return ret;
-	if (mech == VFIOMIG_DIRTY_AUTO) {
+	if (mech == VFIOMIG_DIRTY_MECH_AUTO) {
 		if (!p.best)
 			return vm_err(dev->ctx, -EOPNOTSUPP, "device %s: no dirty-tracking mechanism: "
 				      "type1: %s; device: %s; iommufd: %s", dev->name,
-				      p.why_not[VFIOMIG_DIRTY_TYPE1], p.why_not[VFIOMIG_DIRTY_DEVICE],
-				      p.why_not[VFIOMIG_DIRTY_IOMMUFD]);
+				      p.why_not[VFIOMIG_DIRTY_MECH_TYPE1], p.why_not[VFIOMIG_DIRTY_MECH_DEVICE],
+				      p.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD]);
 		mech = p.best;
 	} else if (!(p.available & (1u << mech))) {
 		return vm_err(dev->ctx, -EOPNOTSUPP, "device %s: %s dirty tracking unavailable: %s",
@@ -327,23 +336,23 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	if (dflags & ~VFIOMIG_DIRTY_F_NO_CLEAR)
 		return vm_err(dev->ctx, -EINVAL, "device %s: dirty tracking flags 0x%x", dev->name,
 			      dflags);
-	if ((dflags & VFIOMIG_DIRTY_F_NO_CLEAR) && mech != VFIOMIG_DIRTY_IOMMUFD)
+	if ((dflags & VFIOMIG_DIRTY_F_NO_CLEAR) && mech != VFIOMIG_DIRTY_MECH_IOMMUFD)
 		return vm_err(dev->ctx, -EOPNOTSUPP, "device %s: VFIOMIG_DIRTY_F_NO_CLEAR needs "
 			      "iommufd dirty tracking, not %s", dev->name, mech_names[mech]);
 
 	d = calloc(1, sizeof(*d));
 	if (!d)
-		return -ENOMEM;
+		return vm_enomem(dev->ctx, "dirty tracking session");
 	d->no_clear = dflags & VFIOMIG_DIRTY_F_NO_CLEAR;
-	d->dev = dev;
+	d->dev = vm_device_get(dev);
 	d->ctx = dev->ctx;
 	d->mech = mech;
 	d->pgsize = page ? page : DEFAULT_PAGE;
 	switch (mech) {
-	case VFIOMIG_DIRTY_TYPE1:
+	case VFIOMIG_DIRTY_MECH_TYPE1:
 		ret = start_type1(d, &p);
 		break;
-	case VFIOMIG_DIRTY_DEVICE:
+	case VFIOMIG_DIRTY_MECH_DEVICE:
 		ret = start_device(d, opts);
 		break;
 	default:
@@ -355,7 +364,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 		/* One bit per tracking page of the largest query, whole words. */
 		uint64_t want = (maxq / d->pgsize + 63) / 64 * 8;
 
-		if (mech == VFIOMIG_DIRTY_TYPE1 && p.type1_max_bitmap && want > p.type1_max_bitmap)
+		if (mech == VFIOMIG_DIRTY_MECH_TYPE1 && p.type1_max_bitmap && want > p.type1_max_bitmap)
 			want = p.type1_max_bitmap & ~7ull;
 		if (want > SIZE_MAX / 2)
 			want = SIZE_MAX / 2 & ~(size_t)7;
@@ -374,8 +383,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 		}
 	}
 	if (ret) {
-		free(d->ranges);
-		free(d);
+		dirty_release(d);
 		return ret;
 	}
 	vm_info(dev->ctx, "device %s: %s dirty tracking started (page %llu)", dev->name,
@@ -394,7 +402,7 @@ int vfiomig_dirty_stop(struct vfiomig_dirty *d)
 		return 0;
 	d->running = false;
 	switch (d->mech) {
-	case VFIOMIG_DIRTY_TYPE1: {
+	case VFIOMIG_DIRTY_MECH_TYPE1: {
 		struct vu_iommu_type1_dirty_bitmap db = { .argsz = sizeof(db),
 							  .flags = VU_IOMMU_DIRTY_PAGES_FLAG_STOP };
 
@@ -403,7 +411,7 @@ int vfiomig_dirty_stop(struct vfiomig_dirty *d)
 			vm_err(d->ctx, ret, "device %s: VFIO_IOMMU_DIRTY_PAGES(STOP)", d->dev->name);
 		break;
 	}
-	case VFIOMIG_DIRTY_DEVICE: {
+	case VFIOMIG_DIRTY_MECH_DEVICE: {
 		uint64_t none = 0;
 
 		ret = vm_device_feature(d->dev,
@@ -424,9 +432,7 @@ void vfiomig_dirty_free(struct vfiomig_dirty *d)
 	if (!d)
 		return;
 	vfiomig_dirty_stop(d);
-	free(d->scratch);
-	free(d->ranges);
-	free(d);
+	dirty_release(d);
 }
 
 uint32_t vfiomig_dirty_mechanism(const struct vfiomig_dirty *d)
@@ -449,7 +455,7 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 
 	memset(d->scratch, 0, (size_t)bytes);
 	switch (d->mech) {
-	case VFIOMIG_DIRTY_TYPE1: {
+	case VFIOMIG_DIRTY_MECH_TYPE1: {
 		struct {
 			struct vu_iommu_type1_dirty_bitmap hdr;
 			struct vu_iommu_type1_dirty_bitmap_get get;
@@ -466,7 +472,7 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 				      (unsigned long long)len);
 		return 0;
 	}
-	case VFIOMIG_DIRTY_DEVICE: {
+	case VFIOMIG_DIRTY_MECH_DEVICE: {
 		struct vu_feature_dma_logging_report rep = {
 			.iova = iova, .length = len, .page_size = d->pgsize,
 			.bitmap = (uint64_t)(uintptr_t)d->scratch,
@@ -539,7 +545,7 @@ static int sink_all(struct sink *s, uint64_t iova, uint64_t len)
 static int query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length, struct sink *s)
 {
 	uint64_t chunk = (uint64_t)d->scratch_bytes * 8 * d->pgsize, off, end;
-	int result = VFIOMIG_DIRTY_EXACT, ret;
+	int result = VFIOMIG_DIRTY_RESULT_EXACT, ret;
 
 	if (!d->running)
 		return vm_err(d->ctx, -EINVAL, "device %s: dirty query while tracking is stopped",
@@ -558,13 +564,13 @@ static int query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length, struct
 		ret = kernel_query(d, iova + off, n);
 		if (ret < 0) {
 			/* Type1 refusals are the caller's range; a lost log is everything dirty. */
-			if (d->mech == VFIOMIG_DIRTY_TYPE1)
+			if (d->mech == VFIOMIG_DIRTY_MECH_TYPE1)
 				return ret;
 			ret = sink_all(s, iova, length);
-			return ret ? ret : VFIOMIG_DIRTY_ALL;
+			return ret ? ret : VFIOMIG_DIRTY_RESULT_ALL;
 		}
 		if (d->coarse)
-			result = VFIOMIG_DIRTY_ALL; /* the kernel set every mapped page */
+			result = VFIOMIG_DIRTY_RESULT_ALL; /* the kernel set every mapped page */
 		if (!s->fn && s->pgsize == d->pgsize && ((off / d->pgsize) & 63) == 0) {
 			/* Same page size, word-aligned chunk: OR whole words. */
 			vfiomig_bitmap_or(s->bitmap + off / d->pgsize / 64, d->scratch,

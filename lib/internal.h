@@ -15,17 +15,19 @@
 
 #include <vfiomig/vfiomig.h>
 
+#include "sized.h"
 #include "uapi.h"
-
-#define VM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define VM_OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
 
 struct vm_group;
 
 struct vfiomig_ctx {
+	unsigned int refs;              /* the caller's, plus one per object made from it */
 	vfiomig_log_fn log_fn;
 	void *log_user;
 	int log_priority;
+	/* One ERR line per failing API call: see VM_API() below. */
+	unsigned int api_depth;
+	bool err_logged;
 	struct vfiomig_kernel_ops kops; /* full-size copy; missing ops are NULL */
 	void *kops_user;
 	struct vm_group *groups;        /* open groups, shared by their devices */
@@ -40,9 +42,40 @@ void vm_log(struct vfiomig_ctx *ctx, int priority, const char *fmt, ...);
  * Log an error line "<fmt>: <strerror(-err)>" and return err (negative
  * errno), so callers can write `return vm_err(ctx, -EINVAL, "...")`.
  * ctx may be NULL (no log).
+ *
+ * The promise of the API is one ERR line per failing call. Inside a call
+ * marked with VM_API(), the first vm_err() is the line (the innermost
+ * layer, which knows best what failed); later ones in the same call are
+ * delivered at debug level. Lines that report something besides the
+ * failure (a source device that had to be reset) are warnings.
  */
 __attribute__((format(printf, 3, 4)))
 int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...);
+
+/* The -ENOMEM line: "<what>: out of memory". */
+int vm_enomem(struct vfiomig_ctx *ctx, const char *what);
+
+struct vm_api_scope {
+	struct vfiomig_ctx *ctx;
+};
+
+static inline struct vm_api_scope vm_api_enter(struct vfiomig_ctx *ctx)
+{
+	if (ctx && ctx->api_depth++ == 0)
+		ctx->err_logged = false;
+	return (struct vm_api_scope){ ctx };
+}
+
+static inline void vm_api_leave(struct vm_api_scope *sc)
+{
+	if (sc->ctx)
+		sc->ctx->api_depth--;
+}
+
+/* First statement of a public function: opens its one-ERR-line scope on ctx. */
+#define VM_API(ctx) \
+	__attribute__((cleanup(vm_api_leave), unused)) struct vm_api_scope vm_api_scope_ = \
+		vm_api_enter(ctx)
 
 #define vm_dbg(ctx, ...)  vm_log(ctx, VFIOMIG_LOG_DEBUG, __VA_ARGS__)
 #define vm_info(ctx, ...) vm_log(ctx, VFIOMIG_LOG_INFO, __VA_ARGS__)
@@ -51,23 +84,17 @@ int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...);
 /* ----------------------------------------------------------- opts structs */
 
 /*
- * Check a caller's sized struct: NULL is fine (all defaults); sz must
- * cover at least the sz field; bytes beyond what this library knows
- * (known_sz) must be zero. Returns 0 or -EINVAL with a log line.
+ * Check a caller's sized struct (sized.h): NULL is fine (all defaults);
+ * sz must cover at least the sz field; bytes past the last field this
+ * library knows must be zero (reserved members included). Returns 0 or
+ * -EINVAL with a log line naming `what`.
  */
 int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, const char *what);
+#define VM_OPTS_VALID(ctx, opts, type, last_field) \
+	vm_opts_check(ctx, opts, VM_KNOWN_SZ(type, last_field), #type)
 
-/* The caller's sz of a sized struct (0 for NULL). */
-static inline size_t vm_opts_sz(const void *opts)
-{
-	return opts ? *(const size_t *)opts : 0;
-}
-
-/* Does the caller's struct (of caller size sz) contain `field`? */
-#define VM_OPTS_HAS(opts, type, field) \
-	((opts) && vm_opts_sz(opts) >= VM_OFFSETOFEND(type, field))
-#define VM_OPTS_GET(opts, type, field, dflt) \
-	(VM_OPTS_HAS(opts, type, field) ? (opts)->field : (dflt))
+/* An output struct the caller sized: non-NULL and sz covering sz. 0 or -EINVAL + line. */
+int vm_out_check(struct vfiomig_ctx *ctx, const void *out, const char *what);
 
 /*
  * Copy `src` of the library's size into a caller's output struct of
@@ -157,7 +184,8 @@ struct vm_group {
 };
 
 struct vfiomig_device {
-	struct vfiomig_ctx *ctx;
+	unsigned int refs;         /* the caller's handle, plus maps, dirty sessions, migrations */
+	struct vfiomig_ctx *ctx;   /* a reference */
 	char *name;
 	char *sysfs;               /* sysfs path when opened by spec, else NULL */
 	int fd;
@@ -180,6 +208,20 @@ struct vfiomig_device {
  * log line (callers know what a failure means).
  */
 int vm_device_feature(struct vfiomig_device *dev, uint32_t flags, void *payload, size_t len);
+
+/* Reference counting: objects built on a device hold a reference. */
+struct vfiomig_device *vm_device_get(struct vfiomig_device *dev);
+void vm_device_put(struct vfiomig_device *dev);
+
+/*
+ * The basename of the target of the sysfs link <device sysfs>/<leaf>
+ * ("driver", "mdev_type") into out; "" when the device has no sysfs path
+ * or no such link.
+ */
+void vm_device_link_name(struct vfiomig_device *dev, const char *leaf, char *out, size_t len);
+
+/* VFIO_DEVICE_RESET, retried on -EINTR; 0 or -errno, no log line. */
+int vm_device_reset(struct vfiomig_device *dev);
 
 /* True when the device is a mediated device (emulated IOMMU group). */
 bool vm_device_is_mdev(const struct vfiomig_device *dev);

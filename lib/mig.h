@@ -18,9 +18,10 @@
 struct vm_proto;
 
 struct vfiomig_mig {
-	struct vfiomig_device *dev;
-	struct vfiomig_ctx *ctx;
-	uint32_t role;               /* VFIOMIG_MIG_SAVE / _LOAD */
+	struct vfiomig_device *dev;  /* a reference */
+	struct vfiomig_ctx *ctx;     /* the device's */
+	struct vfiomig_mig_set *set; /* the set it is in, or NULL */
+	uint32_t role;               /* VFIOMIG_ROLE_SAVE / _LOAD */
 	uint32_t flags;              /* VFIOMIG_MIG_* */
 	const struct vm_proto *proto;
 	uint32_t state;              /* current device state (VFIOMIG_STATE_*) */
@@ -38,7 +39,7 @@ struct vfiomig_mig {
 	struct vm_fmt_writer w;
 	struct vm_fmt_reader r;
 	struct vfiomig_mig_stats stats;
-	struct vfiomig_dirty *dirty;       /* VFIOMIG_MIG_DIRTY_TRACKING session */
+	struct vfiomig_dirty *dirty;       /* VFIOMIG_MIG_F_DIRTY_TRACKING session */
 	uint32_t dirty_mech;
 	uint32_t nr_dma_ranges;
 	struct vfiomig_dma_range *dma_ranges;
@@ -65,6 +66,9 @@ struct vfiomig_mig {
  * recover: put the device in `target` (RUNNING or STOP) by any means:
  *   the transition, else a reset. Returns 0 if the device ended there
  *   with its state intact, 1 if a reset was needed, -errno if neither.
+ * reset: VFIO_DEVICE_RESET, dropping the protocol's migration fds; the
+ *   device is RUNNING with a clean state (m->state says so). 0 or -errno
+ *   (m->state ERROR), without a log line.
  * save_chunk: the next piece of device data: > 0 bytes at *ptr (either
  *   the scratch buffer or a mapping), 0 when there is none now (PRE_COPY)
  *   or no more (STOP_COPY).
@@ -78,6 +82,7 @@ struct vm_proto {
 	void (*fini)(struct vfiomig_mig *m);
 	int (*set_state)(struct vfiomig_mig *m, uint32_t target);
 	int (*recover)(struct vfiomig_mig *m, uint32_t target);
+	int (*reset)(struct vfiomig_mig *m);
 	int (*precopy_info)(struct vfiomig_mig *m, uint64_t *initial, uint64_t *dirty);
 	int (*stopcopy_size)(struct vfiomig_mig *m, uint64_t *bytes);
 	ssize_t (*save_chunk)(struct vfiomig_mig *m, const void **ptr);
@@ -88,7 +93,7 @@ extern const struct vm_proto vm_proto_v1;
 extern const struct vm_proto vm_proto_v2;
 
 /* "RUNNING", "PRE_COPY_P2P", ... */
-const char *vm_state_name(uint32_t state);
+const char *vm_dev_state_name(uint32_t state);
 
 /* Monotonic clock in ns. */
 uint64_t vm_now_ns(void);

@@ -82,15 +82,15 @@ static int v1_init(struct vfiomig_mig *m)
 	if (ret)
 		return vm_err(m->ctx, ret, "device %s: no v1 migration region", m->dev->name);
 	if (ri.size < V1_REGS_LEN ||
-	    (ri.flags & (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE)) !=
-		    (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE))
+	    (ri.flags & (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE)) !=
+		    (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE))
 		return vm_err(m->ctx, -EINVAL, "device %s: v1 migration region %u: size %llu, "
 			      "flags 0x%x (need >= 32 bytes, read + write)", m->dev->name,
 			      ri.index, (unsigned long long)ri.size, ri.flags);
 	m->v1_index = ri.index;
 	m->v1_size = ri.size;
 	/* The data section may be mmappable: map what the kernel allows, else stay trapped. */
-	if (ri.flags & VFIOMIG_REGION_MMAP) {
+	if (ri.flags & VFIOMIG_REGION_FLAG_MMAP) {
 		ret = vfiomig_region_mmap(m->dev, ri.index, PROT_READ | PROT_WRITE, &m->v1_map);
 		if (ret) {
 			vm_dbg(m->ctx, "device %s: v1 data section not mapped (%s): trapped access",
@@ -120,7 +120,7 @@ static int v1_set_state(struct vfiomig_mig *m, uint32_t target)
 		return 0;
 	if (to_bits(target, &bits))
 		return vm_err(m->ctx, -EINVAL, "device %s: v1 has no state %s", m->dev->name,
-			      vm_state_name(target));
+			      vm_dev_state_name(target));
 	ret = read_state_bits(m, &old);
 	if (ret)
 		return ret;
@@ -135,13 +135,21 @@ static int v1_set_state(struct vfiomig_mig *m, uint32_t target)
 		rret = read_state_bits(m, &old);
 		m->state = rret ? VU_STATE_ERROR : from_bits(old);
 		return vm_err(m->ctx, ret, "device %s: v1 device_state %s -> %s (device is now %s)",
-			      m->dev->name, vm_state_name(from), vm_state_name(target),
-			      vm_state_name(m->state));
+			      m->dev->name, vm_dev_state_name(from), vm_dev_state_name(target),
+			      vm_dev_state_name(m->state));
 	}
 	m->state = target;
-	vm_dbg(m->ctx, "device %s: v1 %s -> %s", m->dev->name, vm_state_name(from),
-	       vm_state_name(target));
+	vm_dbg(m->ctx, "device %s: v1 %s -> %s", m->dev->name, vm_dev_state_name(from),
+	       vm_dev_state_name(target));
 	return 0;
+}
+
+static int v1_reset(struct vfiomig_mig *m)
+{
+	int ret = vm_device_reset(m->dev);
+
+	m->state = ret < 0 ? VU_STATE_ERROR : VU_STATE_RUNNING;
+	return ret;
 }
 
 static int v1_recover(struct vfiomig_mig *m, uint32_t target)
@@ -151,13 +159,12 @@ static int v1_recover(struct vfiomig_mig *m, uint32_t target)
 	/* The error state (110) is left only through a reset: no write from there. */
 	if (m->state != VU_STATE_ERROR && v1_set_state(m, target) == 0)
 		return 0;
-	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
+	ret = v1_reset(m);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET after a failed v1 "
 			      "transition", m->dev->name);
-	vm_err(m->ctx, -EIO, "device %s: had to reset the device (its state is lost)",
-	       m->dev->name);
-	m->state = VU_STATE_RUNNING;
+	vm_warn(m->ctx, "device %s: had to reset the device (its state is lost)",
+		m->dev->name);
 	ret = v1_set_state(m, target);
 	return ret ? ret : 1;
 }
@@ -222,7 +229,7 @@ static ssize_t v1_save_chunk(struct vfiomig_mig *m, const void **ptr)
 
 	if (!saving(m))
 		return vm_err(m->ctx, -EPROTO, "device %s: v1 save in %s", m->dev->name,
-			      vm_state_name(m->state));
+			      vm_dev_state_name(m->state));
 	ret = reg_read(m, V1_PENDING, 8, &pending);
 	if (ret)
 		return ret;
@@ -263,7 +270,7 @@ static int v1_load_chunk(struct vfiomig_mig *m, uint64_t size)
 
 	if (m->state != VU_STATE_RESUMING)
 		return vm_err(m->ctx, -EPROTO, "device %s: data record while %s", m->dev->name,
-			      vm_state_name(m->state));
+			      vm_dev_state_name(m->state));
 	ret = reg_read(m, V1_DATA_OFFSET, 8, &off);
 	if (ret)
 		return ret;
@@ -299,6 +306,7 @@ const struct vm_proto vm_proto_v1 = {
 	.fini = v1_fini,
 	.set_state = v1_set_state,
 	.recover = v1_recover,
+	.reset = v1_reset,
 	.precopy_info = v1_precopy_info,
 	.stopcopy_size = v1_stopcopy_size,
 	.save_chunk = v1_save_chunk,

@@ -85,7 +85,7 @@ static int v2_set_state(struct vfiomig_mig *m, uint32_t target)
 	    (target == VU_STATE_PRE_COPY || target == VU_STATE_PRE_COPY_P2P))
 		return vm_err(m->ctx, -EINVAL,
 			      "device %s: refusing to request STOP_COPY -> %s (kernels since 6.2 "
-			      "can loop forever on it)", m->dev->name, vm_state_name(target));
+			      "can loop forever on it)", m->dev->name, vm_dev_state_name(target));
 
 	/* A failed SET copies the payload back: the requested state, data_fd -1. */
 	ret = vm_device_feature(m->dev, VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE, &st,
@@ -99,8 +99,8 @@ static int v2_set_state(struct vfiomig_mig *m, uint32_t target)
 			close_data_fd(m);
 		return vm_err(m->ctx, ret,
 			      "device %s: VFIO_DEVICE_FEATURE(MIG_DEVICE_STATE %s -> %s) (device is "
-			      "now %s)", m->dev->name, vm_state_name(from), vm_state_name(target),
-			      gret < 0 ? "unreadable" : vm_state_name(real));
+			      "now %s)", m->dev->name, vm_dev_state_name(from), vm_dev_state_name(target),
+			      gret < 0 ? "unreadable" : vm_dev_state_name(real));
 	}
 	m->state = target;
 	if (st.data_fd >= 0) {
@@ -109,16 +109,27 @@ static int v2_set_state(struct vfiomig_mig *m, uint32_t target)
 	} else if (!state_has_data_fd(target)) {
 		close_data_fd(m);
 	}
-	vm_dbg(m->ctx, "device %s: %s -> %s%s", m->dev->name, vm_state_name(from),
-	       vm_state_name(target), st.data_fd >= 0 ? " (new data_fd)" : "");
+	vm_dbg(m->ctx, "device %s: %s -> %s%s", m->dev->name, vm_dev_state_name(from),
+	       vm_dev_state_name(target), st.data_fd >= 0 ? " (new data_fd)" : "");
 	if (state_has_data_fd(target) && m->data_fd < 0)
 		return vm_err(m->ctx, -EPROTO, "device %s: %s without a data_fd", m->dev->name,
-			      vm_state_name(target));
+			      vm_dev_state_name(target));
 	return 0;
+}
+
+static int v2_reset(struct vfiomig_mig *m)
+{
+	int ret;
+
+	close_data_fd(m);
+	ret = vm_device_reset(m->dev);
+	m->state = ret < 0 ? VU_STATE_ERROR : VU_STATE_RUNNING;
+	return ret;
 }
 
 static int v2_recover(struct vfiomig_mig *m, uint32_t target)
 {
+	uint32_t from;
 	int ret;
 
 	/* ERROR is left only through a reset: a SET from there can never succeed. */
@@ -127,14 +138,13 @@ static int v2_recover(struct vfiomig_mig *m, uint32_t target)
 	if (m->state == target)
 		return 0;
 	/* The arc failed (device in ERROR, or refused): reset, losing the device's state. */
-	close_data_fd(m);
-	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
+	from = m->state;
+	ret = v2_reset(m);
 	if (ret < 0)
 		return vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET after a failed transition",
 			      m->dev->name);
-	vm_err(m->ctx, -EIO, "device %s: had to reset the device to leave %s (its state is lost)",
-	       m->dev->name, vm_state_name(m->state));
-	m->state = VU_STATE_RUNNING;
+	vm_warn(m->ctx, "device %s: had to reset the device to leave %s (its state is lost)",
+		m->dev->name, vm_dev_state_name(from));
 	if (target != VU_STATE_RUNNING) {
 		ret = v2_set_state(m, target);
 		if (ret)
@@ -183,7 +193,7 @@ static ssize_t v2_save_chunk(struct vfiomig_mig *m, const void **ptr)
 
 	if (m->data_fd < 0)
 		return vm_err(m->ctx, -EBADF, "device %s: no data_fd in %s", m->dev->name,
-			      vm_state_name(m->state));
+			      vm_dev_state_name(m->state));
 	do
 		n = vk_read(m->ctx, m->data_fd, m->scratch, m->scratch_len);
 	while (n == -EINTR);
@@ -191,7 +201,7 @@ static ssize_t v2_save_chunk(struct vfiomig_mig *m, const void **ptr)
 		return 0;
 	if (n < 0)
 		return vm_err(m->ctx, (int)n, "device %s: read from the data_fd in %s",
-			      m->dev->name, vm_state_name(m->state));
+			      m->dev->name, vm_dev_state_name(m->state));
 	if ((size_t)n > m->scratch_len)
 		return vm_err(m->ctx, -EIO, "device %s: data_fd read returned more than asked",
 			      m->dev->name);
@@ -205,7 +215,7 @@ static int v2_load_chunk(struct vfiomig_mig *m, uint64_t size)
 
 	if (m->state != VU_STATE_RESUMING || m->data_fd < 0)
 		return vm_err(m->ctx, -EPROTO, "device %s: data record while %s", m->dev->name,
-			      vm_state_name(m->state));
+			      vm_dev_state_name(m->state));
 	while (size) {
 		size_t piece = size < m->scratch_len ? (size_t)size : m->scratch_len;
 
@@ -228,6 +238,7 @@ const struct vm_proto vm_proto_v2 = {
 	.fini = v2_fini,
 	.set_state = v2_set_state,
 	.recover = v2_recover,
+	.reset = v2_reset,
 	.precopy_info = v2_precopy_info,
 	.stopcopy_size = v2_stopcopy_size,
 	.save_chunk = v2_save_chunk,

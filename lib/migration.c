@@ -22,7 +22,7 @@ uint64_t vm_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-const char *vm_state_name(uint32_t state)
+const char *vm_dev_state_name(uint32_t state)
 {
 	static const char *const names[] = {
 		"ERROR", "STOP", "RUNNING", "STOP_COPY", "RESUMING", "RUNNING_P2P", "PRE_COPY",
@@ -32,19 +32,19 @@ const char *vm_state_name(uint32_t state)
 	return state < VM_ARRAY_SIZE(names) ? names[state] : "?";
 }
 
-const char *vfiomig_state_name(uint32_t state)
+const char *vfiomig_device_state_name(uint32_t state)
 {
-	return vm_state_name(state);
+	return vm_dev_state_name(state);
 }
 
 static bool is_precopy(uint32_t s)
 {
-	return s == VFIOMIG_STATE_PRE_COPY || s == VFIOMIG_STATE_PRE_COPY_P2P;
+	return s == VFIOMIG_DEVICE_STATE_PRE_COPY || s == VFIOMIG_DEVICE_STATE_PRE_COPY_P2P;
 }
 
 static bool has_p2p(const struct vfiomig_mig *m)
 {
-	return m->proto == &vm_proto_v2 && (m->v2_flags & VFIOMIG_MIG_P2P);
+	return m->proto == &vm_proto_v2 && (m->v2_flags & VFIOMIG_V2_P2P);
 }
 
 /* -------------------------------------------------- protocol and blockers */
@@ -61,23 +61,23 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
 	ret = vfiomig_device_migration_info(dev, &mi);
 	if (ret)
 		return ret;
-	v2 = mi.protocols & VFIOMIG_MIG_PROTO_V2;
-	v1 = mi.protocols & VFIOMIG_MIG_PROTO_V1;
-	if (v2 && !(mi.v2_flags & VFIOMIG_MIG_STOP_COPY)) {
+	v2 = mi.protocols & VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V2);
+	v1 = mi.protocols & VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V1);
+	if (v2 && !(mi.v2_flags & VFIOMIG_V2_STOP_COPY)) {
 		snprintf(reason, len, "device %s reports v2 migration without STOP_COPY",
 			 dev->name);
 		v2 = false;
 		if (!v1)
 			return -EOPNOTSUPP;
 	}
-	if (v1 && (flags & VFIOMIG_MIG_ALLOW_V1) && (!v2 || (flags & VFIOMIG_MIG_PREFER_V1)))
+	if (v1 && (flags & VFIOMIG_MIG_F_ALLOW_V1) && (!v2 || (flags & VFIOMIG_MIG_F_PREFER_V1)))
 		*proto = &vm_proto_v1;
 	else if (v2)
 		*proto = &vm_proto_v2;
 	else
 		*proto = NULL;
 	if (*proto) {
-		if (!(flags & VFIOMIG_MIG_NEED_DIRTY_TRACKING))
+		if (!(flags & VFIOMIG_MIG_F_NEED_DIRTY_TRACKING))
 			return 0;
 		ret = dirty_trackable(dev, reason, len);
 		return ret < 0 ? ret : ret ? 0 : -EOPNOTSUPP;
@@ -85,7 +85,7 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
 	if (v1) {
 		snprintf(reason, len,
 			 "device %s offers only the experimental v1 migration protocol (region %d); "
-			 "the VMM must opt in with VFIOMIG_MIG_ALLOW_V1", dev->name, mi.v1_region);
+			 "the VMM must opt in with VFIOMIG_MIG_F_ALLOW_V1", dev->name, mi.v1_region);
 		return -EOPNOTSUPP;
 	}
 	snprintf(reason, len, "%s", mi.reason);
@@ -107,17 +107,17 @@ static int dirty_trackable(struct vfiomig_device *dev, char *reason, size_t len)
 		return 1;
 	snprintf(reason, len, "device %.64s: nothing can track its DMA writes: %.100s; %.100s; %.100s",
 		 dev->name,
-		 p.why_not[VFIOMIG_DIRTY_DEVICE], p.why_not[VFIOMIG_DIRTY_IOMMUFD],
-		 p.why_not[VFIOMIG_DIRTY_TYPE1]);
+		 p.why_not[VFIOMIG_DIRTY_MECH_DEVICE], p.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD],
+		 p.why_not[VFIOMIG_DIRTY_MECH_TYPE1]);
 	return 0;
 }
 
 static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *opts,
 		      uint32_t *flags)
 {
-	const uint32_t known = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_NO_PRECOPY |
-			       VFIOMIG_MIG_PREFER_V1 | VFIOMIG_MIG_NEED_DIRTY_TRACKING |
-			       VFIOMIG_MIG_DIRTY_TRACKING;
+	const uint32_t known = VFIOMIG_MIG_F_ALLOW_V1 | VFIOMIG_MIG_F_NO_PRECOPY |
+			       VFIOMIG_MIG_F_PREFER_V1 | VFIOMIG_MIG_F_NEED_DIRTY_TRACKING |
+			       VFIOMIG_MIG_F_DIRTY_TRACKING;
 	int ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_mig_opts");
 
 	if (ret)
@@ -125,8 +125,8 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 	*flags = VM_OPTS_GET(opts, struct vfiomig_mig_opts, flags, 0);
 	if (*flags & ~known)
 		return vm_err(ctx, -EINVAL, "vfiomig_mig_opts: unknown flags 0x%x", *flags & ~known);
-	if (*flags & VFIOMIG_MIG_DIRTY_TRACKING)
-		*flags |= VFIOMIG_MIG_NEED_DIRTY_TRACKING;
+	if (*flags & VFIOMIG_MIG_F_DIRTY_TRACKING)
+		*flags |= VFIOMIG_MIG_F_NEED_DIRTY_TRACKING;
 	return 0;
 }
 
@@ -153,6 +153,16 @@ int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts 
 
 /* ----------------------------------------------------------- lifecycle */
 
+/* Free the object's memory and drop its device (the protocol is already finished). */
+static void mig_release(struct vfiomig_mig *m)
+{
+	vm_device_put(m->dev);
+	free(m->scratch);
+	free(m->dma_ranges);
+	free(m);
+}
+
+
 int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfiomig_mig_opts *opts,
 		    struct vfiomig_mig **out)
 {
@@ -166,7 +176,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	if (!dev || !out)
 		return -EINVAL;
 	*out = NULL;
-	if (role != VFIOMIG_MIG_SAVE && role != VFIOMIG_MIG_LOAD)
+	if (role != VFIOMIG_ROLE_SAVE && role != VFIOMIG_ROLE_LOAD)
 		return vm_err(dev->ctx, -EINVAL, "device %s: migration role %u", dev->name, role);
 	ret = opts_flags(dev->ctx, opts, &flags);
 	if (ret)
@@ -190,7 +200,8 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return vm_err(dev->ctx, -ENOMEM, "device %s: migration object", dev->name);
-	m->dev = dev;
+	/* From here on every failure releases through mig_release(). */
+	m->dev = vm_device_get(dev);
 	m->ctx = dev->ctx;
 	m->role = role;
 	m->flags = flags;
@@ -198,7 +209,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	m->data_fd = -1;
 	m->chunk_size = chunk;
 	m->max_record = maxrec;
-	m->vm_running = role == VFIOMIG_MIG_SAVE;
+	m->vm_running = role == VFIOMIG_ROLE_SAVE;
 	m->config_save = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_save, NULL);
 	m->config_load = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_load, NULL);
 	m->config_user = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_user, NULL);
@@ -212,7 +223,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 		if (!m->dma_ranges) {
 			uint32_t n = m->nr_dma_ranges;
 
-			free(m);
+			mig_release(m);
 			return vm_err(dev->ctx, r ? -ENOMEM : -EINVAL, "device %s: %u DMA ranges",
 				      dev->name, n);
 		}
@@ -223,33 +234,30 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	m->scratch_len = (size_t)chunk;
 	m->scratch = malloc(m->scratch_len);
 	if (!m->scratch) {
-		free(m->dma_ranges);
-		free(m);
+		mig_release(m);
 		return vm_err(dev->ctx, -ENOMEM, "device %s: %llu-byte chunk buffer", dev->name,
 			      (unsigned long long)chunk);
 	}
 	ret = proto->init(m);
 	if (ret) {
 		proto->fini(m);
-		free(m->scratch);
-		free(m->dma_ranges);
-		free(m);
+		mig_release(m);
 		return ret;
 	}
 	vm_info(m->ctx, "device %s: %s migration, protocol %s, device %s", dev->name,
-		role == VFIOMIG_MIG_SAVE ? "save" : "load", proto->name, vm_state_name(m->state));
+		role == VFIOMIG_ROLE_SAVE ? "save" : "load", proto->name, vm_dev_state_name(m->state));
 	*out = m;
 	return 0;
 }
 
 static bool save_active(const struct vfiomig_mig *m)
 {
-	return m->role == VFIOMIG_MIG_SAVE && m->setup_done && !m->complete && !m->failed;
+	return m->role == VFIOMIG_ROLE_SAVE && m->setup_done && !m->complete && !m->failed;
 }
 
 static bool load_active(const struct vfiomig_mig *m)
 {
-	return m->role == VFIOMIG_MIG_LOAD && m->setup_done && !m->complete && !m->failed;
+	return m->role == VFIOMIG_ROLE_LOAD && m->setup_done && !m->complete && !m->failed;
 }
 
 /*
@@ -258,7 +266,7 @@ static bool load_active(const struct vfiomig_mig *m)
  */
 static int fail_save(struct vfiomig_mig *m, int err)
 {
-	uint32_t target = m->vm_running ? VFIOMIG_STATE_RUNNING : VFIOMIG_STATE_STOP;
+	uint32_t target = m->vm_running ? VFIOMIG_DEVICE_STATE_RUNNING : VFIOMIG_DEVICE_STATE_STOP;
 	int ret;
 
 	if (m->failed)
@@ -267,10 +275,10 @@ static int fail_save(struct vfiomig_mig *m, int err)
 	ret = m->proto->recover(m, target);
 	if (ret < 0)
 		vm_err(m->ctx, ret, "device %s: could not put the source device back to %s",
-		       m->dev->name, vm_state_name(target));
+		       m->dev->name, vm_dev_state_name(target));
 	else
 		vm_info(m->ctx, "device %s: save failed; source device back to %s", m->dev->name,
-			vm_state_name(m->state));
+			vm_dev_state_name(m->state));
 	return err;
 }
 
@@ -282,19 +290,13 @@ static int fail_load(struct vfiomig_mig *m, int err)
 	if (m->failed)
 		return err;
 	m->failed = true;
-	if (m->proto == &vm_proto_v2 && m->data_fd >= 0) {
-		vk_close(m->ctx, m->data_fd);
-		m->data_fd = -1;
-	}
-	ret = vk_ioctl_retry(m->ctx, m->dev->fd, VU_DEVICE_RESET, NULL);
-	if (ret < 0) {
-		vm_err(m->ctx, ret, "device %s: VFIO_DEVICE_RESET of the destination after a failed "
-		       "load", m->dev->name);
-		m->state = VFIOMIG_STATE_ERROR;
-	} else {
-		m->state = VFIOMIG_STATE_RUNNING;
+	ret = m->proto->reset(m);
+	if (ret < 0)
+		vm_warn(m->ctx, "device %s: VFIO_DEVICE_RESET of the destination after a failed "
+			"load: %s (the device is in %s)", m->dev->name, vfiomig_strerror(ret),
+			vm_dev_state_name(m->state));
+	else
 		vm_info(m->ctx, "device %s: load refused; destination device reset", m->dev->name);
-	}
 	return err;
 }
 
@@ -302,15 +304,16 @@ void vfiomig_mig_free(struct vfiomig_mig *m)
 {
 	if (!m)
 		return;
+	VM_API(m->ctx);
+	if (m->set)
+		vfiomig_mig_set_remove(m->set, m);
 	if (save_active(m))
 		fail_save(m, 0);
 	else if (load_active(m))
 		fail_load(m, 0);
 	vfiomig_dirty_free(m->dirty);
 	m->proto->fini(m);
-	free(m->scratch);
-	free(m->dma_ranges);
-	free(m);
+	mig_release(m);
 }
 
 struct vfiomig_dirty *vfiomig_mig_dirty(const struct vfiomig_mig *m)
@@ -319,26 +322,6 @@ struct vfiomig_dirty *vfiomig_mig_dirty(const struct vfiomig_mig *m)
 }
 
 /* ----------------------------------------------------------- identity */
-
-static void link_basename(struct vfiomig_device *dev, const char *leaf, char *out, size_t len)
-{
-	char path[600], link[512];
-	const char *slash;
-	ssize_t n;
-
-	out[0] = '\0';
-	if (!dev->sysfs)
-		return;
-	snprintf(path, sizeof(path), "%s/%s", dev->sysfs, leaf);
-	n = vk_readlink(dev->ctx, path, link, sizeof(link) - 1);
-	if (n <= 0)
-		return;
-	link[n] = '\0';
-	slash = strrchr(link, '/');
-	slash = slash ? slash + 1 : link;
-	if (strlen(slash) < len)
-		memcpy(out, slash, strlen(slash) + 1);
-}
 
 /* What kind of device this is, for the stream header and the destination's check. */
 static int device_identity(struct vfiomig_mig *m, struct vm_fmt_identity *id)
@@ -365,9 +348,9 @@ static int device_identity(struct vfiomig_mig *m, struct vm_fmt_identity *id)
 		id->subdevice = (uint16_t)(cfg[0x2e] | cfg[0x2f] << 8);
 	}
 	if (id->kind == VM_FMT_ID_MDEV)
-		link_basename(dev, "mdev_type", id->mdev_type, sizeof(id->mdev_type));
+		vm_device_link_name(dev, "mdev_type", id->mdev_type, sizeof(id->mdev_type));
 	else
-		link_basename(dev, "driver", id->driver, sizeof(id->driver));
+		vm_device_link_name(dev, "driver", id->driver, sizeof(id->driver));
 	return 0;
 }
 
@@ -377,7 +360,7 @@ static int check_save(struct vfiomig_mig *m, struct vfiomig_stream *s, const cha
 {
 	if (!m || !s)
 		return -EINVAL;
-	if (m->role != VFIOMIG_MIG_SAVE)
+	if (m->role != VFIOMIG_ROLE_SAVE)
 		return vm_err(m->ctx, -EINVAL, "device %s: %s on a load", m->dev->name, what);
 	if (m->failed)
 		return vm_err(m->ctx, -ECANCELED, "device %s: %s after the migration failed",
@@ -401,13 +384,13 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 
 	if (!m || !out)
 		return -EINVAL;
-	if (m->role != VFIOMIG_MIG_SAVE || m->setup_done || m->failed)
+	if (m->role != VFIOMIG_ROLE_SAVE || m->setup_done || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: save setup twice, on a load or after a "
 			      "failure", m->dev->name);
-	if (m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_STOP &&
-	    m->state != VFIOMIG_STATE_RUNNING_P2P)
+	if (m->state != VFIOMIG_DEVICE_STATE_RUNNING && m->state != VFIOMIG_DEVICE_STATE_STOP &&
+	    m->state != VFIOMIG_DEVICE_STATE_RUNNING_P2P)
 		return vm_err(m->ctx, -EBUSY, "device %s: save setup with the device in %s",
-			      m->dev->name, vm_state_name(m->state));
+			      m->dev->name, vm_dev_state_name(m->state));
 	h.protocol = m->proto->id == VFIOMIG_PROTO_V1 ? VM_FMT_PROTO_V1 : VM_FMT_PROTO_V2;
 	ret = device_identity(m, &h.id);
 	if (ret)
@@ -423,7 +406,7 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 		return vm_err(m->ctx, ret, "device %s: writing the stream header", m->dev->name);
 	m->setup_done = true;
 
-	if (m->flags & VFIOMIG_MIG_DIRTY_TRACKING) {
+	if (m->flags & VFIOMIG_MIG_F_DIRTY_TRACKING) {
 		VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = m->dirty_mech,
 			     .ranges = m->dma_ranges, .nr_ranges = m->nr_dma_ranges);
 
@@ -432,10 +415,10 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 		if (ret)
 			return fail_save(m, ret);
 	}
-	m->precopy = !(m->flags & VFIOMIG_MIG_NO_PRECOPY) && m->vm_running &&
-		     (m->proto == &vm_proto_v1 || (m->v2_flags & VFIOMIG_MIG_PRE_COPY));
+	m->precopy = !(m->flags & VFIOMIG_MIG_F_NO_PRECOPY) && m->vm_running &&
+		     (m->proto == &vm_proto_v1 || (m->v2_flags & VFIOMIG_V2_PRE_COPY));
 	if (m->precopy) {
-		ret = m->proto->set_state(m, VFIOMIG_STATE_PRE_COPY);
+		ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_PRE_COPY);
 		if (ret)
 			return fail_save(m, ret);
 	} else {
@@ -452,7 +435,7 @@ int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *
 
 	if (!m || !p || p->sz < sizeof(size_t))
 		return -EINVAL;
-	if (m->role != VFIOMIG_MIG_SAVE || m->failed)
+	if (m->role != VFIOMIG_ROLE_SAVE || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: pending on a load or failed save",
 			      m->dev->name);
 	ret = m->proto->precopy_info(m, &out.precopy_initial, &out.precopy_dirty);
@@ -557,9 +540,9 @@ static int enter_stopcopy(struct vfiomig_mig *m)
 {
 	int ret;
 
-	if (m->state == VFIOMIG_STATE_STOP_COPY)
+	if (m->state == VFIOMIG_DEVICE_STATE_STOP_COPY)
 		return 0;
-	ret = m->proto->set_state(m, VFIOMIG_STATE_STOP_COPY);
+	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP_COPY);
 	if (ret)
 		return ret;
 	m->stopcopy_start_ns = vm_now_ns();
@@ -602,7 +585,7 @@ int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 		ret = vfiomig_stream_flush(out);
 	if (ret)
 		return fail_save(m, ret);
-	ret = m->proto->set_state(m, VFIOMIG_STATE_STOP);
+	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
 	if (ret)
 		return fail_save(m, ret);
 	m->complete = true;
@@ -632,7 +615,7 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 
 	if (!m || !in)
 		return -EINVAL;
-	if (m->role != VFIOMIG_MIG_LOAD || m->setup_done || m->failed)
+	if (m->role != VFIOMIG_ROLE_LOAD || m->setup_done || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: load setup twice, on a save or after a "
 			      "failure", m->dev->name);
 	vm_fmt_reader_init(&m->r, in);
@@ -652,10 +635,10 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 	if (want != m->proto) {
 		const struct vm_proto *old = m->proto;
 
-		if (want == &vm_proto_v1 && !(m->flags & VFIOMIG_MIG_ALLOW_V1))
+		if (want == &vm_proto_v1 && !(m->flags & VFIOMIG_MIG_F_ALLOW_V1))
 			return vm_err(m->ctx, -EOPNOTSUPP, "device %s: the stream uses the "
 				      "experimental v1 protocol; the VMM must opt in with "
-				      "VFIOMIG_MIG_ALLOW_V1", m->dev->name);
+				      "VFIOMIG_MIG_F_ALLOW_V1", m->dev->name);
 		old->fini(m);
 		m->proto = want;
 		ret = want->init(m);
@@ -670,11 +653,11 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 		}
 		m->stats.protocol = want->id;
 	}
-	if (m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_STOP &&
-	    m->state != VFIOMIG_STATE_RUNNING_P2P)
+	if (m->state != VFIOMIG_DEVICE_STATE_RUNNING && m->state != VFIOMIG_DEVICE_STATE_STOP &&
+	    m->state != VFIOMIG_DEVICE_STATE_RUNNING_P2P)
 		return vm_err(m->ctx, -EBUSY, "device %s: load setup with the device in %s",
-			      m->dev->name, vm_state_name(m->state));
-	ret = m->proto->set_state(m, VFIOMIG_STATE_RESUMING);
+			      m->dev->name, vm_dev_state_name(m->state));
+	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_RESUMING);
 	m->setup_done = true;
 	if (ret)
 		return fail_load(m, ret);
@@ -745,7 +728,7 @@ static int load_phase(struct vfiomig_mig *m)
 				return 1;
 			break;
 		case VM_FMT_REC_TRAILER:
-			ret = m->proto->set_state(m, VFIOMIG_STATE_STOP);
+			ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
 			if (ret)
 				return fail_load(m, ret);
 			m->complete = true;
@@ -761,7 +744,7 @@ int vfiomig_mig_load(struct vfiomig_mig *m, struct vfiomig_stream *in)
 {
 	if (!m || !in)
 		return -EINVAL;
-	if (m->role != VFIOMIG_MIG_LOAD || !m->setup_done || m->complete || m->failed ||
+	if (m->role != VFIOMIG_ROLE_LOAD || !m->setup_done || m->complete || m->failed ||
 	    m->r.s != in)
 		return vm_err(m->ctx, -EINVAL, "device %s: load without a successful setup on this "
 			      "stream, or after completion/failure", m->dev->name);
@@ -772,7 +755,7 @@ int vfiomig_mig_load(struct vfiomig_mig *m, struct vfiomig_stream *in)
 
 static int follow_vm(struct vfiomig_mig *m)
 {
-	return m->proto->set_state(m, m->vm_running ? VFIOMIG_STATE_RUNNING : VFIOMIG_STATE_STOP);
+	return m->proto->set_state(m, m->vm_running ? VFIOMIG_DEVICE_STATE_RUNNING : VFIOMIG_DEVICE_STATE_STOP);
 }
 
 int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
@@ -789,7 +772,7 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 				      "is still loading its state", m->dev->name);
 		return 0;
 	}
-	if (m->failed && m->state == VFIOMIG_STATE_ERROR)
+	if (m->failed && m->state == VFIOMIG_DEVICE_STATE_ERROR)
 		return vm_err(m->ctx, -EIO, "device %s: device is in ERROR", m->dev->name);
 	m->vm_running = state == VFIOMIG_VM_RUNNING;
 	if (save_active(m)) {
@@ -798,12 +781,12 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 			vm_warn(m->ctx, "device %s: the VM resumed during the save: migration "
 				"cancelled", m->dev->name);
 			fail_save(m, -ECANCELED);
-			return m->state == VFIOMIG_STATE_RUNNING ? 0 : -EIO;
+			return m->state == VFIOMIG_DEVICE_STATE_RUNNING ? 0 : -EIO;
 		}
 		ret = enter_stopcopy(m);
 		return ret ? fail_save(m, ret) : 0;
 	}
-	if (m->role == VFIOMIG_MIG_SAVE && m->complete)
+	if (m->role == VFIOMIG_ROLE_SAVE && m->complete)
 		return 0; /* the source's device stays stopped: its state has left */
 	return follow_vm(m);
 }
@@ -820,7 +803,7 @@ int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 	case VFIOMIG_EVENT_COMPLETED:
 		if (!m->complete)
 			return vm_err(m->ctx, -EINVAL, "device %s: COMPLETED before the %s completed",
-				      m->dev->name, m->role == VFIOMIG_MIG_SAVE ? "save" : "load");
+				      m->dev->name, m->role == VFIOMIG_ROLE_SAVE ? "save" : "load");
 		return 0;
 	case VFIOMIG_EVENT_FAILED:
 	case VFIOMIG_EVENT_CANCELLED:
@@ -828,7 +811,7 @@ int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 			fail_save(m, 0);
 		else if (load_active(m))
 			fail_load(m, 0);
-		else if (m->role == VFIOMIG_MIG_SAVE && m->complete) {
+		else if (m->role == VFIOMIG_ROLE_SAVE && m->complete) {
 			/* The destination failed after our stop-copy: the source VM carries on. */
 			m->complete = false;
 			m->failed = true;
@@ -855,7 +838,7 @@ int vfiomig_mig_get_stats(const struct vfiomig_mig *m, struct vfiomig_mig_stats 
 /* ----------------------------------------------------------- sets */
 
 struct vfiomig_mig_set {
-	struct vfiomig_ctx *ctx;
+	struct vfiomig_ctx *ctx;     /* a reference */
 	struct vfiomig_mig **members;
 	size_t n, cap;
 };
@@ -864,12 +847,16 @@ int vfiomig_mig_set_new(struct vfiomig_ctx *ctx, struct vfiomig_mig_set **out)
 {
 	struct vfiomig_mig_set *set;
 
-	if (!ctx || !out)
+	if (!out)
+		return vm_err(ctx, -EINVAL, "vfiomig_mig_set_new: out is NULL");
+	*out = NULL;
+	if (!ctx)
 		return -EINVAL;
+	VM_API(ctx);
 	set = calloc(1, sizeof(*set));
 	if (!set)
-		return -ENOMEM;
-	set->ctx = ctx;
+		return vm_enomem(ctx, "device set");
+	set->ctx = vfiomig_ctx_ref(ctx);
 	*out = set;
 	return 0;
 }
@@ -878,6 +865,9 @@ void vfiomig_mig_set_free(struct vfiomig_mig_set *set)
 {
 	if (!set)
 		return;
+	for (size_t i = 0; i < set->n; i++)
+		set->members[i]->set = NULL;
+	vfiomig_ctx_unref(set->ctx);
 	free(set->members);
 	free(set);
 }
@@ -886,24 +876,51 @@ int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 {
 	if (!set || !m)
 		return -EINVAL;
+	VM_API(set->ctx);
+	if (m->ctx != set->ctx)
+		return vm_err(set->ctx, -EINVAL, "device %s: its migration belongs to another "
+			      "context than the set", m->dev->name);
+	if (m->set == set)
+		return vm_err(set->ctx, -EEXIST, "device %s: already in the set", m->dev->name);
+	if (m->set)
+		return vm_err(set->ctx, -EBUSY, "device %s: its migration is in another set",
+			      m->dev->name);
 	if (set->n && set->members[0]->role != m->role)
 		return vm_err(set->ctx, -EINVAL, "device %s: a set holds saves or loads, not both",
 			      m->dev->name);
 	for (size_t i = 0; i < set->n; i++)
-		if (set->members[i] == m || set->members[i]->dev == m->dev)
-			return vm_err(set->ctx, -EEXIST, "device %s: already in the set",
+		if (set->members[i]->dev == m->dev)
+			return vm_err(set->ctx, -EEXIST, "device %s: the set already migrates it",
 				      m->dev->name);
 	if (set->n == set->cap) {
 		size_t cap = set->cap ? set->cap * 2 : 4;
 		void *p = realloc(set->members, cap * sizeof(*set->members));
 
 		if (!p)
-			return -ENOMEM;
+			return vm_enomem(set->ctx, "device set member list");
 		set->members = p;
 		set->cap = cap;
 	}
 	set->members[set->n++] = m;
+	m->set = set;
 	return 0;
+}
+
+int vfiomig_mig_set_remove(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
+{
+	if (!set || !m)
+		return -EINVAL;
+	VM_API(set->ctx);
+	for (size_t i = 0; i < set->n; i++) {
+		if (set->members[i] != m)
+			continue;
+		memmove(&set->members[i], &set->members[i + 1],
+			(set->n - i - 1) * sizeof(*set->members));
+		set->n--;
+		m->set = NULL;
+		return 0;
+	}
+	return vm_err(set->ctx, -ENOENT, "device %s: not a member of the set", m->dev->name);
 }
 
 int vfiomig_mig_set_check(struct vfiomig_mig_set *set, char *reason, size_t len)
@@ -946,9 +963,9 @@ int vfiomig_mig_set_check(struct vfiomig_mig_set *set, char *reason, size_t len)
 static uint32_t quiesced(const struct vfiomig_mig *m)
 {
 	switch (m->state) {
-	case VFIOMIG_STATE_RUNNING: return VFIOMIG_STATE_RUNNING_P2P;
-	case VFIOMIG_STATE_PRE_COPY: return VFIOMIG_STATE_PRE_COPY_P2P;
-	case VFIOMIG_STATE_STOP: return VFIOMIG_STATE_RUNNING_P2P;
+	case VFIOMIG_DEVICE_STATE_RUNNING: return VFIOMIG_DEVICE_STATE_RUNNING_P2P;
+	case VFIOMIG_DEVICE_STATE_PRE_COPY: return VFIOMIG_DEVICE_STATE_PRE_COPY_P2P;
+	case VFIOMIG_DEVICE_STATE_STOP: return VFIOMIG_DEVICE_STATE_RUNNING_P2P;
 	default: return m->state;
 	}
 }
@@ -968,13 +985,13 @@ int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 		struct vfiomig_mig *m = set->members[i];
 		uint32_t target;
 
-		if (!has_p2p(m) || m->failed || (m->role == VFIOMIG_MIG_LOAD && !m->complete &&
+		if (!has_p2p(m) || m->failed || (m->role == VFIOMIG_ROLE_LOAD && !m->complete &&
 						  m->setup_done))
 			continue;
 		if (state == VFIOMIG_VM_STOPPED &&
-		    m->state != VFIOMIG_STATE_RUNNING && m->state != VFIOMIG_STATE_PRE_COPY)
+		    m->state != VFIOMIG_DEVICE_STATE_RUNNING && m->state != VFIOMIG_DEVICE_STATE_PRE_COPY)
 			continue;
-		if (state == VFIOMIG_VM_RUNNING && m->state != VFIOMIG_STATE_STOP)
+		if (state == VFIOMIG_VM_RUNNING && m->state != VFIOMIG_DEVICE_STATE_STOP)
 			continue;
 		target = quiesced(m);
 		ret = m->proto->set_state(m, target);
@@ -987,12 +1004,12 @@ int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 		for (size_t j = 0; j < moved; j++) {
 			struct vfiomig_mig *m = set->members[j];
 
-			if (m->state == VFIOMIG_STATE_RUNNING_P2P && state == VFIOMIG_VM_STOPPED)
-				m->proto->set_state(m, VFIOMIG_STATE_RUNNING);
-			else if (m->state == VFIOMIG_STATE_PRE_COPY_P2P)
-				m->proto->set_state(m, VFIOMIG_STATE_PRE_COPY);
-			else if (m->state == VFIOMIG_STATE_RUNNING_P2P)
-				m->proto->set_state(m, VFIOMIG_STATE_STOP);
+			if (m->state == VFIOMIG_DEVICE_STATE_RUNNING_P2P && state == VFIOMIG_VM_STOPPED)
+				m->proto->set_state(m, VFIOMIG_DEVICE_STATE_RUNNING);
+			else if (m->state == VFIOMIG_DEVICE_STATE_PRE_COPY_P2P)
+				m->proto->set_state(m, VFIOMIG_DEVICE_STATE_PRE_COPY);
+			else if (m->state == VFIOMIG_DEVICE_STATE_RUNNING_P2P)
+				m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
 		}
 		return ret;
 	}

@@ -101,7 +101,7 @@ static int region_get_ex(struct vfiomig_device *dev, uint32_t index, bool probin
 		if (ret < 0)
 			goto fail;
 		if (ret)
-			rc->info.cap_flags |= VFIOMIG_REGION_MSIX_MAPPABLE;
+			rc->info.cap_flags |= VFIOMIG_REGION_HAS_MSIX_MAPPABLE;
 	}
 	rc->valid = true;
 	*out = rc;
@@ -219,7 +219,7 @@ static int region_span(struct vfiomig_device *dev, uint32_t index, uint64_t offs
 	if (!(rc->info.flags & need))
 		return vm_err(dev->ctx, -EINVAL, "device %s: region %u: %s: region is not %s",
 			      dev->name, index, op,
-			      need == VFIOMIG_REGION_READ ? "readable" : "writable");
+			      need == VFIOMIG_REGION_FLAG_READ ? "readable" : "writable");
 	if (__builtin_add_overflow(offset, len, &end) || end > rc->info.size)
 		return vm_err(dev->ctx, -EINVAL,
 			      "device %s: region %u: %s of %llu bytes at 0x%llx is outside the "
@@ -238,7 +238,7 @@ int vfiomig_region_read(struct vfiomig_device *dev, uint32_t index, uint64_t off
 
 	if (!dev || (len && !buf))
 		return -EINVAL;
-	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_READ, "read", &foff);
+	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_FLAG_READ, "read", &foff);
 	if (ret)
 		return ret;
 	ret = vk_pread_full(dev->ctx, dev->fd, buf, len, foff);
@@ -256,7 +256,7 @@ int vfiomig_region_write(struct vfiomig_device *dev, uint32_t index, uint64_t of
 
 	if (!dev || (len && !buf))
 		return -EINVAL;
-	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_WRITE, "write", &foff);
+	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_FLAG_WRITE, "write", &foff);
 	if (ret)
 		return ret;
 	ret = vk_pwrite_full(dev->ctx, dev->fd, buf, len, foff);
@@ -297,7 +297,7 @@ int vfiomig_region_read_reg(struct vfiomig_device *dev, uint32_t index, uint64_t
 	ret = check_width(dev, index, offset, width, "register read");
 	if (ret)
 		return ret;
-	ret = region_span(dev, index, offset, width, VFIOMIG_REGION_READ, "register read", &foff);
+	ret = region_span(dev, index, offset, width, VFIOMIG_REGION_FLAG_READ, "register read", &foff);
 	if (ret)
 		return ret;
 	/* One access of exactly `width` bytes: a register read must never be split. */
@@ -340,7 +340,7 @@ int vfiomig_region_write_reg(struct vfiomig_device *dev, uint32_t index, uint64_
 		return vm_err(dev->ctx, -ERANGE,
 			      "device %s: region %u: value 0x%llx does not fit a %u-byte register",
 			      dev->name, index, (unsigned long long)value, width);
-	ret = region_span(dev, index, offset, width, VFIOMIG_REGION_WRITE, "register write",
+	ret = region_span(dev, index, offset, width, VFIOMIG_REGION_FLAG_WRITE, "register write",
 			  &foff);
 	if (ret)
 		return ret;
@@ -380,6 +380,7 @@ static void map_release(struct vfiomig_region_map *map)
 {
 	for (uint32_t i = 0; i < map->count; i++)
 		vk_munmap(map->dev->ctx, map->areas[i].addr, map->areas[i].size);
+	vm_device_put(map->dev);
 	free(map);
 }
 
@@ -399,7 +400,7 @@ int vfiomig_region_mmap(struct vfiomig_device *dev, uint32_t index, int prot,
 	ret = region_get(dev, index, &rc);
 	if (ret)
 		return ret;
-	if (!(rc->info.flags & VFIOMIG_REGION_MMAP))
+	if (!(rc->info.flags & VFIOMIG_REGION_FLAG_MMAP))
 		return vm_err(dev->ctx, -EINVAL, "device %s: region %u cannot be mmapped",
 			      dev->name, index);
 
@@ -429,7 +430,7 @@ int vfiomig_region_mmap(struct vfiomig_device *dev, uint32_t index, int prot,
 		ret = vm_err(dev->ctx, -ENOMEM, "device %s: region %u: map", dev->name, index);
 		goto out;
 	}
-	map->dev = dev;
+	map->dev = vm_device_get(dev);
 	map->index = index;
 	page = (uint64_t)sysconf(_SC_PAGESIZE);
 	for (uint32_t i = 0; i < nr; i++) {

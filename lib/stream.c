@@ -48,7 +48,7 @@ struct vfiomig_stream {
 	int err;                       /* sticky failure, 0 while healthy */
 	uint64_t written;
 	uint64_t nread;
-	char desc[32];
+	char desc[128];                /* the name in log lines */
 	union {
 		struct fd_stream fd;
 		struct mem_stream mem;
@@ -211,12 +211,18 @@ static struct vfiomig_stream *stream_alloc(struct vfiomig_ctx *ctx, enum stream_
 	struct vfiomig_stream *s = calloc(1, sizeof(*s));
 
 	if (!s) {
-		vm_err(ctx, -ENOMEM, "stream: allocating");
+		vm_enomem(ctx, "stream");
 		return NULL;
 	}
-	s->ctx = ctx;
+	s->ctx = vfiomig_ctx_ref(ctx);
 	s->kind = kind;
 	return s;
+}
+
+static void stream_release(struct vfiomig_stream *s)
+{
+	vfiomig_ctx_unref(s->ctx);
+	free(s);
 }
 
 int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops *ops, void *user,
@@ -241,11 +247,11 @@ int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops 
 	memcpy(&s->ops, ops, ops->sz < sizeof(s->ops) ? ops->sz : sizeof(s->ops));
 	s->ops.sz = sizeof(s->ops);
 	if (!s->ops.read && !s->ops.write) {
-		free(s);
+		stream_release(s);
 		return vm_err(ctx, -EINVAL, "vfiomig_stream_new: neither read nor write callback");
 	}
 	s->user = user;
-	snprintf(s->desc, sizeof(s->desc), "custom stream");
+	snprintf(s->desc, sizeof(s->desc), "stream");
 	*out = s;
 	return 0;
 }
@@ -269,7 +275,18 @@ void vfiomig_stream_free(struct vfiomig_stream *s)
 			free(s->u.mem.buf);
 		break;
 	}
-	free(s);
+	stream_release(s);
+}
+
+int vfiomig_stream_set_name(struct vfiomig_stream *s, const char *name)
+{
+	if (!s)
+		return -EINVAL;
+	if (!name || strlen(name) >= sizeof(s->desc))
+		return vm_err(s->ctx, -EINVAL, "%s: a stream name is at most %zu bytes", s->desc,
+			      sizeof(s->desc) - 1);
+	snprintf(s->desc, sizeof(s->desc), "%s", name);
+	return 0;
 }
 
 /* ----------------------------------------------------------- fd streams */

@@ -328,7 +328,7 @@ static void expect_bad_chain(const struct bld *b, size_t len, int err, const cha
 	cr_assert_eq(vfiomig_caps_find(ctx, b->kind, e.p, e.len, 0x7777, &cap), err);
 	expect_one_err(&l, what);
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /*
@@ -348,7 +348,7 @@ static void expect_bad_payload(const struct bld *b, const char *what)
 	cr_assert_eq(vfiomig_caps_find(ctx, b->kind, e.p, e.len, 0x7777, &cap), -ENOENT);
 	expect_no_log(&l);
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* ------------------------------------------------------ well-formed chains */
@@ -369,7 +369,7 @@ Test(caps, type1_migration_cap_gives_dirty_page_limits)
 	cr_assert_eq(mig.max_dirty_bitmap_size, 256 * MIB);
 	expect_no_log(&l);
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, type1_dma_avail_cap_gives_remaining_mappings)
@@ -477,7 +477,7 @@ Test(caps, region_sparse_mmap_gives_areas_around_msix_table)
 	expect_no_log(&l);
 	cr_assert_eq(vfiomig_caps_validate(ctx, b.kind, e.p, e.len), 1);
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, region_type_identifies_v1_migration_region)
@@ -622,7 +622,7 @@ Test(caps, no_caps_flag_means_no_chain_and_no_log)
 	cr_assert_eq(vfiomig_caps_validate(ctx, b.kind, e.p, e.len), 0);
 	expect_no_log(&l);
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, caps_flag_with_zero_offset_means_no_chain)
@@ -678,7 +678,7 @@ Test(caps, next_refuses_a_cap_edited_to_go_backwards)
 	cap.next = cap.offset;
 	cr_assert_eq(vfiomig_caps_next(ctx, b.kind, b.b, b.len, &cap), -EINVAL);
 	expect_one_err(&l, "does not move forward");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, accessors_reject_missing_outputs)
@@ -703,7 +703,7 @@ Test(caps, accessors_reject_missing_outputs)
 	expect_one_err(&l, "region info");
 	cr_assert_eq(vfiomig_cap_sparse_mmap(ctx, b.b, b.len, NULL, 2, &nr), -EINVAL);
 	expect_one_err(&l, "sparse mmap");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* ---------------------------------------------------- header-level errors */
@@ -738,7 +738,7 @@ Test(caps, rejects_empty_and_one_byte_buffers)
 	expect_one_err(&l, "IOMMU type1 info: buffer of 1 bytes");
 	cr_assert_eq(vfiomig_cap_msix_mappable(ctx, &one, 1), -EINVAL);
 	expect_one_err(&l, "region info: buffer of 1 bytes");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, rejects_buffer_shorter_than_header)
@@ -784,7 +784,7 @@ Test(caps, truncated_info_asks_for_a_bigger_buffer)
 	/* A full chain cut short by the caller's buffer. */
 	build_type1(&b);
 	expect_bad_chain(&b, b.len - 10, -ENOSPC, "argsz 116 is larger than the 106-byte buffer");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* ----------------------------------------------------- chain-level errors */
@@ -911,7 +911,7 @@ Test(caps, rejects_payload_crossing_the_end)
 	cr_assert_eq(vfiomig_cap_iommu_migration(ctx, e.p, e.len, &mig), -EINVAL);
 	expect_one_err(&l, "needs at least 32");
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* Each known id squeezed by the next cap to one byte less than it needs. */
@@ -970,7 +970,7 @@ Test(caps, rejects_payload_shorter_than_id_needs)
 		expect_one_err(&l, what);
 		ebuf_free(&e);
 	}
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, rejects_absurd_nr_iovas)
@@ -996,7 +996,7 @@ Test(caps, rejects_absurd_nr_iovas)
 	/* One more than fits is as bad as four billion. */
 	put32(&b, 68 + 8, 3);
 	expect_bad_payload(&b, "absurd nr_iovas 3");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, rejects_absurd_nr_areas)
@@ -1017,7 +1017,7 @@ Test(caps, rejects_absurd_nr_areas)
 	cr_assert_eq(nr, 0);
 	expect_one_err(&l, "absurd nr_areas");
 	ebuf_free(&e);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, rejects_iova_range_ending_before_it_starts)
@@ -1045,7 +1045,7 @@ Test(caps, rejects_sparse_area_overflowing)
 			   "overflows");
 	cr_assert_eq(vfiomig_cap_sparse_mmap(ctx, b.b, b.len, NULL, 0, &nr), -EINVAL);
 	expect_one_err(&l, "overflows");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(caps, rejects_version_zero_of_known_caps_only)
@@ -1066,7 +1066,7 @@ Test(caps, rejects_version_zero_of_known_caps_only)
 	put16(&b, 24 + 2, 0);
 	cr_assert_eq(vfiomig_caps_validate(ctx, b.kind, b.b, b.len), 2);
 	expect_no_log(&l);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* ------------------------------------------------- seeds for the fuzzer */
@@ -1330,7 +1330,7 @@ Test(caps, random_and_mutated_buffers_never_misbehave)
 		exercise(NULL, &l, e.p, e.len, iter);
 		ebuf_free(&e);
 	}
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 #ifdef HAVE_LSAN
 	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks");
 #endif

@@ -30,7 +30,7 @@ Test(ctx, defaults_and_priority)
 	unsetenv("VFIOMIG_LOG");
 	cr_assert_eq(vfiomig_ctx_new(NULL, &ctx), 0);
 	cr_assert_eq(vfiomig_ctx_get_log_priority(ctx), VFIOMIG_LOG_ERR);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 
 	setenv("VFIOMIG_LOG", "debug", 1);
 	cr_assert_eq(vfiomig_ctx_new(NULL, &ctx), 0);
@@ -38,11 +38,11 @@ Test(ctx, defaults_and_priority)
 	cr_assert_eq(vfiomig_ctx_set_log_priority(ctx, 9), -EINVAL);
 	cr_assert_eq(vfiomig_ctx_set_log_priority(ctx, VFIOMIG_LOG_INFO), 0);
 	cr_assert_eq(vfiomig_ctx_get_log_priority(ctx), VFIOMIG_LOG_INFO);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	setenv("VFIOMIG_LOG", "6", 1);
 	cr_assert_eq(vfiomig_ctx_new(NULL, &ctx), 0);
 	cr_assert_eq(vfiomig_ctx_get_log_priority(ctx), VFIOMIG_LOG_INFO);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	unsetenv("VFIOMIG_LOG");
 }
 
@@ -60,7 +60,7 @@ Test(ctx, opts_size_rules)
 	memset(&big, 0, sizeof(big));
 	big.o.sz = sizeof(big);
 	cr_assert_eq(vfiomig_ctx_new(&big.o, &ctx), 0);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	big.future = 7;
 	cr_assert_eq(vfiomig_ctx_new(&big.o, &ctx), -EINVAL);
 	{
@@ -83,7 +83,7 @@ Test(ctx, log_lines_are_filtered_formatted_and_carry_strerror)
 	cr_assert_str_eq(lc.last, "careful");
 	/* NULL ctx: silent, still returns the error. */
 	cr_assert_eq(vm_err(NULL, -EIO, "nothing"), -EIO);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 /* ---- a scripted fake kernel for the loops ---- */
@@ -146,7 +146,7 @@ Test(ctx, pread_full_loops_and_reports_eof)
 	f.script[0] = -EFAULT;
 	f.calls = 0;
 	cr_assert_eq(vk_pread_full(ctx, 3, out, sizeof(out), 0), -EFAULT);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(ctx, missing_ops_are_enosys_never_real_syscalls)
@@ -160,7 +160,7 @@ Test(ctx, missing_ops_are_enosys_never_real_syscalls)
 	cr_assert_eq(vk_open(ctx, "/dev/null", 0), -ENOSYS);
 	cr_assert_eq(vk_ioctl(ctx, 0, 0, NULL), -ENOSYS);
 	cr_assert_eq(vk_readlink(ctx, "/", NULL, 0), -ENOSYS);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(ctx, info_ioctl_grows_once_then_succeeds)
@@ -186,7 +186,7 @@ Test(ctx, info_ioctl_grows_once_then_succeeds)
 		     -E2BIG);
 	cr_assert_eq(f.ioctl_calls, 1);
 	cr_assert_eq(lc.errors, 1);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 static int grow_forever_ioctl(void *user, int fd, unsigned long req, void *arg)
@@ -212,7 +212,7 @@ Test(ctx, info_ioctl_growth_is_bounded)
 	cr_assert_eq(vk_info_ioctl(ctx, 3, VU_IOMMU_GET_INFO, &hdr, sizeof(hdr), &buf, &len, "t", 0),
 		     -EOVERFLOW);
 	cr_assert_eq(calls, 4);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 }
 
 Test(ctx, version_and_strerror)

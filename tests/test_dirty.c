@@ -17,7 +17,7 @@ static struct simenv env;
 
 static void setup(void)
 {
-	simenv_init_flags(&env, VFIOMIG_SIM_IOMMUFD_DIRTY, true);
+	simenv_init_flags(&env, VFIOMIG_SIM_F_IOMMUFD_DIRTY, true);
 }
 
 static void teardown(void)
@@ -53,21 +53,21 @@ Test(dirty, probe_reports_mechanisms_and_reasons)
 	struct vfiomig_device *dev = open_dev("sim:pci,name=0000:03:00.0", "0000:03:00.0", 0, &sd);
 
 	cr_assert_eq(vfiomig_dirty_probe(dev, &p), 0);
-	cr_assert_eq(p.available, 1u << VFIOMIG_DIRTY_TYPE1);
-	cr_assert_eq(p.best, VFIOMIG_DIRTY_TYPE1);
+	cr_assert_eq(p.available, 1u << VFIOMIG_DIRTY_MECH_TYPE1);
+	cr_assert_eq(p.best, VFIOMIG_DIRTY_MECH_TYPE1);
 	cr_assert_eq(p.type1_pgsize, PG);
 	cr_assert_eq(p.type1_max_bitmap, 256ull << 20);
 	cr_assert_eq(p.type1_coarse, 1, "a vfio-pci group never pins: coarse");
-	cr_assert(strstr(p.why_not[VFIOMIG_DIRTY_DEVICE], "DMA logging"), "%s",
-		  p.why_not[VFIOMIG_DIRTY_DEVICE]);
-	cr_assert(strstr(p.why_not[VFIOMIG_DIRTY_IOMMUFD], "cdev"), "%s",
-		  p.why_not[VFIOMIG_DIRTY_IOMMUFD]);
+	cr_assert(strstr(p.why_not[VFIOMIG_DIRTY_MECH_DEVICE], "DMA logging"), "%s",
+		  p.why_not[VFIOMIG_DIRTY_MECH_DEVICE]);
+	cr_assert(strstr(p.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD], "cdev"), "%s",
+		  p.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD]);
 	vfiomig_device_close(dev);
 
 	dev = open_dev("sim:pci,name=0000:04:00.0,dmalog=1", "0000:04:00.0", 0, &sd);
 	cr_assert_eq(vfiomig_dirty_probe(dev, &p), 0);
-	cr_assert_eq(p.best, VFIOMIG_DIRTY_DEVICE, "device logging is preferred");
-	cr_assert_eq(p.available, (1u << VFIOMIG_DIRTY_TYPE1) | (1u << VFIOMIG_DIRTY_DEVICE));
+	cr_assert_eq(p.best, VFIOMIG_DIRTY_MECH_DEVICE, "device logging is preferred");
+	cr_assert_eq(p.available, (1u << VFIOMIG_DIRTY_MECH_TYPE1) | (1u << VFIOMIG_DIRTY_MECH_DEVICE));
 	vfiomig_device_close(dev);
 }
 
@@ -83,16 +83,16 @@ Test(dirty, type1_coarse_reports_every_mapped_page)
 	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x200000, 16 * PG, VFIOMIG_DMA_WRITE), 0);
 	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x200000, PG, VFIOMIG_DMA_WRITE), -EEXIST);
 	cr_assert_eq(vfiomig_dirty_start(dev, NULL, &d), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_TYPE1);
+	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_MECH_TYPE1);
 	cr_assert_eq(vfiomig_dirty_page_size(d), PG);
 	memset(bm, 0, sizeof(bm));
 	cr_assert_eq(vfiomig_dirty_query(d, 0x100000, 16 * PG, PG, bm, sizeof(bm)),
-		     VFIOMIG_DIRTY_ALL);
+		     VFIOMIG_DIRTY_RESULT_ALL);
 	cr_assert_eq(vfiomig_bitmap_count(bm, 16), 16);
 	/* Every query says it again: the kernel cannot tell for an IOMMU-backed group. */
 	memset(bm, 0, sizeof(bm));
 	cr_assert_eq(vfiomig_dirty_query(d, 0x200000, 16 * PG, PG, bm, sizeof(bm)),
-		     VFIOMIG_DIRTY_ALL);
+		     VFIOMIG_DIRTY_RESULT_ALL);
 	cr_assert_eq(vfiomig_bitmap_count(bm, 16), 16);
 	/* Bad queries. */
 	cr_assert_eq(vfiomig_dirty_query(d, 0x100001, 16 * PG, PG, bm, sizeof(bm)), -EINVAL);
@@ -120,7 +120,7 @@ Test(dirty, type1_precise_for_an_mdev_group_reads_and_clears)
 	cr_assert_eq(vfiomig_sim_device_pin(sd, 0x100000 + 40 * PG, PG), 0);
 	bm[0] = 0;
 	cr_assert_eq(vfiomig_dirty_query(d, 0x100000, 64 * PG, PG, bm, sizeof(bm)),
-		     VFIOMIG_DIRTY_EXACT);
+		     VFIOMIG_DIRTY_RESULT_EXACT);
 	cr_assert_eq(bm[0], (3ull << 3) | (1ull << 40));
 	/* Written bits were cleared by the read; pinned pages stay dirty. */
 	bm[0] = 0;
@@ -216,16 +216,16 @@ Test(dirty, device_logging_coalesces_ranges_and_reads_and_clears)
 	}
 	/* Asking the kernel for all 300 is refused by its own validation. */
 	{
-		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = ranges,
+		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = ranges,
 			     .nr_ranges = 300, .max_ranges = 300);
 		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), -E2BIG, "%s", env.log.last);
 	}
 	{
-		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = ranges,
+		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = ranges,
 			     .nr_ranges = 300);
 		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
 	}
-	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_DEVICE);
+	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_MECH_DEVICE);
 	cr_assert_eq(vfiomig_sim_device_dma_write(sd, ranges[10].iova, PG), 0);
 	cr_assert_eq(vfiomig_sim_device_dma_write(sd, ranges[11].iova, PG), 0);
 	cr_assert_eq(vfiomig_dirty_query_runs(d, 0x1000000, 599 * PG, collect, &r), 0, "%s",
@@ -241,7 +241,7 @@ Test(dirty, device_logging_coalesces_ranges_and_reads_and_clears)
 	/* A lost log is never a silently clean bitmap. */
 	cr_assert_eq(vfiomig_sim_device_fail_dma_report(sd, -EIO), 0);
 	cr_assert_eq(vfiomig_dirty_query(d, 0x1000000, 64 * PG, PG, bm, sizeof(bm)),
-		     VFIOMIG_DIRTY_ALL);
+		     VFIOMIG_DIRTY_RESULT_ALL);
 	cr_assert_eq(vfiomig_bitmap_count(bm, 64), 64);
 	vfiomig_dirty_free(d);
 	vfiomig_device_close(dev);
@@ -278,11 +278,11 @@ Test(dirty, iommufd_hwpt_dirty_tracking)
 	uint64_t bm[1] = { 0 };
 
 	cr_assert_eq(vfiomig_dirty_probe(dev, &p), 0);
-	cr_assert_eq(p.best, VFIOMIG_DIRTY_IOMMUFD);
+	cr_assert_eq(p.best, VFIOMIG_DIRTY_MECH_IOMMUFD);
 	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x400000, 32 * PG, VFIOMIG_DMA_WRITE), 0, "%s",
 		     env.log.last);
 	cr_assert_eq(vfiomig_dirty_start(dev, NULL, &d), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_IOMMUFD);
+	cr_assert_eq(vfiomig_dirty_mechanism(d), VFIOMIG_DIRTY_MECH_IOMMUFD);
 	cr_assert_eq(vfiomig_sim_device_dma_write(sd, 0x400000 + 31 * PG, PG), 0);
 	cr_assert_eq(vfiomig_dirty_query(d, 0x400000, 32 * PG, PG, bm, sizeof(bm)), 0, "%s",
 		     env.log.last);
@@ -328,7 +328,7 @@ Test(dirty, migration_starts_tracking_before_precopy)
 	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0", .flags = VFIOMIG_SIM_DEV_DMA_LOGGING,
 		     .migration = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY);
 	struct vfiomig_dma_range r = { 0x100000, 16 * PG };
-	VFIOMIG_OPTS(mig_opts, mo, .flags = VFIOMIG_MIG_DIRTY_TRACKING, .dma_ranges = &r,
+	VFIOMIG_OPTS(mig_opts, mo, .flags = VFIOMIG_MIG_F_DIRTY_TRACKING, .dma_ranges = &r,
 		     .nr_dma_ranges = 1);
 	struct vfiomig_sim_device *sd;
 	struct vfiomig_device *dev;
@@ -340,12 +340,12 @@ Test(dirty, migration_starts_tracking_before_precopy)
 	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", NULL, &dev), 0);
 	cr_assert_eq(vfiomig_dma_map(dev, buf, r.iova, r.length, VFIOMIG_DMA_WRITE), 0);
 	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &s), 0);
-	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &mo, &m), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &mo, &m), 0, "%s", env.log.last);
 	cr_assert_null(vfiomig_mig_dirty(m));
 	cr_assert_eq(vfiomig_mig_save_setup(m, s), 0, "%s", env.log.last);
 	cr_assert_not_null(vfiomig_mig_dirty(m));
-	cr_assert_eq(vfiomig_dirty_mechanism(vfiomig_mig_dirty(m)), VFIOMIG_DIRTY_DEVICE);
-	cr_assert_eq(vfiomig_sim_device_mig_state(sd), VFIOMIG_STATE_PRE_COPY);
+	cr_assert_eq(vfiomig_dirty_mechanism(vfiomig_mig_dirty(m)), VFIOMIG_DIRTY_MECH_DEVICE);
+	cr_assert_eq(vfiomig_sim_device_mig_state(sd), VFIOMIG_DEVICE_STATE_PRE_COPY);
 	/* The device writes guest memory during pre-copy: the VMM sees it. */
 	cr_assert_eq(vfiomig_sim_device_dma_write(sd, r.iova + 2 * PG, PG), 0);
 	cr_assert_eq(vfiomig_mig_save_iterate(m, s, 0), 0);
@@ -361,7 +361,7 @@ Test(dirty, blocker_names_every_mechanism_when_none_is_available)
 {
 	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0", .migration = VFIOMIG_SIM_MIG_V2);
 	VFIOMIG_OPTS(device_open_opts, oo, .flags = VFIOMIG_OPEN_CDEV);
-	VFIOMIG_OPTS(mig_opts, mo, .flags = VFIOMIG_MIG_DIRTY_TRACKING);
+	VFIOMIG_OPTS(mig_opts, mo, .flags = VFIOMIG_MIG_F_DIRTY_TRACKING);
 	struct vfiomig_sim_device *sd;
 	struct vfiomig_device *dev;
 	struct vfiomig_mig *m = NULL;
@@ -373,7 +373,7 @@ Test(dirty, blocker_names_every_mechanism_when_none_is_available)
 	cr_assert_eq(vfiomig_mig_check(dev, &mo, reason, sizeof(reason)), -EOPNOTSUPP);
 	cr_assert(strstr(reason, "DMA logging") && strstr(reason, "HWPT") &&
 		  strstr(reason, "type1"), "reason: %s", reason);
-	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &mo, &m), -EOPNOTSUPP);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &mo, &m), -EOPNOTSUPP);
 	cr_assert_null(m);
 	vfiomig_device_close(dev);
 }

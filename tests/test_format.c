@@ -637,7 +637,7 @@ Test(format, writer_enforces_the_grammar)
 	cr_assert_eq(vm_fmt_write_trailer(&w), -EINVAL, "trailer once");
 	cr_assert_eq(w.err, 0, "misuse writes nothing and does not fail the writer");
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -738,7 +738,7 @@ Test(format_refuses, bad_magic)
 	cr_assert(strstr(lb.last, "not a libvfiomig stream (magic 89 57 46") != NULL, "%s",
 		  lb.last);
 	cr_assert_eq(p.consumed, 16, "nothing read past the fixed start");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -758,7 +758,7 @@ Test(format_refuses, future_and_zero_versions)
 			 "not supported");
 	put32(r.b + 8, 0);
 	cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EBADMSG);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -784,7 +784,7 @@ Test(format_refuses, absurd_header_lengths_before_reading_them)
 	put32(r.b + 12, (uint32_t)r.hlen + 8);
 	cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EBADMSG);
 	cr_assert(strstr(lb.last, "header CRC32C") != NULL, "%s", lb.last);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -852,7 +852,7 @@ Test(format_refuses, corrupt_header_fields)
 	r.b[41] = 0x20; /* an mdev type of 32 bytes runs past the header */
 	raw_fix_header_crc(&r);
 	cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EBADMSG);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -881,7 +881,7 @@ Test(format_refuses, unknown_mandatory_record)
 	raw_u64(&r, VM_FMT_DEV_SETUP_STATE);
 	raw_u64(&r, 0xffffffffef100006ull);
 	cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EPROTONOSUPPORT);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -985,7 +985,7 @@ Test(format_refuses, records_out_of_grammar)
 		cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EBADMSG, "%s", cases[i].why);
 		cr_assert(strstr(lb.last, cases[i].msg) != NULL, "%s: %s", cases[i].why, lb.last);
 	}
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -1050,7 +1050,7 @@ Test(format_refuses, a_record_over_the_limit_before_reading_or_allocating_it)
 	cr_assert_eq(vm_fmt_next(&r, &rec), -EFBIG, "the reader stays failed");
 	cr_assert_eq(src.served, raw.len);
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -1112,7 +1112,7 @@ Test(format_refuses, trailer_mismatches)
 	r.b[r.len - 48 - 8 - 1] ^= 0x10;
 	cr_assert_eq(parse(ctx, r.b, r.len, 0, &p), -EBADMSG);
 	cr_assert(strstr(lb.last, "corrupt stream") != NULL, "%s", lb.last);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -1214,7 +1214,7 @@ Test(format, identity_check)
 		"%s", lb.last);
 	b.driver[0] = '\0';
 	cr_assert_eq(vm_fmt_identity_check(ctx, "dev", &a, &b), 0, "unknown driver: not compared");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 

@@ -61,8 +61,8 @@ static void pair_migs(struct pair *p, uint32_t flags)
 {
 	VFIOMIG_OPTS(mig_opts, o, .flags = flags, .chunk_size = 64 * 1024);
 
-	cr_assert_eq(vfiomig_mig_new(p->src, VFIOMIG_MIG_SAVE, &o, &p->ms), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_mig_new(p->dst, VFIOMIG_MIG_LOAD, &o, &p->md), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_new(p->src, VFIOMIG_ROLE_SAVE, &o, &p->ms), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_new(p->dst, VFIOMIG_ROLE_LOAD, &o, &p->md), 0, "%s", env.log.last);
 }
 
 static void pair_close(struct pair *p)
@@ -121,12 +121,12 @@ static int migrate(struct pair *p, int max_rounds, uint64_t run_pages)
 	if (run_pages)
 		cr_assert_eq(vfiomig_sim_device_run(p->ssrc, run_pages), 0);
 	cr_assert_eq(vfiomig_mig_vm_state(p->ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p->ssrc), VFIOMIG_STATE_STOP_COPY);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p->ssrc), VFIOMIG_DEVICE_STATE_STOP_COPY);
 	cr_assert_eq(vfiomig_mig_save_complete(p->ms, p->wire), 0, "%s", env.log.last);
 	cr_assert_eq(vfiomig_mig_load(p->md, p->wire), 0, "%s", env.log.last);
 	cr_assert_eq(vfiomig_mig_vm_state(p->md, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p->sdst), VFIOMIG_STATE_RUNNING);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p->ssrc), VFIOMIG_STATE_STOP);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p->sdst), VFIOMIG_DEVICE_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p->ssrc), VFIOMIG_DEVICE_STATE_STOP);
 	return rounds;
 }
 
@@ -177,7 +177,7 @@ Test(mig, v2_precopy_refused_by_the_vmm)
 	struct pair p;
 
 	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 128 * 1024, 0);
-	pair_migs(&p, VFIOMIG_MIG_NO_PRECOPY);
+	pair_migs(&p, VFIOMIG_MIG_F_NO_PRECOPY);
 	migrate(&p, 1, 0);
 	cr_assert(same_state(p.ssrc, p.sdst));
 	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
@@ -206,7 +206,7 @@ Test(mig, v1_mmapped_data_section)
 	struct pair p;
 
 	pair_open(&p, VFIOMIG_SIM_MIG_V1, 512 * 1024, 1);
-	pair_migs(&p, VFIOMIG_MIG_ALLOW_V1);
+	pair_migs(&p, VFIOMIG_MIG_F_ALLOW_V1);
 	migrate(&p, 6, 8);
 	cr_assert(same_state(p.ssrc, p.sdst));
 	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
@@ -220,7 +220,7 @@ Test(mig, v1_trapped_data_section)
 	struct pair p;
 
 	pair_open(&p, VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED, 256 * 1024, 1);
-	pair_migs(&p, VFIOMIG_MIG_ALLOW_V1);
+	pair_migs(&p, VFIOMIG_MIG_F_ALLOW_V1);
 	migrate(&p, 6, 8);
 	cr_assert(same_state(p.ssrc, p.sdst));
 	pair_close(&p);
@@ -235,12 +235,12 @@ Test(mig, v1_needs_explicit_opt_in)
 	pair_open(&p, VFIOMIG_SIM_MIG_V1, 64 * 1024, 0);
 	cr_assert_eq(vfiomig_mig_check(p.src, NULL, reason, sizeof(reason)), -EOPNOTSUPP);
 	cr_assert(strstr(reason, "experimental v1"), "reason: %s", reason);
-	cr_assert(strstr(reason, "VFIOMIG_MIG_ALLOW_V1"), "reason: %s", reason);
-	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_MIG_SAVE, NULL, &m), -EOPNOTSUPP);
+	cr_assert(strstr(reason, "VFIOMIG_MIG_F_ALLOW_V1"), "reason: %s", reason);
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, NULL, &m), -EOPNOTSUPP);
 	cr_assert_null(m);
 	cr_assert(strstr(env.log.last, "migration blocked"), "log: %s", env.log.last);
 	{
-		VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_ALLOW_V1);
+		VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_F_ALLOW_V1);
 		cr_assert_eq(vfiomig_mig_check(p.src, &o, reason, sizeof(reason)), 0);
 		cr_assert_str_eq(reason, "");
 	}
@@ -257,7 +257,7 @@ Test(mig, device_without_migration_is_blocked_with_reason)
 	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:05:00.0", NULL, &dev), 0);
 	cr_assert_eq(vfiomig_mig_check(dev, NULL, reason, sizeof(reason)), -EOPNOTSUPP);
 	cr_assert(strstr(reason, "does not support migration"), "reason: %s", reason);
-	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, NULL, &m), -EOPNOTSUPP);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, NULL, &m), -EOPNOTSUPP);
 	vfiomig_device_close(dev);
 }
 
@@ -288,7 +288,7 @@ Test(mig, set_quiesces_every_device_to_p2p_before_any_stops)
 
 		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd[i]), 0);
 		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &d[i]), 0);
-		cr_assert_eq(vfiomig_mig_new(d[i], VFIOMIG_MIG_SAVE, NULL, &m[i]), 0);
+		cr_assert_eq(vfiomig_mig_new(d[i], VFIOMIG_ROLE_SAVE, NULL, &m[i]), 0);
 		cr_assert_eq(vfiomig_mig_set_add(set, m[i]), 0);
 		cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &w[i]), 0);
 		cr_assert_eq(vfiomig_mig_save_setup(m[i], w[i]), 0, "%s", env.log.last);
@@ -313,7 +313,7 @@ Test(mig, set_quiesces_every_device_to_p2p_before_any_stops)
 	}
 	for (int i = 0; i < 2; i++) {
 		cr_assert_eq(vfiomig_mig_save_complete(m[i], w[i]), 0, "%s", env.log.last);
-		cr_assert_eq(vfiomig_sim_device_mig_state(sd[i]), VFIOMIG_STATE_STOP);
+		cr_assert_eq(vfiomig_sim_device_mig_state(sd[i]), VFIOMIG_DEVICE_STATE_STOP);
 	}
 	{
 		VFIOMIG_OPTS(mig_stats, st);
@@ -352,7 +352,7 @@ Test(mig, set_blocks_two_devices_without_p2p)
 
 		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd), 0);
 		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &d[i]), 0);
-		cr_assert_eq(vfiomig_mig_new(d[i], VFIOMIG_MIG_SAVE, NULL, &m[i]), 0);
+		cr_assert_eq(vfiomig_mig_new(d[i], VFIOMIG_ROLE_SAVE, NULL, &m[i]), 0);
 		cr_assert_eq(vfiomig_mig_set_add(set, m[i]), 0);
 		/* One device without P2P is fine: it is simply stopped last. */
 		if (i == 1)
@@ -402,9 +402,9 @@ Test(mig, writer_error_mid_round_leaves_source_running_and_intact)
 	snap = snapshot(p.ssrc, &len);
 	cr_assert_eq(vfiomig_stream_new(env.ctx, &ops, &f, &s), 0);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, s), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_PRE_COPY);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_PRE_COPY);
 	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, s, 0), -EIO);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len), "source state changed by the failed save");
 	/* The failed migration refuses further steps; the device keeps running. */
 	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, s, 0), -ECANCELED);
@@ -433,9 +433,9 @@ Test(mig, writer_error_at_stop_copy_resumes_source_with_the_vm)
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0);
 	cr_assert_eq(vfiomig_mig_save_complete(p.ms, s), -EIO);
 	/* The VM is stopped: the device waits in STOP, then runs with the VM. */
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_STOP);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len));
 	free(snap);
 	vfiomig_stream_free(s);
@@ -455,18 +455,18 @@ Test(mig, cancel_during_precopy_and_vm_resume_mid_save)
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
 	cr_assert_geq(vfiomig_mig_save_iterate(p.ms, p.wire, 4096), 0);
 	cr_assert_eq(vfiomig_mig_event(p.ms, VFIOMIG_EVENT_CANCELLED), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len));
 	vfiomig_mig_free(p.ms);
 
 	/* A second attempt, abandoned when the VMM resumes the VM after stopping it. */
-	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_MIG_SAVE, NULL, &p.ms), 0, "%s",
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, NULL, &p.ms), 0, "%s",
 		     env.log.last);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_STOP_COPY);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP_COPY);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len));
 	free(snap);
 	pair_close(&p);
@@ -479,10 +479,10 @@ Test(mig, free_of_an_unfinished_save_puts_the_device_back)
 	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 64 * 1024, 0);
 	pair_migs(&p, 0);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_PRE_COPY);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_PRE_COPY);
 	vfiomig_mig_free(p.ms);
 	p.ms = NULL;
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	pair_close(&p);
 }
 
@@ -498,27 +498,27 @@ Test(mig, device_error_on_a_transition)
 	pair_migs(&p, 0);
 	snap = snapshot(p.ssrc, &len);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
-	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_STATE_STOP_COPY, -EIO,
+	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_DEVICE_STATE_STOP_COPY, -EIO,
 							 false), 0);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), -EIO);
 	cr_assert(strstr(env.log.last, "STOP_COPY") || env.log.errors > 0);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len));
 	cr_assert_eq(event_index("RESET"), SIZE_MAX);
 	vfiomig_mig_free(p.ms);
 
 	/* Into ERROR: only a reset gets the device back (logged: its state is lost). */
-	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_MIG_SAVE, NULL, &p.ms), 0);
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, NULL, &p.ms), 0);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
-	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_STATE_STOP_COPY, -EIO,
+	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_DEVICE_STATE_STOP_COPY, -EIO,
 							 true), 0);
 	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), -EIO);
 	cr_assert_neq(event_index("RESET"), SIZE_MAX);
 	/* The VM is stopped (stop-and-copy): the device waits in STOP for it. */
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_STOP);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP);
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	free(snap);
 	pair_close(&p);
 }
@@ -563,7 +563,7 @@ static void reload_dst(struct pair *p)
 	VFIOMIG_OPTS(mig_opts, o, .chunk_size = 64 * 1024);
 
 	vfiomig_mig_free(p->md);
-	cr_assert_eq(vfiomig_mig_new(p->dst, VFIOMIG_MIG_LOAD, &o, &p->md), 0, "%s",
+	cr_assert_eq(vfiomig_mig_new(p->dst, VFIOMIG_ROLE_LOAD, &o, &p->md), 0, "%s",
 		     env.log.last);
 }
 
@@ -586,7 +586,7 @@ Test(mig, truncated_and_corrupted_streams_are_refused_and_destination_reset)
 		reload_dst(&p);
 		cr_assert_lt(load_bytes(&p, buf, cut), 0, "a stream cut at %zu was accepted", cut);
 		/* Never resumed: the destination is a clean, running device again. */
-		cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_STATE_RUNNING);
+		cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
 		cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), 0);
 	}
 	/* One flipped bit, in the header, in the device data and in the trailer. */
@@ -597,7 +597,7 @@ Test(mig, truncated_and_corrupted_streams_are_refused_and_destination_reset)
 		reload_dst(&p);
 		vfiomig_sim_events_clear(env.sim);
 		cr_assert_lt(load_bytes(&p, buf, len), 0, "flip at %zu accepted", pos);
-		cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_STATE_RUNNING);
+		cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
 		cr_assert_eq(event_index("0000:04:00.0: STOP -> RUNNING_P2P"), SIZE_MAX,
 			     "the destination was resumed from a corrupt stream");
 		buf[pos] ^= 0x10;
@@ -627,7 +627,7 @@ Test(mig, stream_for_another_kind_of_device_is_refused)
 	buf = saved_stream(&p, &len);
 	cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &other), 0);
 	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:06:00.0", NULL, &od), 0);
-	cr_assert_eq(vfiomig_mig_new(od, VFIOMIG_MIG_LOAD, NULL, &m), 0);
+	cr_assert_eq(vfiomig_mig_new(od, VFIOMIG_ROLE_LOAD, NULL, &m), 0);
 	vfiomig_sim_events_clear(env.sim);
 	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, buf, len, VFIOMIG_STREAM_MEM_READ, &in),
 		     0);
@@ -636,7 +636,7 @@ Test(mig, stream_for_another_kind_of_device_is_refused)
 		  env.log.last);
 	/* Refused before touching the device. */
 	cr_assert_eq(vfiomig_sim_event_count(env.sim), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(other), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(other), VFIOMIG_DEVICE_STATE_RUNNING);
 	vfiomig_stream_free(in);
 	vfiomig_mig_free(m);
 	vfiomig_device_close(od);
@@ -692,9 +692,9 @@ Test(mig, oversized_record_claim_is_refused_by_the_limit)
 	pair_migs(&p, 0); /* 64 KiB records */
 	buf = saved_stream(&p, &len);
 	vfiomig_mig_free(p.md);
-	cr_assert_eq(vfiomig_mig_new(p.dst, VFIOMIG_MIG_LOAD, &small, &p.md), 0);
+	cr_assert_eq(vfiomig_mig_new(p.dst, VFIOMIG_ROLE_LOAD, &small, &p.md), 0);
 	cr_assert_eq(load_bytes(&p, buf, len), -EFBIG, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
 	free(buf);
 	pair_close(&p);
 }
@@ -713,7 +713,7 @@ Test(mig, device_data_corruption_is_refused_by_the_destination_device)
 	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), 0);
 	/* The stream is intact (CRC of what was sent), but the device refuses its data. */
 	cr_assert_lt(vfiomig_mig_load(p.md, p.wire), 0);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
 	pair_close(&p);
 }
 
@@ -729,7 +729,7 @@ Test(mig, device_read_error_fails_the_save_cleanly)
 	cr_assert_eq(vfiomig_sim_device_fail_data(p.ssrc, 10000, -EIO), 0);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
 	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, 0), -EIO);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	cr_assert(state_is(p.ssrc, snap, len));
 	free(snap);
 	pair_close(&p);
@@ -769,8 +769,8 @@ Test(mig, config_hooks_carry_the_vmm_config)
 	struct pair p;
 
 	pair_open(&p, VFIOMIG_SIM_MIG_V2, 64 * 1024, 0);
-	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_MIG_SAVE, &so, &p.ms), 0);
-	cr_assert_eq(vfiomig_mig_new(p.dst, VFIOMIG_MIG_LOAD, &lo, &p.md), 0);
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &so, &p.ms), 0);
+	cr_assert_eq(vfiomig_mig_new(p.dst, VFIOMIG_ROLE_LOAD, &lo, &p.md), 0);
 	migrate(&p, 1, 0);
 	cr_assert_eq(sink.len, sizeof(test_cfg));
 	cr_assert_str_eq(sink.got, test_cfg);
@@ -790,18 +790,18 @@ Test(mig, misuse_is_refused_with_a_message)
 	cr_assert_eq(vfiomig_mig_new(p.src, 7, NULL, &m), -EINVAL);
 	{
 		VFIOMIG_OPTS(mig_opts, o, .flags = 1u << 20);
-		cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_MIG_SAVE, &o, &m), -EINVAL);
+		cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &m), -EINVAL);
 	}
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, 9), -EINVAL);
 	cr_assert_eq(vfiomig_mig_event(p.ms, VFIOMIG_EVENT_COMPLETED), -EINVAL);
-	cr_assert_str_eq(vfiomig_state_name(VFIOMIG_STATE_PRE_COPY_P2P), "PRE_COPY_P2P");
-	cr_assert_str_eq(vfiomig_state_name(99), "?");
+	cr_assert_str_eq(vfiomig_device_state_name(VFIOMIG_DEVICE_STATE_PRE_COPY_P2P), "PRE_COPY_P2P");
+	cr_assert_str_eq(vfiomig_device_state_name(99), "?");
 	pair_close(&p);
 }
 
 Test(mig, dirty_tracking_blocker_when_the_vm_needs_it)
 {
-	VFIOMIG_OPTS(mig_opts, need, .flags = VFIOMIG_MIG_NEED_DIRTY_TRACKING);
+	VFIOMIG_OPTS(mig_opts, need, .flags = VFIOMIG_MIG_F_NEED_DIRTY_TRACKING);
 	VFIOMIG_OPTS(device_open_opts, cdev, .flags = VFIOMIG_OPEN_CDEV);
 	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0", .migration = VFIOMIG_SIM_MIG_V2);
 	struct vfiomig_sim_device *sd;
@@ -831,7 +831,7 @@ Test(mig, v1_reserved_device_state_bits_survive_every_transition)
 	pair_open(&p, VFIOMIG_SIM_MIG_V1, 64 * 1024, 0);
 	/* A reserved bit (bit 8) set by someone else must survive read-modify-write. */
 	cr_assert_eq(vfiomig_region_write_reg(p.src, 9, 0, 4, 0x101), 0, "%s", env.log.last);
-	pair_migs(&p, VFIOMIG_MIG_ALLOW_V1);
+	pair_migs(&p, VFIOMIG_MIG_F_ALLOW_V1);
 	migrate(&p, 2, 0);
 	cr_assert(same_state(p.ssrc, p.sdst));
 	cr_assert_eq(vfiomig_region_read_reg(p.src, 9, 0, 4, &v), 0);
@@ -849,7 +849,7 @@ static void error_recovery(uint32_t migration, uint32_t flags)
 	pair_open(&p, migration, 64 * 1024, 0);
 	pair_migs(&p, flags);
 	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_STATE_STOP_COPY, -EIO,
+	cr_assert_eq(vfiomig_sim_device_fail_transition(p.ssrc, VFIOMIG_DEVICE_STATE_STOP_COPY, -EIO,
 							 true), 0);
 	vfiomig_sim_events_clear(env.sim);
 	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), -EIO);
@@ -859,7 +859,7 @@ static void error_recovery(uint32_t migration, uint32_t flags)
 			       "a transition was requested from ERROR: %s",
 			       vfiomig_sim_event(env.sim, i));
 	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
-	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_STATE_RUNNING);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_RUNNING);
 	pair_close(&p);
 }
 
@@ -870,7 +870,7 @@ Test(mig, v2_error_state_is_left_by_reset_only)
 
 Test(mig, v1_error_state_is_left_by_reset_only)
 {
-	error_recovery(VFIOMIG_SIM_MIG_V1, VFIOMIG_MIG_ALLOW_V1);
+	error_recovery(VFIOMIG_SIM_MIG_V1, VFIOMIG_MIG_F_ALLOW_V1);
 }
 
 /*
@@ -922,7 +922,7 @@ Test(mig, golden_stream_from_0_1_loads_forever)
 		golden_source(env.sim, "0000:03:00.0");
 		cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", NULL, &dev), 0);
 		cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &s), 0);
-		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &so, &m), 0);
+		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &so, &m), 0);
 		cr_assert_eq(vfiomig_mig_save_setup(m, s), 0);
 		cr_assert_geq(vfiomig_mig_save_iterate(m, s, 0), 0);
 		cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED), 0);
@@ -955,7 +955,7 @@ Test(mig, golden_stream_from_0_1_loads_forever)
 		struct cfg_sink sink = { { 0 }, 0 };
 		VFIOMIG_OPTS(mig_opts, lo, .config_load = cfg_load_cb, .config_user = &sink);
 
-		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_MIG_LOAD, &lo, &m), 0);
+		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_LOAD, &lo, &m), 0);
 		cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, data, len, VFIOMIG_STREAM_MEM_READ,
 							  &s), 0);
 		ret = vfiomig_mig_load_setup(m, s);

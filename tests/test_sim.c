@@ -134,7 +134,7 @@ static int close_all(struct vfiomig_sim *sim, const int *fds, size_t n)
 Test(sim, container_group_device_sequence_errnos)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:03:00.0");
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:03:00.0");
 	struct vu_iommu_type1_info info = { .argsz = sizeof(info) };
 	int c, g, d, nullfd;
 
@@ -199,7 +199,7 @@ Test(sim, container_group_device_sequence_errnos)
 Test(sim, event_log_records_kernel_steps_in_order)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:03:00.0");
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:03:00.0");
 	char open_group[32];
 	long a, b, e1, e2, e3;
 	int c, g, d;
@@ -224,7 +224,7 @@ Test(sim, event_log_records_kernel_steps_in_order)
 Test(sim, group_opens_once_and_device_files_hold_it)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	int c, g, d, g2;
 
 	d = legacy_open(sim, dev, &c, &g);
@@ -245,7 +245,7 @@ Test(sim, group_opens_once_and_device_files_hold_it)
 Test(sim, group_not_viable_with_foreign_driver)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *a = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:05:00.0");
+	struct vfiomig_sim_device *a = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:05:00.0");
 	VFIOMIG_OPTS(sim_device_opts, o, .name = "0000:05:00.1", .same_group_as = a);
 	struct vfiomig_sim_device *b = NULL;
 	int c, g;
@@ -285,7 +285,7 @@ Test(sim, group_not_viable_with_foreign_driver)
 Test(sim, set_driver_refused_while_device_open)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	int c, g, d;
 
 	d = legacy_open(sim, dev, &c, &g);
@@ -316,9 +316,9 @@ static int stop_at_first(void *cb_user, const char *name)
 Test(sim, sysfs_links_and_directories)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:03:00.0");
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:03:00.0");
 	struct vfiomig_sim_device *md =
-		dev_make(sim, VFIOMIG_SIM_MDEV, 0, "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
+		dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
 	char buf[128], expect[64], list[256] = "";
 	ssize_t n;
 	int calls = 0;
@@ -384,8 +384,8 @@ Test(sim, sysfs_links_and_directories)
 
 Test(sim, no_iommufd_hides_cdevs)
 {
-	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_NO_IOMMUFD);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:03:00.0");
+	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_F_NO_IOMMUFD);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:03:00.0");
 	char list[64] = "";
 
 	cr_assert_null(vfiomig_sim_device_cdev_path(dev));
@@ -398,8 +398,8 @@ Test(sim, no_iommufd_hides_cdevs)
 
 Test(sim, no_type1_refuses_iommu)
 {
-	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_NO_TYPE1);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_F_NO_TYPE1);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	int c = kopen(sim, "/dev/vfio/vfio"), g = group_open(sim, dev);
 
 	cr_assert_eq(kioctl_int(sim, c, VU_CHECK_EXTENSION, VU_TYPE1v2_IOMMU), 0);
@@ -412,9 +412,9 @@ Test(sim, no_type1_refuses_iommu)
 Test(sim, groups_from_10_and_generated_names)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *a = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
-	struct vfiomig_sim_device *b = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
-	struct vfiomig_sim_device *m = dev_make(sim, VFIOMIG_SIM_MDEV, 0, NULL);
+	struct vfiomig_sim_device *a = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
+	struct vfiomig_sim_device *b = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
+	struct vfiomig_sim_device *m = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, NULL);
 	const char *u = vfiomig_sim_device_name(m);
 
 	cr_assert_eq(vfiomig_sim_device_group(a), 10);
@@ -450,7 +450,7 @@ Test(sim, device_add_validates_opts)
 	o.flags = 0;
 	o.kind = 7;
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &d), -EINVAL);
-	o.kind = VFIOMIG_SIM_PCI;
+	o.kind = VFIOMIG_DEVKIND_PCI;
 	o.mdev_type = "x";
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &d), -EINVAL);
 	o.mdev_type = NULL;
@@ -458,7 +458,7 @@ Test(sim, device_add_validates_opts)
 	cr_assert_eq(sim_last_error(sim)[0], '\0');
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &d), -EEXIST);
 	/* An mdev's group holds that one device. */
-	m = dev_make(sim, VFIOMIG_SIM_MDEV, 0, NULL);
+	m = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, NULL);
 	o.name = "0000:03:00.1";
 	o.same_group_as = m;
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &d), -EINVAL);
@@ -471,7 +471,7 @@ Test(sim, device_add_validates_opts)
 Test(sim, iommu_info_argsz_growth_and_caps)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_iommu_type1_info info;
 	struct vu_iommu_type1_info_cap_migration mig;
 	struct vu_iommu_type1_info_dma_avail avail;
@@ -547,7 +547,7 @@ Test(sim, iommu_info_argsz_growth_and_caps)
 Test(sim, iommu_info_emulated_only_container)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *m = dev_make(sim, VFIOMIG_SIM_MDEV, 0, NULL);
+	struct vfiomig_sim_device *m = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, NULL);
 	struct vu_iommu_type1_info info = { .argsz = sizeof(info) };
 	int c, g, d;
 
@@ -565,9 +565,9 @@ Test(sim, iommu_info_emulated_only_container)
 Test(sim, device_info_fields_and_argsz)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vfiomig_sim_device *nr =
-		dev_make(sim, VFIOMIG_SIM_PCI, VFIOMIG_SIM_DEV_NO_RESET, NULL);
+		dev_make(sim, VFIOMIG_DEVKIND_PCI, VFIOMIG_SIM_DEV_NO_RESET, NULL);
 	uint8_t buf[32];
 	struct vu_device_info info;
 	int c, g, d, c2, g2, d2;
@@ -600,7 +600,7 @@ Test(sim, device_info_fields_and_argsz)
 Test(sim, irq_info_and_feature_answers)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_irq_info irq = { .argsz = sizeof(irq), .index = 0 };
 	struct {
 		struct vu_device_feature h;
@@ -644,7 +644,7 @@ Test(sim, irq_info_and_feature_answers)
 Test(sim, region_info_growth_and_sparse_cap)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_region_info ri;
 	struct vu_region_info_cap_sparse_mmap sp;
 	struct vu_region_sparse_mmap_area areas[2];
@@ -703,11 +703,11 @@ Test(sim, region_info_msix_mappable_after_sparse)
 {
 	struct vfiomig_sim *sim = sim_make(0);
 	struct vfiomig_sim_device *dev =
-		dev_make(sim, VFIOMIG_SIM_PCI, VFIOMIG_SIM_DEV_MSIX_MAPPABLE, NULL);
+		dev_make(sim, VFIOMIG_DEVKIND_PCI, VFIOMIG_SIM_DEV_MSIX_MAPPABLE, NULL);
 	struct vfiomig_sim_device *whole =
-		dev_make(sim, VFIOMIG_SIM_PCI,
+		dev_make(sim, VFIOMIG_DEVKIND_PCI,
 			 VFIOMIG_SIM_DEV_NO_SPARSE | VFIOMIG_SIM_DEV_MSIX_MAPPABLE, NULL);
-	struct vfiomig_sim_device *plain = dev_make(sim, VFIOMIG_SIM_PCI, VFIOMIG_SIM_DEV_NO_SPARSE,
+	struct vfiomig_sim_device *plain = dev_make(sim, VFIOMIG_DEVKIND_PCI, VFIOMIG_SIM_DEV_NO_SPARSE,
 						    NULL);
 	struct vu_region_info ri;
 	struct vu_info_cap_header h;
@@ -747,8 +747,8 @@ Test(sim, region_info_msix_mappable_after_sparse)
 Test(sim, region_table_offsets_and_sizes)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
-	struct vfiomig_sim_device *md = dev_make(sim, VFIOMIG_SIM_MDEV, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
+	struct vfiomig_sim_device *md = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, NULL);
 	struct vu_region_info ri[8], x;
 	int c, g, d, c2, g2, d2;
 
@@ -785,7 +785,7 @@ Test(sim, region_table_offsets_and_sizes)
 Test(sim, device_specific_region_with_type_cap)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct sim_region t = { .flags = VU_REGION_INFO_FLAG_READ | VU_REGION_INFO_FLAG_WRITE,
 				.size = 4096, .has_type = true, .type = 3, .subtype = 1 };
 	struct vu_region_info_cap_type ct;
@@ -817,7 +817,7 @@ Test(sim, device_specific_region_with_type_cap)
 Test(sim, pread_pwrite_bounds)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_region_info bar0, bar1, cfg;
 	uint8_t out[16] = "0123456789abcdef", in[16] = { 0 };
 	size_t len;
@@ -907,7 +907,7 @@ Test(sim, config_space_ids_read_only_and_bar_sizing)
 Test(sim, reset_restores_command_and_bar_memory)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_region_info bar0, cfg;
 	uint64_t v = 0x1122334455667788ull;
 	uint16_t cmd = 0x0006;
@@ -932,7 +932,7 @@ Test(sim, reset_restores_command_and_bar_memory)
 Test(sim, mmap_only_inside_sparse_areas_and_coherent)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_region_info bar0, bar2, cfg;
 	uint32_t v = 0xdeadbeef, w = 0;
 	void *p = NULL, *q = NULL, *junk = NULL;
@@ -986,7 +986,7 @@ Test(sim, mmap_only_inside_sparse_areas_and_coherent)
 Test(sim, mmap_whole_region_without_sparse_cap)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, VFIOMIG_SIM_DEV_NO_SPARSE,
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, VFIOMIG_SIM_DEV_NO_SPARSE,
 						  NULL);
 	struct vu_region_info bar0;
 	size_t len;
@@ -1014,7 +1014,7 @@ Test(sim, mmap_whole_region_without_sparse_cap)
 Test(sim, dup_refers_to_the_same_object)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_device_info info = { .argsz = sizeof(info) };
 	int c, g, d, d2, g2;
 
@@ -1078,7 +1078,7 @@ static int destroy(struct vfiomig_sim *sim, int ifd, uint32_t id)
 Test(sim, cdev_bind_attach_flow)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, "0000:03:00.0");
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, "0000:03:00.0");
 	struct vu_device_info info = { .argsz = sizeof(info) };
 	struct vu_device_bind_iommufd b;
 	struct vu_iommu_ioas_alloc a;
@@ -1149,7 +1149,7 @@ Test(sim, cdev_bind_attach_flow)
 Test(sim, ioas_destroy_after_detach)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct {
 		uint32_t argsz, flags;
 	} det = { 8, 0 };
@@ -1175,7 +1175,7 @@ Test(sim, ioas_destroy_after_detach)
 Test(sim, cdev_and_group_paths_exclude_each_other)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_device_attach_iommufd_pt at = { .argsz = sizeof(at), .pt_id = 1 };
 	int c, g, d, dfd, ifd;
 
@@ -1195,7 +1195,7 @@ Test(sim, cdev_and_group_paths_exclude_each_other)
 Test(sim, group_with_iommufd_as_container)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	int g, ifd, d;
 
 	g = group_open(sim, dev);
@@ -1216,7 +1216,7 @@ Test(sim, group_with_iommufd_as_container)
 Test(sim, counters_return_to_zero_and_free_closes_leftovers)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, NULL);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	struct vu_region_info bar0;
 	void *p = NULL;
 	int c, g, d;
@@ -1257,9 +1257,9 @@ Test(sim, ctx_new_installs_the_sim_ops)
 	cr_assert_eq(vfiomig_sim_ctx_new(sim, &ok, &ctx), 0);
 	cr_assert_not_null(ctx);
 	cr_assert_eq(vfiomig_ctx_get_log_priority(ctx), VFIOMIG_LOG_DEBUG);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	cr_assert_eq(vfiomig_sim_ctx_new(sim, NULL, &ctx), 0);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	cr_assert_eq(vfiomig_sim_ctx_new(NULL, NULL, &ctx), -EINVAL);
 	vfiomig_sim_free(sim);
 }
@@ -1368,7 +1368,7 @@ static void fault_setup(struct fault_fx *x)
 	struct vfiomig_sim_device *dev;
 
 	x->sim = sim_make(0);
-	dev = dev_make(x->sim, VFIOMIG_SIM_PCI, 0, NULL);
+	dev = dev_make(x->sim, VFIOMIG_DEVKIND_PCI, 0, NULL);
 	x->d = legacy_open(x->sim, dev, &x->c, &x->g);
 	x->bar0 = region_info(x->sim, x->d, 0).offset;
 	cr_assert_eq(vfiomig_fault_new(K, x->sim, &x->f), 0);

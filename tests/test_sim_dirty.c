@@ -209,7 +209,7 @@ static uint32_t dma_avail(struct vfiomig_sim *sim, int c)
 Test(type1, map_validates_like_the_kernel)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct vu_iommu_type1_dma_map m = { .argsz = 31, .flags = RW, .iova = 0, .size = PG };
 	struct t1 t;
 	int c2;
@@ -255,8 +255,8 @@ Test(type1, map_validates_like_the_kernel)
 Test(type1, emulated_container_has_no_iova_ranges)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
-	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
+	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, mdev, VU_TYPE1v2_IOMMU);
 	int g2;
 
@@ -276,7 +276,7 @@ Test(type1, emulated_container_has_no_iova_ranges)
 Test(type1, dma_avail_counts_down_to_enospc)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	uint64_t n = 0;
 
@@ -303,7 +303,7 @@ Test(type1, dma_avail_counts_down_to_enospc)
 Test(type1, unmap_whole_mappings_only_and_reports_the_size)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_iommu_type1_dma_unmap shortu = { .argsz = 23, .iova = 0x100000, .size = PG };
 	uint64_t n = 1;
@@ -341,7 +341,7 @@ Test(type1, unmap_whole_mappings_only_and_reports_the_size)
 Test(type1, v1_unmap_keeps_the_old_granularity_rules)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1_IOMMU);
 	uint64_t n = 1;
 
@@ -363,7 +363,7 @@ Test(type1, v1_unmap_keeps_the_old_granularity_rules)
 Test(type1, dirty_pages_takes_exactly_one_operation)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_iommu_type1_dirty_bitmap d = { .argsz = 7, .flags = 1 };
 	uint64_t bm[1] = { 0 };
@@ -393,7 +393,7 @@ Test(type1, dirty_pages_takes_exactly_one_operation)
 Test(type1, get_bitmap_validates_range_page_size_and_bitmap)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct get_bm q = { .h = { .argsz = 8 + 39,
 				   .flags = VU_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP } };
@@ -436,7 +436,7 @@ Test(type1, get_bitmap_validates_range_page_size_and_bitmap)
 Test(type1, coarse_for_an_iommu_backed_group)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	uint64_t bm[1];
 
@@ -464,7 +464,7 @@ Test(type1, coarse_for_an_iommu_backed_group)
 Test(type1, precise_for_an_emulated_group_written_and_pinned)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	uint64_t bm[2];
 
@@ -509,8 +509,8 @@ Test(type1, precise_for_an_emulated_group_written_and_pinned)
 Test(type1, a_pci_group_in_the_container_makes_it_coarse)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
-	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
+	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t = t1_open(sim, mdev, VU_TYPE1v2_IOMMU);
 	uint64_t bm[1];
 	int g2;
@@ -536,7 +536,7 @@ Test(type1, a_pci_group_in_the_container_makes_it_coarse)
 Test(type1, unmap_hands_over_dirty_bits)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct unmap_bm shortq = { .u = { .argsz = 24 + 23, .flags = 1, .iova = 0x100000,
 					  .size = PG } };
@@ -579,8 +579,8 @@ Test(type1, unmap_hands_over_dirty_bits)
 Test(type1, dma_write_and_pin_need_a_mapping)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
-	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
+	struct vfiomig_sim_device *pci = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct t1 t;
 
 	/* Attached to nothing. */
@@ -661,9 +661,9 @@ static int log_report(struct vfiomig_sim *sim, int d, uint64_t iova, uint64_t le
 Test(dmalog, devices_without_logging_answer_enotty)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *plain = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
-	struct vfiomig_sim_device *mig = dev_make(sim, VFIOMIG_SIM_PCI, 0, VFIOMIG_SIM_MIG_V2);
-	struct vfiomig_sim_device *both = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING,
+	struct vfiomig_sim_device *plain = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
+	struct vfiomig_sim_device *mig = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, VFIOMIG_SIM_MIG_V2);
+	struct vfiomig_sim_device *both = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING,
 						   VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P);
 	struct vu_feature_dma_logging_range r = { .iova = 0, .length = PG };
 	struct vfiomig_sim_device *devs[2] = { plain, mig };
@@ -696,7 +696,7 @@ Test(dmalog, devices_without_logging_answer_enotty)
 Test(dmalog, probe_and_get_set_direction)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	const uint32_t P = VU_DEVICE_FEATURE_PROBE;
 
@@ -719,7 +719,7 @@ Test(dmalog, probe_and_get_set_direction)
 Test(dmalog, start_validates_like_the_core)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_feature_dma_logging_range r[257];
 	uint64_t ps = 0;
@@ -773,7 +773,7 @@ Test(dmalog, start_validates_like_the_core)
 Test(dmalog, report_reads_and_clears_tracked_writes)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_feature_dma_logging_range r[3] = {
 		{ 0x100000, 16 * PG }, { 0x110000, 16 * PG }, { 0x200000, 16 * PG },
@@ -822,7 +822,7 @@ Test(dmalog, report_reads_and_clears_tracked_writes)
 Test(dmalog, report_converts_between_page_sizes)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_feature_dma_logging_range r = { 0x100000, 0x100000 };
 	uint64_t bm[4], ps = 0;
@@ -856,7 +856,7 @@ Test(dmalog, report_converts_between_page_sizes)
 Test(dmalog, a_failed_report_loses_the_log)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_feature_dma_logging_range r = { 0x100000, 64 * PG };
 	uint64_t bm[1] = { 0 };
@@ -883,7 +883,7 @@ Test(dmalog, a_failed_report_loses_the_log)
 Test(dmalog, closing_the_device_stops_logging)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, LOGGING, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, LOGGING, 0);
 	struct t1 t = t1_open(sim, dev, VU_TYPE1v2_IOMMU);
 	struct vu_feature_dma_logging_range r = { 0x100000, 64 * PG };
 	uint64_t bm[1] = { 0 };
@@ -1031,7 +1031,7 @@ static struct cdev cdev_open(struct vfiomig_sim *sim, struct vfiomig_sim_device 
 Test(iommufd, ioas_map_validates_like_the_kernel)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct cdev x = cdev_open(sim, dev, -1);
 	uint32_t ioas = ioas_new(sim, x.ifd), pt;
 	uint8_t big[48] = { 0 };
@@ -1117,12 +1117,12 @@ Test(iommufd, ioas_unmap_whole_areas)
 
 Test(iommufd, hw_info_reports_dirty_tracking)
 {
-	struct vfiomig_sim *sims[2] = { sim_make(0), sim_make(VFIOMIG_SIM_IOMMUFD_DIRTY) };
+	struct vfiomig_sim *sims[2] = { sim_make(0), sim_make(VFIOMIG_SIM_F_IOMMUFD_DIRTY) };
 
 	for (int k = 0; k < 2; k++) {
 		struct vfiomig_sim *sim = sims[k];
-		struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
-		struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+		struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
+		struct vfiomig_sim_device *mdev = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 		struct cdev x = cdev_open(sim, dev, -1), y = cdev_open(sim, mdev, x.ifd);
 		uint8_t data[16];
 		struct vu_iommu_hw_info h = { .size = 31, .dev_id = x.devid };
@@ -1161,7 +1161,7 @@ Test(iommufd, hw_info_reports_dirty_tracking)
 Test(iommufd, hwpt_alloc_validates_and_shares_the_id_space)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct cdev x = cdev_open(sim, dev, -1);
 	uint32_t ioas = ioas_new(sim, x.ifd), h1 = 0, h2 = 0, h3 = 0;
 	struct vu_iommu_hwpt_alloc a = { .size = 23, .dev_id = x.devid, .pt_id = ioas };
@@ -1209,9 +1209,9 @@ Test(iommufd, hwpt_alloc_validates_and_shares_the_id_space)
 Test(iommufd, attach_to_an_ioas_makes_an_automatic_hwpt)
 {
 	struct vfiomig_sim *sim = sim_make(0);
-	struct vfiomig_sim_device *d1 = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
-	struct vfiomig_sim_device *d2 = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
-	struct vfiomig_sim_device *md = dev_make(sim, VFIOMIG_SIM_MDEV, 0, 0);
+	struct vfiomig_sim_device *d1 = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
+	struct vfiomig_sim_device *d2 = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
+	struct vfiomig_sim_device *md = dev_make(sim, VFIOMIG_DEVKIND_MDEV, 0, 0);
 	struct cdev x = cdev_open(sim, d1, -1), y = cdev_open(sim, d2, x.ifd);
 	struct cdev z = cdev_open(sim, md, x.ifd);
 	uint32_t ioas = ioas_new(sim, x.ifd), p1 = ioas, p2 = ioas, p3, user;
@@ -1261,8 +1261,8 @@ Test(iommufd, attach_to_an_ioas_makes_an_automatic_hwpt)
 
 Test(iommufd, hwpt_dirty_tracking_reads_and_clears)
 {
-	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_IOMMUFD_DIRTY);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_F_IOMMUFD_DIRTY);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct cdev x = cdev_open(sim, dev, -1);
 	uint32_t ioas = ioas_new(sim, x.ifd), hw, plain, pt;
 	const uint32_t NC = VU_IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR;
@@ -1340,8 +1340,8 @@ Test(iommufd, hwpt_dirty_tracking_reads_and_clears)
 
 Test(iommufd, dirty_hwpt_alloc_refuses_a_cut_mapping)
 {
-	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_IOMMUFD_DIRTY);
-	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_SIM_PCI, 0, 0);
+	struct vfiomig_sim *sim = sim_make(VFIOMIG_SIM_F_IOMMUFD_DIRTY);
+	struct vfiomig_sim_device *dev = dev_make(sim, VFIOMIG_DEVKIND_PCI, 0, 0);
 	struct cdev x = cdev_open(sim, dev, -1);
 	uint32_t ioas = ioas_new(sim, x.ifd), hw;
 
@@ -1379,12 +1379,12 @@ Test(spec, dmalog_key)
 
 Test(spec, new_flags_are_known)
 {
-	VFIOMIG_OPTS(sim_opts, o, .flags = VFIOMIG_SIM_IOMMUFD_DIRTY | (1u << 3));
+	VFIOMIG_OPTS(sim_opts, o, .flags = VFIOMIG_SIM_F_IOMMUFD_DIRTY | (1u << 3));
 	struct vfiomig_sim *sim = NULL;
 
 	cr_assert_eq(vfiomig_sim_new(&o, &sim), -EINVAL);
-	o.flags = VFIOMIG_SIM_IOMMUFD_DIRTY;
+	o.flags = VFIOMIG_SIM_F_IOMMUFD_DIRTY;
 	cr_assert_eq(vfiomig_sim_new(&o, &sim), 0);
-	dev_make(sim, VFIOMIG_SIM_MDEV, VFIOMIG_SIM_DEV_DMA_LOGGING, 0);
+	dev_make(sim, VFIOMIG_DEVKIND_MDEV, VFIOMIG_SIM_DEV_DMA_LOGGING, 0);
 	finish(sim);
 }

@@ -1812,7 +1812,7 @@ Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 		cr_assert_eq(vfiomig_sim_device_add_spec(sim, NULL, bad[0].spec, &d), -EINVAL);
 		cr_assert_eq(lc.n, (int)(sizeof(bad) / sizeof(bad[0])));
 	}
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	vfiomig_sim_free(sim);
 	no_leaks();
 }

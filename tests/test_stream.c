@@ -149,7 +149,7 @@ Test(stream_fd, pipe_write_read_with_writer_thread)
 
 	vfiomig_stream_free(s);
 	cr_assert_not(fd_is_open(fds[0]), "FD_TAKE closes the fd");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	free(src);
 	free(dst);
 	assert_no_leaks();
@@ -270,7 +270,7 @@ Test(stream_fd, pipe_without_reader_is_epipe_not_sigpipe)
 	cr_assert_eq(vfiomig_stream_write(s, "y", 1), -EPIPE, "sticky");
 	cr_assert_eq(lb.count, 2, "one line per failing call");
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -307,7 +307,7 @@ Test(stream_fd, rejects_bad_fd_and_flags)
 	cr_assert_eq(vfiomig_stream_fd_new(ctx, fds[0], VFIOMIG_STREAM_FD_TAKE | 0x80, &s),
 		     -EINVAL);
 	cr_assert_not(fd_is_open(fds[0]));
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -488,7 +488,7 @@ Test(stream_ops, a_failed_callback_makes_the_stream_fail_for_good)
 	fill_pattern(src, sizeof(src), 7);
 	cr_assert_eq(vfiomig_stream_new(ctx, &fake_ops, &f, &s), 0);
 	cr_assert_eq(vfiomig_stream_write(s, src, sizeof(src)), -ECONNRESET);
-	cr_assert_str_eq(lb.last, "custom stream: write: Connection reset by peer");
+	cr_assert_str_eq(lb.last, "stream: write: Connection reset by peer");
 	calls = f.calls;
 	cr_assert_eq(vfiomig_stream_write(s, src, 1), -ECONNRESET);
 	cr_assert_eq(vfiomig_stream_read(s, &b, 1), -ECONNRESET);
@@ -498,7 +498,7 @@ Test(stream_ops, a_failed_callback_makes_the_stream_fail_for_good)
 	cr_assert(strstr(lb.last, "failed earlier") != NULL, "%s", lb.last);
 	cr_assert_eq(vfiomig_stream_bytes_written(s), f.len, "bytes before the failure count");
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -545,12 +545,12 @@ Test(stream_ops, clean_end_is_enodata_mid_read_end_is_epipe)
 	cr_assert_eq(vfiomig_stream_write(s, "abcde", 5), 0, "-ENODATA does not fail the stream");
 	cr_assert_eq(vfiomig_stream_read(s, b, 4), 0);
 	cr_assert_eq(vfiomig_stream_read(s, b, 4), -EPIPE, "1 of 4 bytes, then the end");
-	cr_assert(strstr(lb.last, "custom stream: read: the stream ended after 1 of 4 bytes") ==
+	cr_assert(strstr(lb.last, "stream: read: the stream ended after 1 of 4 bytes") ==
 			  lb.last,
 		  "%s", lb.last);
 	cr_assert_eq(vfiomig_stream_write(s, "x", 1), -EPIPE, "a truncation fails the stream");
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 
@@ -668,7 +668,7 @@ Test(stream_mem, fixed_read_yields_the_buffer_then_the_end)
 	cr_assert_eq(vfiomig_stream_read(s, dst, 1), -ENODATA);
 	vfiomig_stream_free(s);
 	cr_assert(memcmp(buf, "0123456789", 10) == 0, "the caller's buffer is untouched");
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	assert_no_leaks();
 }
 

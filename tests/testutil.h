@@ -88,7 +88,7 @@ static inline void simenv_init(struct simenv *e)
 /* Tear down and assert the library left no simulated fd or mapping behind. */
 static inline void simenv_fini(struct simenv *e)
 {
-	vfiomig_ctx_free(e->ctx);
+	vfiomig_ctx_unref(e->ctx);
 	cr_assert_eq(vfiomig_sim_open_fds(e->sim), 0, "leaked %d simulated fds",
 		     vfiomig_sim_open_fds(e->sim));
 	cr_assert_eq(vfiomig_sim_live_maps(e->sim), 0, "leaked %d simulated mappings",

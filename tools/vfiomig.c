@@ -61,7 +61,7 @@ struct target {
 static void target_close(struct target *t)
 {
 	vfiomig_device_close(t->dev);
-	vfiomig_ctx_free(t->ctx);
+	vfiomig_ctx_unref(t->ctx);
 	vfiomig_sim_free(t->sim);
 	memset(t, 0, sizeof(*t));
 }
@@ -214,9 +214,9 @@ static const char *region_name(uint32_t flags_pci, uint32_t i)
 
 static void flags_text(char *buf, size_t len, uint32_t f)
 {
-	snprintf(buf, len, "%s%s%s%s", f & VFIOMIG_REGION_READ ? "r" : "-",
-		 f & VFIOMIG_REGION_WRITE ? "w" : "-", f & VFIOMIG_REGION_MMAP ? "m" : "-",
-		 f & VFIOMIG_REGION_CAPS ? "c" : "-");
+	snprintf(buf, len, "%s%s%s%s", f & VFIOMIG_REGION_FLAG_READ ? "r" : "-",
+		 f & VFIOMIG_REGION_FLAG_WRITE ? "w" : "-", f & VFIOMIG_REGION_FLAG_MMAP ? "m" : "-",
+		 f & VFIOMIG_REGION_FLAG_CAPS ? "c" : "-");
 }
 
 static int probe_regions(struct out *o, struct target *t, const struct vfiomig_device_info *di)
@@ -253,7 +253,7 @@ static int probe_regions(struct out *o, struct target *t, const struct vfiomig_d
 			kv_raw(o, "type", "%u", ri.type);
 			kv_raw(o, "subtype", "%u", ri.subtype);
 		}
-		if (ri.cap_flags & VFIOMIG_REGION_MSIX_MAPPABLE)
+		if (ri.cap_flags & VFIOMIG_REGION_HAS_MSIX_MAPPABLE)
 			kv_raw(o, "msix_mappable", "%s", "true");
 		if (ri.cap_flags & VFIOMIG_REGION_HAS_SPARSE) {
 			struct vfiomig_sparse_area areas[64];
@@ -351,17 +351,17 @@ static int probe_migration(struct out *o, struct target *t)
 		return ret;
 	open_obj(o, "migration", '{');
 	kv_raw(o, "supported", "%s", mi.protocols ? "true" : "false");
-	if (mi.protocols & VFIOMIG_MIG_PROTO_V2) {
+	if (mi.protocols & VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V2)) {
 		char fl[64];
 
-		snprintf(fl, sizeof(fl), "%s%s%s", mi.v2_flags & VFIOMIG_MIG_STOP_COPY ? "STOP_COPY " : "",
-			 mi.v2_flags & VFIOMIG_MIG_P2P ? "P2P " : "",
-			 mi.v2_flags & VFIOMIG_MIG_PRE_COPY ? "PRE_COPY " : "");
+		snprintf(fl, sizeof(fl), "%s%s%s", mi.v2_flags & VFIOMIG_V2_STOP_COPY ? "STOP_COPY " : "",
+			 mi.v2_flags & VFIOMIG_V2_P2P ? "P2P " : "",
+			 mi.v2_flags & VFIOMIG_V2_PRE_COPY ? "PRE_COPY " : "");
 		if (fl[0])
 			fl[strlen(fl) - 1] = '\0';
 		kv_str(o, "v2", fl);
 	}
-	if (mi.protocols & VFIOMIG_MIG_PROTO_V1)
+	if (mi.protocols & VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V1))
 		kv_raw(o, "v1_region", "%d", mi.v1_region);
 	{
 		int prio = vfiomig_ctx_get_log_priority(t->ctx);
@@ -382,7 +382,7 @@ static int probe_migration(struct out *o, struct target *t)
 
 static int probe_dirty(struct out *o, struct target *t)
 {
-	static const char *const names[VFIOMIG_DIRTY_NR] = { "auto", "type1", "device", "iommufd" };
+	static const char *const names[VFIOMIG_DIRTY_MECH_NR] = { "auto", "type1", "device", "iommufd" };
 	VFIOMIG_OPTS(dirty_probe, p);
 	int ret = vfiomig_dirty_probe(t->dev, &p);
 
@@ -390,18 +390,18 @@ static int probe_dirty(struct out *o, struct target *t)
 		return ret;
 	open_obj(o, "dirty_tracking", '{');
 	kv_str(o, "chosen", p.best ? names[p.best] : "none (a VM with DMA-capable devices is blocked)");
-	for (uint32_t m = VFIOMIG_DIRTY_TYPE1; m < VFIOMIG_DIRTY_NR; m++) {
+	for (uint32_t m = VFIOMIG_DIRTY_MECH_TYPE1; m < VFIOMIG_DIRTY_MECH_NR; m++) {
 		char text[200];
 
 		if (p.available & (1u << m))
 			snprintf(text, sizeof(text), "available%s",
-				 m == VFIOMIG_DIRTY_TYPE1 && p.type1_coarse ?
+				 m == VFIOMIG_DIRTY_MECH_TYPE1 && p.type1_coarse ?
 					 " (coarse: every mapped page reported dirty)" : "");
 		else
 			snprintf(text, sizeof(text), "no: %s", p.why_not[m]);
 		kv_str(o, names[m], text);
 	}
-	if (p.available & (1u << VFIOMIG_DIRTY_TYPE1)) {
+	if (p.available & (1u << VFIOMIG_DIRTY_MECH_TYPE1)) {
 		kv_hex(o, "type1_pgsize", p.type1_pgsize);
 		kv_hex(o, "type1_max_bitmap", p.type1_max_bitmap);
 	}
@@ -571,10 +571,10 @@ static int cmd_demo(int argc, char **argv)
 		     .migration = v1 ? VFIOMIG_SIM_MIG_V1 :
 				       VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
 					       VFIOMIG_SIM_MIG_PRE_COPY);
-	VFIOMIG_OPTS(mig_opts, so_save, .flags = (v1 ? VFIOMIG_MIG_ALLOW_V1 : 0) |
-						  (precopy ? 0 : VFIOMIG_MIG_NO_PRECOPY),
+	VFIOMIG_OPTS(mig_opts, so_save, .flags = (v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0) |
+						  (precopy ? 0 : VFIOMIG_MIG_F_NO_PRECOPY),
 		     .config_save = demo_config_save);
-	VFIOMIG_OPTS(mig_opts, so_load, .flags = v1 ? VFIOMIG_MIG_ALLOW_V1 : 0,
+	VFIOMIG_OPTS(mig_opts, so_load, .flags = v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0,
 		     .config_load = demo_config_load, .config_user = &config_ok);
 	VFIOMIG_OPTS(mig_pending, pend);
 	VFIOMIG_OPTS(mig_stats, st);
@@ -601,9 +601,9 @@ static int cmd_demo(int argc, char **argv)
 	/* The guest has been using the device: fill its state. */
 	ret = vfiomig_sim_device_run(sa, state / 4096);
 	if (!ret)
-		ret = vfiomig_mig_new(da, VFIOMIG_MIG_SAVE, &so_save, &src);
+		ret = vfiomig_mig_new(da, VFIOMIG_ROLE_SAVE, &so_save, &src);
 	if (!ret)
-		ret = vfiomig_mig_new(db, VFIOMIG_MIG_LOAD, &so_load, &dst);
+		ret = vfiomig_mig_new(db, VFIOMIG_ROLE_LOAD, &so_load, &dst);
 	if (!ret)
 		ret = vfiomig_stream_mem_new(ctx, &wire);
 	if (!ret)
@@ -671,7 +671,7 @@ static int cmd_demo(int argc, char **argv)
 		goto out;
 	printf("result: destination state is bit-identical to the source (%zu bytes); "
 	       "destination %s\n", alen,
-	       vfiomig_state_name((uint32_t)vfiomig_sim_device_mig_state(sb)));
+	       vfiomig_device_state_name((uint32_t)vfiomig_sim_device_mig_state(sb)));
 	printf("  %-26s %12llu\n", "pre-copy rounds", (unsigned long long)st.precopy_rounds);
 	print_mib("pre-copy device bytes", st.precopy_bytes);
 	print_mib("stop-copy device bytes", st.stopcopy_bytes);
@@ -686,7 +686,7 @@ out:
 	vfiomig_stream_free(wire);
 	vfiomig_device_close(da);
 	vfiomig_device_close(db);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	vfiomig_sim_free(sim);
 	return rc;
 }
@@ -709,9 +709,9 @@ static int cmd_save_load(bool save, int argc, char **argv)
 			}
 			file = argv[++i];
 		} else if (strcmp(argv[i], "--allow-v1") == 0) {
-			flags |= VFIOMIG_MIG_ALLOW_V1;
+			flags |= VFIOMIG_MIG_F_ALLOW_V1;
 		} else if (save && strcmp(argv[i], "--no-precopy") == 0) {
-			flags |= VFIOMIG_MIG_NO_PRECOPY;
+			flags |= VFIOMIG_MIG_F_NO_PRECOPY;
 		} else if (save && strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
 			if (parse_size(argv[++i], &rounds)) {
 				usage(stderr);
@@ -741,7 +741,7 @@ static int cmd_save_load(bool save, int argc, char **argv)
 	VFIOMIG_OPTS(mig_opts, mo, .flags = flags);
 	ret = vfiomig_stream_fd_new(t.ctx, fd, VFIOMIG_STREAM_FD_TAKE, &s);
 	if (!ret)
-		ret = vfiomig_mig_new(t.dev, save ? VFIOMIG_MIG_SAVE : VFIOMIG_MIG_LOAD, &mo, &m);
+		ret = vfiomig_mig_new(t.dev, save ? VFIOMIG_ROLE_SAVE : VFIOMIG_ROLE_LOAD, &mo, &m);
 	if (ret)
 		goto out;
 	if (save) {
@@ -775,7 +775,7 @@ static int cmd_save_load(bool save, int argc, char **argv)
 		       "device now %s\n", save ? "saved" : "loaded", vfiomig_device_name(t.dev),
 		       st.protocol == VFIOMIG_PROTO_V1 ? "v1" : "v2",
 		       (unsigned long long)st.bytes, (unsigned long long)st.device_bytes,
-		       (unsigned long long)st.precopy_rounds, vfiomig_state_name(st.device_state));
+		       (unsigned long long)st.precopy_rounds, vfiomig_device_state_name(st.device_state));
 	}
 out:
 	if (ret)
@@ -906,7 +906,7 @@ out:
 	if (ret)
 		fprintf(stderr, "%s: inspect %s: %s\n", prog, file, vfiomig_strerror(ret));
 	vfiomig_stream_free(s);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ret ? 1 : 0;
 }
 

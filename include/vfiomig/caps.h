@@ -104,7 +104,7 @@ VFIOMIG_API int vfiomig_cap_iova_ranges(struct vfiomig_ctx *ctx, const void *buf
 /* The type1 migration capability (dirty-page tracking support). */
 struct vfiomig_iommu_migration {
 	uint32_t flags;
-	uint32_t :32;
+	uint32_t reserved;
 	uint64_t pgsize_bitmap;         /* dirty page sizes supported */
 	uint64_t max_dirty_bitmap_size; /* bytes of bitmap per GET_BITMAP query */
 };

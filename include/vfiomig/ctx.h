@@ -3,8 +3,12 @@
  * libvfiomig: the library context.
  *
  * A context carries the log callback and the kernel interface every
- * object created from it uses. Objects (devices, regions maps, ...)
- * keep a pointer to their context: free the context last.
+ * object created from it uses. It is reference counted: vfiomig_ctx_new()
+ * returns one reference, and every object made from it (devices, streams,
+ * migrations, device sets, dirty-tracking sessions, region maps) holds one
+ * of its own until it is closed or freed. So objects may be released in
+ * any order: vfiomig_ctx_unref() with devices still open only drops the
+ * caller's reference, and the context goes with the last object.
  *
  * Threads: a context and everything created from it may be used from one
  * thread at a time (the caller serialises). Distinct contexts are fully
@@ -37,31 +41,37 @@ struct vfiomig_ctx_opts {
 	vfiomig_log_fn log_fn;
 	void *log_user;
 	/*
+	 * Kernel interface. NULL: the real system calls. See kernel.h. The
+	 * table is copied; `kernel_user` is passed to every op.
+	 */
+	const struct vfiomig_kernel_ops *kernel_ops;
+	void *kernel_user;
+	/*
 	 * Highest priority value that is delivered (VFIOMIG_LOG_*). 0 means the
 	 * default: VFIOMIG_LOG_ERR, or the VFIOMIG_LOG environment variable
 	 * ("err", "warning", "info", "debug" or a number) when set (read with
 	 * secure_getenv).
 	 */
 	int32_t log_priority;
-	uint32_t :32;
-	/*
-	 * Kernel interface. NULL: the real system calls. See kernel.h. The
-	 * table is copied; `kernel_user` is passed to every op.
-	 */
-	const struct vfiomig_kernel_ops *kernel_ops;
-	void *kernel_user;
-	size_t :0;
+	uint32_t reserved;
 };
 
 /*
- * Create a context. On success stores it in *out and returns 0; on
- * failure returns -EINVAL (bad opts) or -ENOMEM. Free it with
- * vfiomig_ctx_free() after every object created from it.
+ * Create a context. On success stores it in *out (one reference) and
+ * returns 0; on failure returns -EINVAL (bad opts, or a kernel_ops table
+ * with ops this library does not know) or -ENOMEM, with one log line
+ * (through opts->log_fn when opts got that far, else on stderr).
  */
 VFIOMIG_API int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **out);
 
-/* Free a context. NULL is accepted. */
-VFIOMIG_API void vfiomig_ctx_free(struct vfiomig_ctx *ctx);
+/* Take another reference. Returns ctx (NULL is accepted and returned). */
+VFIOMIG_API struct vfiomig_ctx *vfiomig_ctx_ref(struct vfiomig_ctx *ctx);
+
+/*
+ * Drop a reference; the context is freed when the last one goes (objects
+ * made from it hold their own). Returns NULL. NULL is accepted.
+ */
+VFIOMIG_API struct vfiomig_ctx *vfiomig_ctx_unref(struct vfiomig_ctx *ctx);
 
 /* Replace the log callback (NULL restores the stderr default). */
 VFIOMIG_API void vfiomig_ctx_set_log_fn(struct vfiomig_ctx *ctx, vfiomig_log_fn fn, void *user);
@@ -76,6 +86,9 @@ VFIOMIG_API int vfiomig_ctx_get_log_priority(const struct vfiomig_ctx *ctx);
  * simulator, VMM shims) that want their messages in the same place.
  */
 VFIOMIG_API void vfiomig_ctx_log(struct vfiomig_ctx *ctx, int priority, const char *msg);
+
+/* vfiomig_ctx_unrefp(): see VFIOMIG_CLEANUP in common.h. */
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_ctx, vfiomig_ctx_unref)
 
 #ifdef __cplusplus
 }

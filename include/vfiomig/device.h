@@ -26,20 +26,13 @@ struct vfiomig_device;
 /*
  * cdev path: attach the device to a HWPT allocated with dirty tracking
  * (IOMMU_HWPT_ALLOC_DIRTY_TRACKING) instead of the IOAS's automatic
- * domain, so VFIOMIG_DIRTY_IOMMUFD can be used. -EOPNOTSUPP when the
+ * domain, so VFIOMIG_DIRTY_MECH_IOMMUFD can be used. -EOPNOTSUPP when the
  * IOMMU has no dirty tracking (IOMMU_GET_HW_INFO).
  */
 #define VFIOMIG_OPEN_DIRTY_HWPT (1u << 2)
 
 struct vfiomig_device_open_opts {
 	size_t sz;
-	/*
-	 * VFIOMIG_OPEN_*. Default: group + container when the device has an
-	 * IOMMU group; the cdev + iommufd path when it has no group but has
-	 * a vfio cdev (a kernel without the legacy group interface).
-	 */
-	uint32_t flags;
-	uint32_t :32;
 	/*
 	 * Use the container (group path) or iommufd and IOAS (cdev path) of
 	 * `share_container_of` rather than new ones: devices of one VM
@@ -49,7 +42,13 @@ struct vfiomig_device_open_opts {
 	struct vfiomig_device *share_container_of;
 	/* Name used in log lines; default: the device's canonical name. */
 	const char *name;
-	size_t :0;
+	/*
+	 * VFIOMIG_OPEN_*. Default: group + container when the device has an
+	 * IOMMU group; the cdev + iommufd path when it has no group but has
+	 * a vfio cdev (a kernel without the legacy group interface).
+	 */
+	uint32_t flags;
+	uint32_t reserved;
 };
 
 /*
@@ -84,13 +83,12 @@ VFIOMIG_API int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 
 struct vfiomig_device_adopt_opts {
 	size_t sz;
-	uint32_t flags; /* VFIOMIG_ADOPT_* */
+	const char *name; /* for log lines; default "fd:<device_fd>" */
+	uint32_t flags;   /* VFIOMIG_ADOPT_* */
 	/* Companion fds. Group + container, or iommufd, not both. */
 	int32_t container_fd;
 	int32_t group_fd;
 	int32_t iommufd;
-	const char *name; /* for log lines; default "fd:<device_fd>" */
-	size_t :0;
 };
 
 /*
@@ -107,10 +105,13 @@ VFIOMIG_API int vfiomig_device_adopt(struct vfiomig_ctx *ctx, int device_fd,
 				     struct vfiomig_device **out);
 
 /*
- * Close a device: unmaps nothing the caller still holds (unmap region maps
- * first), closes the fds the device owns. NULL is accepted.
+ * Close a device: drops the caller's handle. The device is reference
+ * counted by what is built on it (region maps, dirty-tracking sessions,
+ * migrations), so the fds the device owns are closed when the last of
+ * those is released too; until then they keep working. NULL is accepted.
  */
 VFIOMIG_API void vfiomig_device_close(struct vfiomig_device *dev);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_device, vfiomig_device_close)
 
 /* The name used in log lines (owned by the device). */
 VFIOMIG_API const char *vfiomig_device_name(const struct vfiomig_device *dev);
@@ -151,8 +152,7 @@ struct vfiomig_device_info {
 	uint32_t num_irqs;
 	uint32_t backend;     /* VFIOMIG_BACKEND_* */
 	int32_t group;        /* IOMMU group number or -1 */
-	uint32_t :32;
-	size_t :0;
+	uint32_t reserved;
 };
 
 /*
@@ -173,26 +173,20 @@ VFIOMIG_API int vfiomig_device_get_info_raw(struct vfiomig_device *dev, void **b
 VFIOMIG_API int vfiomig_device_get_iommu_info_raw(struct vfiomig_device *dev, void **buf,
 						  size_t *len);
 
-/* vfiomig_migration_info.protocols */
-#define VFIOMIG_MIG_PROTO_V2 (1u << 0) /* VFIO_DEVICE_FEATURE_MIGRATION (Linux 5.18+) */
-#define VFIOMIG_MIG_PROTO_V1 (1u << 1) /* the region protocol (5.8-5.17), experimental */
-
 /* vfiomig_migration_info.v2_flags: the kernel's VFIO_MIGRATION_* bits. */
-#define VFIOMIG_MIG_STOP_COPY (1u << 0)
-#define VFIOMIG_MIG_P2P       (1u << 1)
-#define VFIOMIG_MIG_PRE_COPY  (1u << 2)
+#define VFIOMIG_V2_STOP_COPY (1u << 0)
+#define VFIOMIG_V2_P2P       (1u << 1)
+#define VFIOMIG_V2_PRE_COPY  (1u << 2)
 
 /* Filled by vfiomig_device_migration_info(); set sz first. */
 struct vfiomig_migration_info {
 	size_t sz;
-	uint32_t protocols;  /* VFIOMIG_MIG_PROTO_* the device offers; 0: none */
-	uint32_t :32;
-	uint64_t v2_flags;   /* VFIOMIG_MIG_* when PROTO_V2 */
+	uint64_t v2_flags;   /* VFIOMIG_V2_* when VFIOMIG_PROTO_V2 is offered */
+	/* VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_*) of each protocol the device offers; 0: none */
+	uint32_t protocols;
 	int32_t v1_region;   /* index of the v1 migration region, or -1 */
-	uint32_t :32;
 	/* Why the device cannot migrate (protocols == 0), NUL-terminated; else "". */
 	char reason[192];
-	size_t :0;
 };
 
 /*

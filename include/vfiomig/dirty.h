@@ -7,18 +7,18 @@
  * they must be reported by the kernel or they are lost. Three kernel
  * mechanisms exist; this API puts one face on them:
  *
- *  - VFIOMIG_DIRTY_TYPE1: the type1 container (VFIO_IOMMU_DIRTY_PAGES).
+ *  - VFIOMIG_DIRTY_MECH_TYPE1: the type1 container (VFIO_IOMMU_DIRTY_PAGES).
  *    COARSE for IOMMU-backed groups: a group that never pinned pages
  *    (every vfio-pci device) reports EVERY mapped page dirty on every
  *    query. Precise only for emulated (mdev) groups, which report the
  *    pages they pinned or wrote. iommufd's type1 compatibility container
  *    answers -ENOTTY.
- *  - VFIOMIG_DIRTY_DEVICE: the device's own DMA logging
+ *  - VFIOMIG_DIRTY_MECH_DEVICE: the device's own DMA logging
  *    (VFIO_DEVICE_FEATURE_DMA_LOGGING_*): precise, at most 256 tracked
  *    ranges (the library coalesces the VMM's mappings into fewer covering
  *    ranges), reports read-and-clear. Any error loses the log: the query
  *    then reports every page dirty, never a silently clean bitmap.
- *  - VFIOMIG_DIRTY_IOMMUFD: the IOMMU's dirty bits through iommufd
+ *  - VFIOMIG_DIRTY_MECH_IOMMUFD: the IOMMU's dirty bits through iommufd
  *    (IOMMU_HWPT_SET_DIRTY_TRACKING / IOMMU_HWPT_GET_DIRTY_BITMAP) for
  *    devices opened through the cdev path onto a dirty-tracking HWPT.
  *
@@ -38,24 +38,26 @@ extern "C" {
 struct vfiomig_dirty;
 
 /* Mechanisms */
-#define VFIOMIG_DIRTY_AUTO    0 /* the best the device and kernel offer */
-#define VFIOMIG_DIRTY_TYPE1   1
-#define VFIOMIG_DIRTY_DEVICE  2
-#define VFIOMIG_DIRTY_IOMMUFD 3
-#define VFIOMIG_DIRTY_NR      4
+#define VFIOMIG_DIRTY_MECH_AUTO    0 /* the best the device and kernel offer */
+#define VFIOMIG_DIRTY_MECH_TYPE1   1
+#define VFIOMIG_DIRTY_MECH_DEVICE  2
+#define VFIOMIG_DIRTY_MECH_IOMMUFD 3
+#define VFIOMIG_DIRTY_MECH_NR      4
+#define VFIOMIG_DIRTY_MECH_BIT(mech) (1u << (mech))
 
 /* Filled by vfiomig_dirty_probe(); set sz first. */
 struct vfiomig_dirty_probe {
 	size_t sz;
-	uint32_t available;      /* bit (1u << mechanism) per usable mechanism */
-	uint32_t best;           /* what AUTO picks (DEVICE > IOMMUFD > TYPE1), 0 if none */
+	/* VFIOMIG_DIRTY_MECH_BIT(mechanism) per usable mechanism */
+	uint32_t available;
+	/* what AUTO picks (DEVICE > IOMMUFD > TYPE1), VFIOMIG_DIRTY_MECH_AUTO (0) if none */
+	uint32_t best;
 	uint64_t type1_pgsize;   /* smallest page of the migration capability's pgsize_bitmap */
 	uint64_t type1_max_bitmap; /* max_dirty_bitmap_size: bitmap bytes per kernel query */
 	uint32_t type1_coarse;   /* 1: type1 reports every mapped page dirty (IOMMU-backed group) */
-	uint32_t :32;
+	uint32_t reserved;
 	/* Why each mechanism is unavailable ("" if available), indexed by mechanism. */
-	char why_not[VFIOMIG_DIRTY_NR][160];
-	size_t :0;
+	char why_not[VFIOMIG_DIRTY_MECH_NR][160];
 };
 
 /* Which mechanisms this device can use, the automatic choice, and why not the others. */
@@ -69,20 +71,11 @@ struct vfiomig_dma_range {
 
 struct vfiomig_dirty_opts {
 	size_t sz;
-	uint32_t mechanism;  /* VFIOMIG_DIRTY_*; default AUTO */
-	/*
-	 * DEVICE: coalesce the ranges into at most this many. Default 256, the
-	 * kernel's limit (PAGE_SIZE / 16) on 4 KiB-page hosts; a 64 KiB-page
-	 * kernel takes 4096. More than the kernel's limit is refused by it (-E2BIG).
-	 */
-	uint32_t max_ranges;
 	/*
 	 * DEVICE (required there): the IOVA ranges to log, i.e. the VMM's
 	 * DMA mappings; any order, may touch but not overlap. Copied.
 	 */
 	const struct vfiomig_dma_range *ranges;
-	uint32_t nr_ranges;
-	uint32_t :32;
 	/* DEVICE / IOMMUFD: tracking page size (power of two); 0: 4096. */
 	uint64_t page_size;
 	/*
@@ -94,9 +87,15 @@ struct vfiomig_dirty_opts {
 	 * max_dirty_bitmap_size covers.
 	 */
 	uint64_t max_query;
+	uint32_t mechanism;  /* VFIOMIG_DIRTY_MECH_*; default AUTO */
+	/*
+	 * DEVICE: coalesce the ranges into at most this many. Default 256, the
+	 * kernel's limit (PAGE_SIZE / 16) on 4 KiB-page hosts; a 64 KiB-page
+	 * kernel takes 4096. More than the kernel's limit is refused by it (-E2BIG).
+	 */
+	uint32_t max_ranges;
+	uint32_t nr_ranges;  /* entries in `ranges` */
 	uint32_t flags;      /* VFIOMIG_DIRTY_F_* */
-	uint32_t :32;
-	size_t :0;
 };
 
 /*
@@ -118,20 +117,24 @@ VFIOMIG_API int vfiomig_dirty_start(struct vfiomig_device *dev,
 /* Stop tracking (the object stays valid for its accessors); 0 or -errno. */
 VFIOMIG_API int vfiomig_dirty_stop(struct vfiomig_dirty *d);
 
-/* Stop if still tracking and free. NULL is accepted. */
+/*
+ * Stop if still tracking and free; drops the session's reference on its
+ * device. NULL is accepted.
+ */
 VFIOMIG_API void vfiomig_dirty_free(struct vfiomig_dirty *d);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_dirty, vfiomig_dirty_free)
 
 VFIOMIG_API uint32_t vfiomig_dirty_mechanism(const struct vfiomig_dirty *d);
 /* The granularity the mechanism tracks at. */
 VFIOMIG_API uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d);
 
 /* vfiomig_dirty_query() results */
-#define VFIOMIG_DIRTY_EXACT 0 /* the bits are what the kernel reported, precisely */
+#define VFIOMIG_DIRTY_RESULT_EXACT 0 /* the bits are what the kernel reported, precisely */
 /*
  * The report is not precise: after a lost log every page of the range
  * was set; with coarse type1 tracking the kernel set every mapped page.
  */
-#define VFIOMIG_DIRTY_ALL   1
+#define VFIOMIG_DIRTY_RESULT_ALL   1
 
 /*
  * Dirty pages of [iova, iova + length) since the last query (or the
@@ -143,7 +146,7 @@ VFIOMIG_API uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d);
  * multiples of pgsize and of the mechanism's page. Large ranges are split
  * into queries of vfiomig_dirty_opts.max_query bytes internally; no memory
  * is allocated per query.
- * Returns VFIOMIG_DIRTY_EXACT, VFIOMIG_DIRTY_ALL, or -errno (-EINVAL bad
+ * Returns VFIOMIG_DIRTY_RESULT_EXACT, VFIOMIG_DIRTY_RESULT_ALL, or -errno (-EINVAL bad
  * arguments, -ENOSPC bitmap too small).
  */
 VFIOMIG_API int vfiomig_dirty_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length,

@@ -18,7 +18,11 @@
  *  - semantics are those of the Linux system call of the same name
  *    (short reads/writes allowed, -EINTR allowed: the library retries);
  *  - an op that is NULL, or lies beyond `sz`, makes that call fail with
- *    -ENOSYS (never a silent fallback to the real kernel).
+ *    -ENOSYS (never a silent fallback to the real kernel);
+ *  - a table larger than this library knows (built against a newer
+ *    header) is accepted when the ops it does not know are all NULL (an
+ *    info line says so) and refused with -EINVAL otherwise: the library
+ *    would never call them.
  */
 #ifndef VFIOMIG_KERNEL_H
 #define VFIOMIG_KERNEL_H
@@ -52,7 +56,6 @@ struct vfiomig_kernel_ops {
 	ssize_t (*readlink)(void *user, const char *path, char *buf, size_t len);
 	/* Calls fn for every entry of directory `path`; returns 0, fn's non-zero value, or -errno. */
 	int (*readdir)(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_user);
-	size_t :0;
 };
 
 /* The real system calls (`user` is ignored). */

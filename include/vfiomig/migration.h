@@ -65,28 +65,28 @@ struct vfiomig_mig;
 struct vfiomig_mig_set;
 
 /* vfiomig_mig_new() roles */
-#define VFIOMIG_MIG_SAVE 1 /* source */
-#define VFIOMIG_MIG_LOAD 2 /* destination */
+#define VFIOMIG_ROLE_SAVE 1 /* source */
+#define VFIOMIG_ROLE_LOAD 2 /* destination */
 
 /* vfiomig_mig_opts.flags */
-#define VFIOMIG_MIG_ALLOW_V1   (1u << 0) /* opt in to the experimental v1 region protocol */
-#define VFIOMIG_MIG_NO_PRECOPY (1u << 1) /* never enter PRE_COPY: stop-and-copy only */
-#define VFIOMIG_MIG_PREFER_V1  (1u << 2) /* use v1 when both are offered (needs ALLOW_V1) */
+#define VFIOMIG_MIG_F_ALLOW_V1   (1u << 0) /* opt in to the experimental v1 region protocol */
+#define VFIOMIG_MIG_F_NO_PRECOPY (1u << 1) /* never enter PRE_COPY: stop-and-copy only */
+#define VFIOMIG_MIG_F_PREFER_V1  (1u << 2) /* use v1 when both are offered (needs ALLOW_V1) */
 /*
  * The VM has DMA-capable devices whose writes to guest memory must be
  * tracked during pre-copy: block the migration unless something can track
  * this device's DMA (the type1 IOMMU's migration capability, or the
  * device's own DMA logging).
  */
-#define VFIOMIG_MIG_NEED_DIRTY_TRACKING (1u << 3)
+#define VFIOMIG_MIG_F_NEED_DIRTY_TRACKING (1u << 3)
 /*
  * Track the device's DMA writes for this save (dirty.h): tracking starts
  * in vfiomig_mig_save_setup(), before the device enters PRE_COPY, and
  * stops in vfiomig_mig_free() (after the VMM's last query, which follows
  * stop-and-copy). The VMM queries each round through vfiomig_mig_dirty().
- * Implies VFIOMIG_MIG_NEED_DIRTY_TRACKING.
+ * Implies VFIOMIG_MIG_F_NEED_DIRTY_TRACKING.
  */
-#define VFIOMIG_MIG_DIRTY_TRACKING (1u << 4)
+#define VFIOMIG_MIG_F_DIRTY_TRACKING (1u << 4)
 
 /*
  * The VMM's own device configuration (PCI config space, interrupt setup):
@@ -105,8 +105,6 @@ typedef int (*vfiomig_config_load_fn)(void *user, const void *data, size_t len);
 
 struct vfiomig_mig_opts {
 	size_t sz;
-	uint32_t flags; /* VFIOMIG_MIG_* */
-	uint32_t :32;
 	/* Save: device bytes per DEV_DATA_STATE record (v2). Default 1 MiB. */
 	uint64_t chunk_size;
 	/* Load: the largest record accepted; larger claims are refused before allocating. Default 64 MiB. */
@@ -114,26 +112,30 @@ struct vfiomig_mig_opts {
 	vfiomig_config_save_fn config_save;
 	vfiomig_config_load_fn config_load;
 	void *config_user;
-	/* With VFIOMIG_MIG_DIRTY_TRACKING: the mechanism (VFIOMIG_DIRTY_*, 0 = auto) and
-	 * the VMM's DMA-mapped ranges (needed by device DMA logging; copied). */
-	uint32_t dirty_mechanism;
-	uint32_t nr_dma_ranges;
+	/*
+	 * With VFIOMIG_MIG_F_DIRTY_TRACKING: the VMM's DMA-mapped ranges
+	 * (needed by device DMA logging; copied), nr_dma_ranges of them.
+	 */
 	const struct vfiomig_dma_range *dma_ranges;
-	size_t :0;
+	uint32_t flags;           /* VFIOMIG_MIG_F_* */
+	uint32_t dirty_mechanism; /* VFIOMIG_DIRTY_MECH_* (default AUTO) */
+	uint32_t nr_dma_ranges;
+	uint32_t reserved;
 };
 
 /*
  * May this device migrate with these opts? 0 if yes; otherwise
  * -EOPNOTSUPP and the reason (NUL-terminated, truncated to len) in
- * `reason`: no migration support, v1 only without VFIOMIG_MIG_ALLOW_V1,
- * v2 without STOP_COPY, or (with VFIOMIG_MIG_NEED_DIRTY_TRACKING) no way
+ * `reason`: no migration support, v1 only without VFIOMIG_MIG_F_ALLOW_V1,
+ * v2 without STOP_COPY, or (with VFIOMIG_MIG_F_NEED_DIRTY_TRACKING) no way
  * to track the device's DMA writes. reason may be NULL when len is 0.
  */
 VFIOMIG_API int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts *opts,
 				  char *reason, size_t len);
 
 /*
- * A migration of `dev` in `role`. The device must stay open until
+ * A migration of `dev` in `role` (VFIOMIG_ROLE_*). The migration holds a
+ * reference on the device (and so on its context) until
  * vfiomig_mig_free(). Fails with -EOPNOTSUPP (and the blocker's reason
  * in the log) when vfiomig_mig_check() would refuse. Returns 0 and *out.
  */
@@ -143,14 +145,16 @@ VFIOMIG_API int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role,
 /*
  * Free. A save that did not complete puts the source device back (see
  * the failure rules); a load that did not complete resets the
- * destination device. Closes the data_fd. NULL is accepted.
+ * destination device. Closes the data_fd, leaves the device set the
+ * migration is in, drops its reference on the device. NULL is accepted.
  */
 VFIOMIG_API void vfiomig_mig_free(struct vfiomig_mig *mig);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_mig, vfiomig_mig_free)
 
 /* ------------------------------------------------------------- source */
 
 /*
- * The save's dirty-tracking session (VFIOMIG_MIG_DIRTY_TRACKING), for
+ * The save's dirty-tracking session (VFIOMIG_MIG_F_DIRTY_TRACKING), for
  * vfiomig_dirty_query() each round; NULL before setup or without the
  * flag. Owned by the migration object.
  */
@@ -164,7 +168,6 @@ struct vfiomig_mig_pending {
 	uint64_t precopy_initial; /* PRE_COPY: initial bytes still to send (0 = switchover OK) */
 	uint64_t precopy_dirty;   /* PRE_COPY: bytes re-dirtied since sent */
 	uint64_t stopcopy;        /* estimated bytes of the stop-and-copy phase (0 if unknown) */
-	size_t :0;
 };
 
 /* Estimates (VFIO_MIG_GET_PRECOPY_INFO, VFIO_DEVICE_FEATURE_MIG_DATA_SIZE; v1: pending_bytes). */
@@ -234,46 +237,61 @@ VFIOMIG_API int vfiomig_mig_vm_state(struct vfiomig_mig *mig, uint32_t state);
 /* The migration's progress as the VMM sees it; FAILED / CANCELLED put the device back. */
 VFIOMIG_API int vfiomig_mig_event(struct vfiomig_mig *mig, uint32_t event);
 
-/* vfiomig_mig_stats.protocol */
-#define VFIOMIG_PROTO_V1 1
-#define VFIOMIG_PROTO_V2 2
-
 struct vfiomig_mig_stats {
 	size_t sz;
 	uint32_t protocol;        /* VFIOMIG_PROTO_* */
-	uint32_t device_state;    /* v2 state (VFIOMIG_STATE_*) or v1 device_state bits */
+	/* VFIOMIG_DEVICE_STATE_* (for v1 devices: the equivalent v2 state) */
+	uint32_t device_state;
 	uint64_t bytes;           /* stream bytes written (save) or read (load) */
 	uint64_t device_bytes;    /* device data bytes moved */
 	uint64_t precopy_rounds;
 	uint64_t precopy_bytes;   /* device bytes sent before stop-and-copy */
 	uint64_t stopcopy_bytes;  /* device bytes sent during stop-and-copy */
 	uint64_t stopcopy_ns;     /* time from STOP_COPY to the end of the save */
-	size_t :0;
 };
 
-/* v2 device states (kernel values), as reported in stats and logs. */
-#define VFIOMIG_STATE_ERROR        0
-#define VFIOMIG_STATE_STOP         1
-#define VFIOMIG_STATE_RUNNING      2
-#define VFIOMIG_STATE_STOP_COPY    3
-#define VFIOMIG_STATE_RESUMING     4
-#define VFIOMIG_STATE_RUNNING_P2P  5
-#define VFIOMIG_STATE_PRE_COPY     6
-#define VFIOMIG_STATE_PRE_COPY_P2P 7
+/*
+ * Device migration states: the kernel's v2 numbering, used for both
+ * protocols (a v1 device reports the equivalent v2 state), in stats, logs
+ * and the simulator.
+ */
+#define VFIOMIG_DEVICE_STATE_ERROR        0
+#define VFIOMIG_DEVICE_STATE_STOP         1
+#define VFIOMIG_DEVICE_STATE_RUNNING      2
+#define VFIOMIG_DEVICE_STATE_STOP_COPY    3
+#define VFIOMIG_DEVICE_STATE_RESUMING     4
+#define VFIOMIG_DEVICE_STATE_RUNNING_P2P  5
+#define VFIOMIG_DEVICE_STATE_PRE_COPY     6
+#define VFIOMIG_DEVICE_STATE_PRE_COPY_P2P 7
 
 VFIOMIG_API int vfiomig_mig_get_stats(const struct vfiomig_mig *mig, struct vfiomig_mig_stats *st);
 
-/* Name of a v2 state ("PRE_COPY_P2P"), or "?" */
-VFIOMIG_API const char *vfiomig_state_name(uint32_t state);
+/* Name of a device state ("PRE_COPY_P2P"), or "?" */
+VFIOMIG_API const char *vfiomig_device_state_name(uint32_t state);
 
 /* ------------------------------------------------------ device sets */
 
-/* A set of migrations (same role) of one VM's devices. */
+/*
+ * A set of migrations (same role) of one VM's devices. Membership is one
+ * rule, enforced: a set never owns its members, a migration is in at most
+ * one set, and either may be freed first. vfiomig_mig_free() takes the
+ * migration out of its set; vfiomig_mig_set_free() releases the members
+ * (they stay valid, and must still be freed). The set holds a reference
+ * on ctx.
+ */
 VFIOMIG_API int vfiomig_mig_set_new(struct vfiomig_ctx *ctx, struct vfiomig_mig_set **out);
-/* Free the set (not its members). */
+/* Free the set; its members leave it and are not freed. NULL is accepted. */
 VFIOMIG_API void vfiomig_mig_set_free(struct vfiomig_mig_set *set);
-/* Add a member (the set does not own it; free the set first). -EINVAL on a role mismatch. */
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_mig_set, vfiomig_mig_set_free)
+/*
+ * Add a member. -EINVAL when its role differs from the other members' or
+ * its device belongs to another context than the set; -EEXIST when it is
+ * already in this set or its device already has a member; -EBUSY when it
+ * is in another set.
+ */
 VFIOMIG_API int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *mig);
+/* Take a member out of the set (it is not freed). -ENOENT when it is not a member. */
+VFIOMIG_API int vfiomig_mig_set_remove(struct vfiomig_mig_set *set, struct vfiomig_mig *mig);
 
 /*
  * May the set migrate? 0, or -EOPNOTSUPP with the reason: a member is

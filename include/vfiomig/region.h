@@ -21,15 +21,15 @@ extern "C" {
 #endif
 
 /* Region flags (kernel VFIO_REGION_INFO_FLAG_* values). */
-#define VFIOMIG_REGION_READ  (1u << 0)
-#define VFIOMIG_REGION_WRITE (1u << 1)
-#define VFIOMIG_REGION_MMAP  (1u << 2)
-#define VFIOMIG_REGION_CAPS  (1u << 3)
+#define VFIOMIG_REGION_FLAG_READ  (1u << 0)
+#define VFIOMIG_REGION_FLAG_WRITE (1u << 1)
+#define VFIOMIG_REGION_FLAG_MMAP  (1u << 2)
+#define VFIOMIG_REGION_FLAG_CAPS  (1u << 3)
 
 /* vfiomig_region_info.cap_flags: what the capability chain carried. */
 #define VFIOMIG_REGION_HAS_TYPE      (1u << 0)
 #define VFIOMIG_REGION_HAS_SPARSE    (1u << 1)
-#define VFIOMIG_REGION_MSIX_MAPPABLE (1u << 2)
+#define VFIOMIG_REGION_HAS_MSIX_MAPPABLE (1u << 2)
 
 /* Well-known PCI region indexes. */
 #define VFIOMIG_PCI_BAR0_REGION   0
@@ -45,15 +45,14 @@ extern "C" {
 /* Filled by vfiomig_region_get_info(); set sz first (VFIOMIG_OPTS). */
 struct vfiomig_region_info {
 	size_t sz;
-	uint32_t index;
-	uint32_t flags;     /* VFIOMIG_REGION_READ/WRITE/MMAP/CAPS */
 	uint64_t size;
 	uint64_t offset;    /* file offset of the region on the device fd */
+	uint32_t index;
+	uint32_t flags;     /* VFIOMIG_REGION_FLAG_* */
 	uint32_t cap_flags; /* VFIOMIG_REGION_HAS_* */
 	uint32_t type;      /* valid with VFIOMIG_REGION_HAS_TYPE */
 	uint32_t subtype;
 	uint32_t nr_sparse_areas; /* valid with VFIOMIG_REGION_HAS_SPARSE */
-	size_t :0;
 };
 
 /*
@@ -111,10 +110,11 @@ struct vfiomig_region_map;
 
 /*
  * mmap a region (prot: PROT_READ and/or PROT_WRITE values). The region
- * must have VFIOMIG_REGION_MMAP. With a sparse-mmap capability only the
+ * must have VFIOMIG_REGION_FLAG_MMAP. With a sparse-mmap capability only the
  * listed areas are mapped (an empty list maps nothing and returns
  * -ENOENT); without one the whole region is one area. Returns 0 and *out
- * (free with vfiomig_region_unmap()), or -errno with nothing left mapped.
+ * (free with vfiomig_region_unmap(); the map holds a reference on the
+ * device), or -errno with nothing left mapped.
  */
 VFIOMIG_API int vfiomig_region_mmap(struct vfiomig_device *dev, uint32_t index, int prot,
 				    struct vfiomig_region_map **out);
@@ -133,8 +133,9 @@ VFIOMIG_API int vfiomig_region_map_area(const struct vfiomig_region_map *map, ui
 VFIOMIG_API void *vfiomig_region_map_ptr(const struct vfiomig_region_map *map, uint64_t offset,
 					 size_t len);
 
-/* Unmap every area and free the map. NULL is accepted. */
+/* Unmap every area and free the map (which held a reference on its device). NULL is accepted. */
 VFIOMIG_API void vfiomig_region_unmap(struct vfiomig_region_map *map);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_region_map, vfiomig_region_unmap)
 
 #ifdef __cplusplus
 }

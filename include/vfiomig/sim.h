@@ -34,34 +34,33 @@ struct vfiomig_sim;
 struct vfiomig_sim_device;
 
 /* vfiomig_sim_opts.flags */
-#define VFIOMIG_SIM_NO_IOMMUFD (1u << 0) /* no /dev/iommu and no vfio cdevs */
-#define VFIOMIG_SIM_NO_TYPE1   (1u << 1) /* containers refuse VFIO_TYPE1v2_IOMMU */
-#define VFIOMIG_SIM_IOMMUFD_DIRTY (1u << 2) /* the IOMMU behind iommufd has dirty tracking */
+#define VFIOMIG_SIM_F_NO_IOMMUFD (1u << 0) /* no /dev/iommu and no vfio cdevs */
+#define VFIOMIG_SIM_F_NO_TYPE1   (1u << 1) /* containers refuse VFIO_TYPE1v2_IOMMU */
+#define VFIOMIG_SIM_F_IOMMUFD_DIRTY (1u << 2) /* the IOMMU behind iommufd has dirty tracking */
 
 struct vfiomig_sim_opts {
 	size_t sz;
-	uint32_t flags; /* VFIOMIG_SIM_* */
-	uint32_t :32;
-	size_t :0;
+	uint32_t flags; /* VFIOMIG_SIM_F_* */
+	uint32_t reserved;
 };
 
-/* Create / free a simulator. Free only after every ctx using it. */
+/*
+ * Create / free a simulator. Free it only after every ctx using it has
+ * gone (a ctx lives until the last object made from it is released).
+ */
 VFIOMIG_API int vfiomig_sim_new(const struct vfiomig_sim_opts *opts, struct vfiomig_sim **out);
 VFIOMIG_API void vfiomig_sim_free(struct vfiomig_sim *sim);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_sim, vfiomig_sim_free)
 
 /* The simulator's kernel ops; pass the simulator as kernel_user. */
 VFIOMIG_API const struct vfiomig_kernel_ops *vfiomig_sim_kernel_ops(void);
 
 /*
  * Convenience: a ctx whose kernel is `sim`. opts may be NULL; its
- * kernel_ops / kernel_user must be unset. Free with vfiomig_ctx_free().
+ * kernel_ops / kernel_user must be unset. Free with vfiomig_ctx_unref().
  */
 VFIOMIG_API int vfiomig_sim_ctx_new(struct vfiomig_sim *sim, const struct vfiomig_ctx_opts *opts,
 				    struct vfiomig_ctx **out);
-
-/* vfiomig_sim_device_opts.kind */
-#define VFIOMIG_SIM_PCI  1 /* a vfio-pci function: config space, BAR0, BAR2 */
-#define VFIOMIG_SIM_MDEV 2 /* a mediated device: emulated IOMMU group */
 
 /* vfiomig_sim_device_opts.flags */
 #define VFIOMIG_SIM_DEV_NO_SPARSE     (1u << 0) /* BAR0 mmappable whole, no sparse cap */
@@ -71,8 +70,6 @@ VFIOMIG_API int vfiomig_sim_ctx_new(struct vfiomig_sim *sim, const struct vfiomi
 
 struct vfiomig_sim_device_opts {
 	size_t sz;
-	uint32_t kind;  /* VFIOMIG_SIM_PCI (default) or VFIOMIG_SIM_MDEV */
-	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
 	/*
 	 * PCI address ("0000:03:00.0") or mdev UUID; NULL: generated
 	 * (0000:00:NN.0, or a UUID).
@@ -80,12 +77,19 @@ struct vfiomig_sim_device_opts {
 	const char *name;
 	/* Put the device in the IOMMU group of this one; NULL: a new group. */
 	struct vfiomig_sim_device *same_group_as;
-	uint16_t vendor_id;    /* default 0x1af4 (PCI) / 0x4348 (mdev) */
-	uint16_t device_id;    /* default 0x10f0 / 0x3253 */
-	uint16_t subsystem_vendor_id;
-	uint16_t subsystem_device_id;
-	uint64_t bar0_size;    /* default 64 KiB; power of two, >= 4 KiB */
 	const char *mdev_type; /* mdev only; default "vfiomig-sim-1" */
+	uint64_t bar0_size;    /* default 64 KiB; power of two, >= 4 KiB */
+	/* Bytes of device state, a multiple of 4 KiB. Default 64 KiB with migration. */
+	uint64_t state_size;
+	/* v1: bytes of the migration region's data section (default 64 KiB, multiple of 4 KiB). */
+	uint64_t v1_data_size;
+	/*
+	 * VFIOMIG_DEVKIND_PCI (default: a vfio-pci function with config space,
+	 * BAR0 and BAR2) or VFIOMIG_DEVKIND_MDEV (a mediated device in an
+	 * emulated IOMMU group).
+	 */
+	uint32_t kind;
+	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
 	/* Migration support: VFIOMIG_SIM_MIG_* (0: the device cannot migrate). */
 	uint32_t migration;
 	/*
@@ -95,11 +99,10 @@ struct vfiomig_sim_device_opts {
 	 * during pre-copy. 0: it changes only through vfiomig_sim_device_run().
 	 */
 	uint32_t auto_dirty_pages;
-	/* Bytes of device state, a multiple of 4 KiB. Default 64 KiB with migration. */
-	uint64_t state_size;
-	/* v1: bytes of the migration region's data section (default 64 KiB, multiple of 4 KiB). */
-	uint64_t v1_data_size;
-	size_t :0;
+	uint16_t vendor_id;    /* default 0x1af4 (PCI) / 0x4348 (mdev) */
+	uint16_t device_id;    /* default 0x10f0 / 0x3253 */
+	uint16_t subsystem_vendor_id;
+	uint16_t subsystem_device_id;
 };
 
 /* vfiomig_sim_device_opts.migration */
@@ -139,7 +142,7 @@ VFIOMIG_API const char *vfiomig_sim_device_name(const struct vfiomig_sim_device 
 VFIOMIG_API const char *vfiomig_sim_device_sysfs_path(const struct vfiomig_sim_device *dev);
 /* Its IOMMU group number. */
 VFIOMIG_API int vfiomig_sim_device_group(const struct vfiomig_sim_device *dev);
-/* Its cdev path ("/dev/vfio/devices/vfioN"), or NULL with VFIOMIG_SIM_NO_IOMMUFD. */
+/* Its cdev path ("/dev/vfio/devices/vfioN"), or NULL with VFIOMIG_SIM_F_NO_IOMMUFD. */
 VFIOMIG_API const char *vfiomig_sim_device_cdev_path(const struct vfiomig_sim_device *dev);
 
 /*
@@ -251,20 +254,19 @@ struct vfiomig_fault;
 
 struct vfiomig_fault_spec {
 	size_t sz;
+	uint64_t nth;      /* hit from the nth matching call on (1 = the next one); 0 means 1 */
+	uint64_t short_len;
+	/* With VFIOMIG_KOP_IOCTL: only calls with this request match (0: any). */
+	uint64_t ioctl_request;
 	uint32_t op;       /* VFIOMIG_KOP_* */
 	uint32_t times;    /* how many matching calls to hit; 0 means 1 */
-	uint64_t nth;      /* hit from the nth matching call on (1 = the next one); 0 means 1 */
 	/*
 	 * Negative errno to return without calling the inner op; 0 to call
 	 * it with the transfer shortened to short_len bytes (read, write,
 	 * pread, pwrite only; short_len 0 makes the call return 0).
 	 */
 	int32_t error;
-	uint32_t :32;
-	uint64_t short_len;
-	/* With VFIOMIG_KOP_IOCTL: only calls with this request match (0: any). */
-	uint64_t ioctl_request;
-	size_t :0;
+	uint32_t reserved;
 };
 
 /*
@@ -274,6 +276,7 @@ struct vfiomig_fault_spec {
 VFIOMIG_API int vfiomig_fault_new(const struct vfiomig_kernel_ops *inner, void *inner_user,
 				  struct vfiomig_fault **out);
 VFIOMIG_API void vfiomig_fault_free(struct vfiomig_fault *f);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_fault, vfiomig_fault_free)
 
 /* The injector's kernel ops; pass the injector as kernel_user. */
 VFIOMIG_API const struct vfiomig_kernel_ops *vfiomig_fault_kernel_ops(void);

@@ -17,8 +17,7 @@
  * the first broken link.
  *
  * Threads: a stream may be used from one thread at a time (the caller
- * serialises). It keeps a pointer to its context: free streams before
- * the context.
+ * serialises). A stream made with a context holds a reference on it.
  */
 #ifndef VFIOMIG_STREAM_H
 #define VFIOMIG_STREAM_H
@@ -60,7 +59,6 @@ struct vfiomig_stream_ops {
 	int (*flush)(void *user);
 	int (*fd)(void *user);
 	void (*release)(void *user);
-	size_t :0;
 };
 
 /*
@@ -68,7 +66,9 @@ struct vfiomig_stream_ops {
  * ops->sz are treated as NULL; non-zero bytes past what this library
  * knows are refused with -EINVAL). `user` stays the caller's until
  * vfiomig_stream_free() calls ops->release. ctx is used for log lines
- * and may be NULL (silent). Returns 0 and *out, or -EINVAL / -ENOMEM.
+ * and may be NULL (silent). Log lines name it "stream" until
+ * vfiomig_stream_set_name() gives it a name. Returns 0 and *out, or
+ * -EINVAL / -ENOMEM.
  */
 VFIOMIG_API int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops *ops,
 				   void *user, struct vfiomig_stream **out);
@@ -127,6 +127,13 @@ VFIOMIG_API int vfiomig_stream_mem_data(const struct vfiomig_stream *s, const vo
 					size_t *len);
 
 /*
+ * Name the stream in log lines ("migration channel to host-b: write:
+ * Broken pipe"); the name is copied. Default: "fd stream N", "memory
+ * stream", "stream". 0, -EINVAL (NULL or longer than 127 bytes) or -ENOMEM.
+ */
+VFIOMIG_API int vfiomig_stream_set_name(struct vfiomig_stream *s, const char *name);
+
+/*
  * Write all len bytes (looping over short writes). Returns 0 or -errno
  * (-EBADF on a read-only stream; the stream's earlier error if it has
  * failed).
@@ -155,6 +162,7 @@ VFIOMIG_API uint64_t vfiomig_stream_bytes_read(const struct vfiomig_stream *s);
  * memory stream's buffer. Does not flush. NULL is accepted.
  */
 VFIOMIG_API void vfiomig_stream_free(struct vfiomig_stream *s);
+VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_stream, vfiomig_stream_free)
 
 /* ------------------------------------------------------------ inspection */
 
@@ -179,23 +187,26 @@ struct vfiomig_record {
 	uint64_t marker; /* the raw 64-bit marker */
 	uint64_t size;   /* body bytes (0 for records without a body) */
 	uint64_t offset; /* stream offset of the marker */
-	size_t :0;
 };
 
 /* Called once per record, in order; a non-zero return stops the walk and is returned. */
 typedef int (*vfiomig_record_fn)(void *user, const struct vfiomig_record *rec);
 
+/* The stream format version this library writes (vfiomig_stream_info.version). */
+#define VFIOMIG_STREAM_VERSION 1
+
 /* What vfiomig_stream_inspect() found; set sz first. */
 struct vfiomig_stream_info {
 	size_t sz;
-	uint32_t version;    /* format version */
-	uint32_t protocol;   /* 1 = v1 region protocol, 2 = v2 data_fd protocol */
-	uint32_t flags;
-	uint32_t kind;       /* device identity: 1 = PCI, 2 = mdev */
+	uint32_t version;    /* format version (VFIOMIG_STREAM_VERSION or older) */
+	uint32_t protocol;   /* VFIOMIG_PROTO_* */
+	uint32_t flags;      /* header flags; version 1 defines none */
+	uint32_t kind;       /* device identity: VFIOMIG_DEVKIND_* */
 	uint16_t vendor, device, subvendor, subdevice;
 	uint32_t class_code;
-	char mdev_type[256];
-	char driver[256];
+	uint32_t has_config;     /* 1: a VMM config record was found */
+	uint32_t init_data_sent; /* 1: a switchover-ack INIT_DATA_SENT record was found */
+	uint32_t reserved;
 	uint64_t bytes;          /* the whole stream, trailer included */
 	uint64_t data_records;
 	uint64_t data_bytes;
@@ -203,9 +214,8 @@ struct vfiomig_stream_info {
 	uint64_t precopy_bytes;  /* data bytes in pre-copy rounds */
 	uint64_t stopcopy_bytes; /* data bytes in stop-and-copy */
 	uint64_t config_bytes;   /* size of the VMM config record (0: none) */
-	uint32_t has_config;
-	uint32_t init_data_sent;
-	size_t :0;
+	char mdev_type[256];
+	char driver[256];
 };
 
 /*

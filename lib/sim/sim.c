@@ -386,7 +386,7 @@ bool sim_device_vfio_bound(const struct vfiomig_sim_device *dev)
 	const char *d = dev->driver;
 	size_t n = strlen(d);
 
-	if (dev->kind == VFIOMIG_SIM_MDEV) {
+	if (dev->kind == VFIOMIG_DEVKIND_MDEV) {
 		for (size_t i = 0; i < SIM_ARRAY_SIZE(mdev_drivers); i++)
 			if (strcmp(d, mdev_drivers[i]) == 0)
 				return true;
@@ -424,7 +424,7 @@ static bool sim_group_has_vfio(const struct vfiomig_sim *sim, const struct sim_g
 
 static bool sim_type1_ext(const struct vfiomig_sim *sim, unsigned long ext)
 {
-	if (sim->flags & VFIOMIG_SIM_NO_TYPE1)
+	if (sim->flags & VFIOMIG_SIM_F_NO_TYPE1)
 		return false;
 	return ext == VU_TYPE1_IOMMU || ext == VU_TYPE1v2_IOMMU || ext == VU_UNMAP_ALL;
 }
@@ -773,7 +773,7 @@ static void sim_config_init(struct vfiomig_sim_device *dev, size_t devindex)
 	sim_put_le(cfg + 0x02, dev->device_id, 2);
 	sim_put_le(cfg + 0x04, dev->cfg_command_init, 2);
 	cfg[0x08] = 0x01; /* revision */
-	if (dev->kind == VFIOMIG_SIM_MDEV) {
+	if (dev->kind == VFIOMIG_DEVKIND_MDEV) {
 		/* serial controller, 16550-compatible (as the mtty sample) */
 		cfg[0x09] = 0x02;
 		cfg[0x0a] = 0x00;
@@ -1022,7 +1022,7 @@ static int sim_bind_iommufd(struct sim_devfile *df, void *arg)
 	if (!sim_group_viable(sim, dev->group))
 		return -EPERM; /* DMA ownership of the group is taken by another driver */
 	/* An emulated device binds as an iommufd access, not as a device object. */
-	err = sim_iommufd_alloc(ictx, dev->kind == VFIOMIG_SIM_MDEV ? SIM_IOMMUFD_ACCESS
+	err = sim_iommufd_alloc(ictx, dev->kind == VFIOMIG_DEVKIND_MDEV ? SIM_IOMMUFD_ACCESS
 								    : SIM_IOMMUFD_DEVICE, &devid);
 	if (err)
 		return err;
@@ -1502,7 +1502,7 @@ static struct vfiomig_sim_device *sim_sysfs_device(const struct vfiomig_sim *sim
 
 static bool sim_has_cdev(const struct vfiomig_sim *sim, const struct vfiomig_sim_device *dev)
 {
-	return !(sim->flags & VFIOMIG_SIM_NO_IOMMUFD) && sim_device_vfio_bound(dev);
+	return !(sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD) && sim_device_vfio_bound(dev);
 }
 
 static int sim_op_open(void *user, const char *path, int flags)
@@ -1521,9 +1521,9 @@ static int sim_op_open(void *user, const char *path, int flags)
 	if (strcmp(p, "/dev/vfio/vfio") == 0)
 		return sim_container_open(sim);
 	if (strcmp(p, "/dev/iommu") == 0)
-		return sim->flags & VFIOMIG_SIM_NO_IOMMUFD ? -ENOENT : sim_iommufd_open(sim);
+		return sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD ? -ENOENT : sim_iommufd_open(sim);
 	if (strncmp(p, "/dev/vfio/devices/vfio", 22) == 0) {
-		if (sim->flags & VFIOMIG_SIM_NO_IOMMUFD || !sim_parse_dec(p + 22, INT32_MAX, &n))
+		if (sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD || !sim_parse_dec(p + 22, INT32_MAX, &n))
 			return -ENOENT;
 		for (size_t i = 0; i < sim->ndevs; i++) {
 			struct vfiomig_sim_device *dev = sim->devs[i];
@@ -1580,10 +1580,10 @@ static ssize_t sim_op_readlink(void *user, const char *path, char *buf, size_t l
 		if (!dev->driver[0])
 			return -ENOENT;
 		snprintf(target, sizeof(target), "../../../bus/%s/drivers/%s",
-			 dev->kind == VFIOMIG_SIM_MDEV ? "mdev" : "pci", dev->driver);
+			 dev->kind == VFIOMIG_DEVKIND_MDEV ? "mdev" : "pci", dev->driver);
 		return sim_link_out(target, buf, len);
 	}
-	if (strcmp(rest, "/mdev_type") == 0 && dev->kind == VFIOMIG_SIM_MDEV) {
+	if (strcmp(rest, "/mdev_type") == 0 && dev->kind == VFIOMIG_DEVKIND_MDEV) {
 		/* The parent device's type directory; the library takes the basename. */
 		snprintf(target, sizeof(target),
 			 "../../../devices/virtual/vfiomig-sim/vfiomig-sim/mdev_supported_types/%s",
@@ -1640,7 +1640,7 @@ static int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, vo
 		return 0;
 	}
 	if (strcmp(p, "/sys/bus/pci/devices") == 0 || strcmp(p, "/sys/bus/mdev/devices") == 0) {
-		uint32_t kind = p[9] == 'p' ? VFIOMIG_SIM_PCI : VFIOMIG_SIM_MDEV;
+		uint32_t kind = p[9] == 'p' ? VFIOMIG_DEVKIND_PCI : VFIOMIG_DEVKIND_MDEV;
 
 		for (size_t i = 0; i < sim->ndevs; i++)
 			if (sim->devs[i]->kind == kind && (ret = fn(cb_user, sim->devs[i]->name)))
@@ -1650,7 +1650,7 @@ static int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, vo
 	if (strcmp(p, "/dev/vfio") == 0) {
 		if ((ret = fn(cb_user, "vfio")))
 			return ret;
-		if (!(sim->flags & VFIOMIG_SIM_NO_IOMMUFD) && (ret = fn(cb_user, "devices")))
+		if (!(sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD) && (ret = fn(cb_user, "devices")))
 			return ret;
 		for (size_t i = 0; i < sim->ngroups; i++) {
 			if (!sim_group_has_vfio(sim, sim->groups[i]))
@@ -1662,7 +1662,7 @@ static int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, vo
 		return 0;
 	}
 	if (strcmp(p, "/dev/vfio/devices") == 0) {
-		if (sim->flags & VFIOMIG_SIM_NO_IOMMUFD)
+		if (sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD)
 			return -ENOENT;
 		for (size_t i = 0; i < sim->ndevs; i++) {
 			if (!sim_has_cdev(sim, sim->devs[i]))
@@ -1681,7 +1681,7 @@ static int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, vo
 			return ret;
 		if ((ret = fn(cb_user, "iommu_group")))
 			return ret;
-		if (dev->kind == VFIOMIG_SIM_MDEV && (ret = fn(cb_user, "mdev_type")))
+		if (dev->kind == VFIOMIG_DEVKIND_MDEV && (ret = fn(cb_user, "mdev_type")))
 			return ret;
 		if (sim_has_cdev(sim, dev))
 			return fn(cb_user, "vfio-dev");
@@ -1859,8 +1859,8 @@ const struct vfiomig_kernel_ops *vfiomig_sim_kernel_ops(void)
 
 int vfiomig_sim_new(const struct vfiomig_sim_opts *opts, struct vfiomig_sim **out)
 {
-	const uint32_t known = VFIOMIG_SIM_NO_IOMMUFD | VFIOMIG_SIM_NO_TYPE1 |
-			       VFIOMIG_SIM_IOMMUFD_DIRTY;
+	const uint32_t known = VFIOMIG_SIM_F_NO_IOMMUFD | VFIOMIG_SIM_F_NO_TYPE1 |
+			       VFIOMIG_SIM_F_IOMMUFD_DIRTY;
 	struct vfiomig_sim *sim;
 	uint32_t flags;
 	long pg;
@@ -2089,7 +2089,7 @@ static int sim_device_regions(struct vfiomig_sim_device *dev)
 			break;
 		case VU_PCI_VGA_REGION_INDEX:
 			/* vfio-pci refuses the VGA index without VGA; mdev drivers say size 0. */
-			t.refuse_info = dev->kind == VFIOMIG_SIM_PCI;
+			t.refuse_info = dev->kind == VFIOMIG_DEVKIND_PCI;
 			break;
 		default:
 			break; /* unimplemented BARs and ROM: flags 0, size 0 */
@@ -2124,13 +2124,13 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 	}
 	kind = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, kind, 0);
 	if (!kind)
-		kind = VFIOMIG_SIM_PCI;
+		kind = VFIOMIG_DEVKIND_PCI;
 	flags = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, flags, 0);
 	name = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, name, NULL);
 	peer = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, same_group_as, NULL);
 	bar0 = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, bar0_size, 0);
 	mtype = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, mdev_type, NULL);
-	if (kind != VFIOMIG_SIM_PCI && kind != VFIOMIG_SIM_MDEV) {
+	if (kind != VFIOMIG_DEVKIND_PCI && kind != VFIOMIG_DEVKIND_MDEV) {
 		sim_set_error(sim, "device kind %u: unknown", kind);
 		return -EINVAL;
 	}
@@ -2145,7 +2145,7 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 			      (unsigned long long)bar0);
 		return -EINVAL;
 	}
-	if (mtype && (kind != VFIOMIG_SIM_MDEV || !mtype[0] || strlen(mtype) >= SIM_NAME_MAX)) {
+	if (mtype && (kind != VFIOMIG_DEVKIND_MDEV || !mtype[0] || strlen(mtype) >= SIM_NAME_MAX)) {
 		sim_set_error(sim, "mdev_type: only for mdevs, 1..%d characters", SIM_NAME_MAX - 1);
 		return -EINVAL;
 	}
@@ -2158,16 +2158,16 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 		for (size_t i = 0; i < sim->ndevs; i++)
 			found |= sim->devs[i] == peer;
 		/* An mdev's emulated IOMMU group holds that one device only. */
-		if (!found || kind != VFIOMIG_SIM_PCI || peer->kind != VFIOMIG_SIM_PCI) {
+		if (!found || kind != VFIOMIG_DEVKIND_PCI || peer->kind != VFIOMIG_DEVKIND_PCI) {
 			sim_set_error(sim, "same_group_as: not a PCI device of this simulator");
 			return -EINVAL;
 		}
 		g = peer->group;
 	}
 	if (name) {
-		if (kind == VFIOMIG_SIM_PCI ? !sim_valid_pci_name(name) : !sim_valid_uuid(name)) {
+		if (kind == VFIOMIG_DEVKIND_PCI ? !sim_valid_pci_name(name) : !sim_valid_uuid(name)) {
 			sim_set_error(sim, "device name \"%.64s\": not a %s", name,
-				      kind == VFIOMIG_SIM_PCI ? "PCI address (0000:03:00.0)"
+				      kind == VFIOMIG_DEVKIND_PCI ? "PCI address (0000:03:00.0)"
 							      : "lower-case UUID");
 			return -EINVAL;
 		}
@@ -2177,7 +2177,7 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 		}
 	} else {
 		do {
-			if (kind == VFIOMIG_SIM_PCI) {
+			if (kind == VFIOMIG_DEVKIND_PCI) {
 				unsigned int slot = ++sim->next_pci_slot;
 
 				snprintf(genname, sizeof(genname), "0000:%02x:%02x.0",
@@ -2202,17 +2202,17 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 	dev->flags = flags;
 	snprintf(dev->name, sizeof(dev->name), "%s", name);
 	snprintf(dev->sysfs_path, sizeof(dev->sysfs_path), "/sys/bus/%s/devices/%s",
-		 kind == VFIOMIG_SIM_PCI ? "pci" : "mdev", name);
+		 kind == VFIOMIG_DEVKIND_PCI ? "pci" : "mdev", name);
 	snprintf(dev->driver, sizeof(dev->driver), "%s",
-		 kind == VFIOMIG_SIM_PCI ? "vfio-pci" : "vfio_mdev");
+		 kind == VFIOMIG_DEVKIND_PCI ? "vfio-pci" : "vfio_mdev");
 	snprintf(dev->mdev_type, sizeof(dev->mdev_type), "%s",
-		 kind == VFIOMIG_SIM_MDEV ? (mtype ? mtype : "vfiomig-sim-1") : "");
+		 kind == VFIOMIG_DEVKIND_MDEV ? (mtype ? mtype : "vfiomig-sim-1") : "");
 	dev->vendor_id = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, vendor_id, 0);
 	dev->device_id = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, device_id, 0);
 	if (!dev->vendor_id)
-		dev->vendor_id = kind == VFIOMIG_SIM_PCI ? 0x1af4 : 0x4348;
+		dev->vendor_id = kind == VFIOMIG_DEVKIND_PCI ? 0x1af4 : 0x4348;
 	if (!dev->device_id)
-		dev->device_id = kind == VFIOMIG_SIM_PCI ? 0x10f0 : 0x3253;
+		dev->device_id = kind == VFIOMIG_DEVKIND_PCI ? 0x10f0 : 0x3253;
 	dev->subsystem_vendor_id =
 		SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, subsystem_vendor_id, 0);
 	dev->subsystem_device_id =
@@ -2249,7 +2249,7 @@ int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_dev
 			return -ENOMEM;
 		}
 		g->num = sim->next_group++;
-		g->emulated = kind == VFIOMIG_SIM_MDEV;
+		g->emulated = kind == VFIOMIG_DEVKIND_MDEV;
 		sim->groups[sim->ngroups++] = g;
 	}
 	dev->group = g;
@@ -2280,7 +2280,7 @@ int vfiomig_sim_device_group(const struct vfiomig_sim_device *dev)
 
 const char *vfiomig_sim_device_cdev_path(const struct vfiomig_sim_device *dev)
 {
-	if (!dev || dev->sim->flags & VFIOMIG_SIM_NO_IOMMUFD)
+	if (!dev || dev->sim->flags & VFIOMIG_SIM_F_NO_IOMMUFD)
 		return NULL;
 	return dev->cdev_path;
 }

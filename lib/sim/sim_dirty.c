@@ -785,7 +785,7 @@ int sim_iommufd_attach(struct sim_iommufd *ictx, struct vfiomig_sim_device *dev,
 	int err;
 
 	/* An emulated device's access attaches to an IOAS only (iommufd_access_attach). */
-	if (dev->kind == VFIOMIG_SIM_MDEV) {
+	if (dev->kind == VFIOMIG_DEVKIND_MDEV) {
 		if (!pt || pt->kind != SIM_IOMMUFD_IOAS)
 			return -ENOENT;
 		pt->users++;
@@ -1060,7 +1060,7 @@ static int get_hw_info(struct sim_iommufd *ictx, void *arg)
 	h.data_len = 0;
 	h.out_data_type = 0;
 	h.out_capabilities = 0;
-	if (ictx->obj.sim->flags & VFIOMIG_SIM_IOMMUFD_DIRTY)
+	if (ictx->obj.sim->flags & VFIOMIG_SIM_F_IOMMUFD_DIRTY)
 		h.out_capabilities |= VU_IOMMU_HW_CAP_DIRTY_TRACKING;
 	ucmd_out(arg, &h, sizeof(h));
 	return 0;
@@ -1094,7 +1094,7 @@ static int hwpt_alloc(struct sim_iommufd *ictx, void *arg)
 		return -EOPNOTSUPP;
 	dirty = a.flags & VU_IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
 	/* Dirty tracking needs IOMMU_CAP_DIRTY_TRACKING on the device's IOMMU. */
-	if (dirty && !(ictx->obj.sim->flags & VFIOMIG_SIM_IOMMUFD_DIRTY))
+	if (dirty && !(ictx->obj.sim->flags & VFIOMIG_SIM_F_IOMMUFD_DIRTY))
 		return -EOPNOTSUPP;
 	/* The domain's aperture may not cut existing mappings. */
 	if (!ds_all_allowed(&pt->ioas->ds))
@@ -1547,7 +1547,7 @@ int vfiomig_sim_device_pin(struct vfiomig_sim_device *dev, uint64_t iova, uint64
 	int err;
 
 	/* Only emulated devices pin through VFIO (vfio_pin_pages needs an emulated IOMMU). */
-	if (!dev || dev->kind != VFIOMIG_SIM_MDEV || dma_range(iova, len, &last))
+	if (!dev || dev->kind != VFIOMIG_DEVKIND_MDEV || dma_range(iova, len, &last))
 		return -EINVAL;
 	err = dev_space(dev, &ds, &c, &hwpt);
 	if (err)

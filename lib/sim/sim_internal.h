@@ -166,7 +166,7 @@ struct sim_devfile;
 
 struct vfiomig_sim_device {
 	struct vfiomig_sim *sim;
-	uint32_t kind;  /* VFIOMIG_SIM_PCI / MDEV */
+	uint32_t kind;  /* VFIOMIG_DEVKIND_PCI / MDEV */
 	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
 	char name[SIM_NAME_MAX];
 	char sysfs_path[128];

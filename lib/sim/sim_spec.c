@@ -124,9 +124,9 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 	if (p)
 		*p++ = '\0';
 	if (strcmp(kind, "pci") == 0) {
-		o.kind = VFIOMIG_SIM_PCI;
+		o.kind = VFIOMIG_DEVKIND_PCI;
 	} else if (strcmp(kind, "mdev") == 0) {
-		o.kind = VFIOMIG_SIM_MDEV;
+		o.kind = VFIOMIG_DEVKIND_MDEV;
 	} else {
 		sim_set_error(sim, "device spec \"%.200s\": kind \"%.32s\" is not pci or mdev",
 			      spec, kind);

@@ -159,7 +159,7 @@ static int kernel_state(struct vfiomig_device *dev)
 
 static const char *kstate_name(int s)
 {
-	return s < 0 ? vfiomig_strerror(s) : vfiomig_state_name((uint32_t)s);
+	return s < 0 ? vfiomig_strerror(s) : vfiomig_device_state_name((uint32_t)s);
 }
 
 static int reg_read8(struct vfiomig_device *dev, uint32_t bar, uint64_t off, uint8_t *v)
@@ -389,7 +389,7 @@ static bool edu_open_by_pci_address(struct env *e, char *why, size_t whylen)
 	ok = true;
 out:
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -405,19 +405,19 @@ static bool edu_region_info(struct env *e, char *why, size_t whylen)
 	CALL(vfiomig_device_open(ctx, e->edu, NULL, &dev));
 	CALL(vfiomig_region_get_info(dev, VFIOMIG_PCI_BAR0_REGION, &bar0));
 	CHECK(bar0.size == 1u << 20, "BAR0 size %" PRIu64 ", edu has a 1 MiB BAR0", bar0.size);
-	CHECK((bar0.flags & (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE | VFIOMIG_REGION_MMAP)) ==
-	      (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE | VFIOMIG_REGION_MMAP),
+	CHECK((bar0.flags & (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE | VFIOMIG_REGION_FLAG_MMAP)) ==
+	      (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE | VFIOMIG_REGION_FLAG_MMAP),
 	      "BAR0 flags 0x%x, expected READ|WRITE|MMAP", bar0.flags);
 	CALL(vfiomig_region_get_info(dev, VFIOMIG_PCI_CONFIG_REGION, &cfg));
 	CHECK(cfg.size >= 256, "config region of %" PRIu64 " bytes", cfg.size);
-	CHECK((cfg.flags & (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE)) ==
-	      (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE), "config flags 0x%x", cfg.flags);
+	CHECK((cfg.flags & (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE)) ==
+	      (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE), "config flags 0x%x", cfg.flags);
 	CHECK(cfg.offset != bar0.offset, "config and BAR0 at the same file offset 0x%" PRIx64,
 	      cfg.offset);
 	ok = true;
 out:
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -455,7 +455,7 @@ static bool edu_bar0_mmap_registers(struct env *e, char *why, size_t whylen)
 out:
 	vfiomig_region_unmap(map);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -479,7 +479,7 @@ static bool edu_config_space_ids(struct env *e, char *why, size_t whylen)
 	ok = true;
 out:
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -541,7 +541,7 @@ static bool edu_iommu_caps(struct env *e, char *why, size_t whylen)
 out:
 	vfiomig_free(info);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -568,13 +568,13 @@ static bool edu_migration_blocked(struct env *e, char *why, size_t whylen)
 	CHECK(ret == -EOPNOTSUPP, "mig_check: %d, expected -EOPNOTSUPP", ret);
 	CHECK(strstr(reason, "does not support migration"), "blocker reason '%s'", reason);
 	printf("# blocker: %s\n", reason);
-	ret = vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, NULL, &m);
+	ret = vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, NULL, &m);
 	CHECK(ret == -EOPNOTSUPP && !m, "mig_new: %d, expected -EOPNOTSUPP", ret);
 	ok = true;
 out:
 	vfiomig_mig_free(m);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -584,7 +584,7 @@ out:
  * copies from its internal buffer at 0x40000 into guest RAM through the
  * vIOMMU, at the IOVA we mapped. For an IOMMU-backed group that never
  * pinned pages the kernel reports every mapped page dirty, and the library
- * says so (VFIOMIG_DIRTY_ALL).
+ * says so (VFIOMIG_DIRTY_RESULT_ALL).
  */
 #define EDU_DMA_SRC   0x80
 #define EDU_DMA_DST   0x88
@@ -611,15 +611,15 @@ static bool edu_dma_dirty_tracking(struct env *e, char *why, size_t whylen)
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->edu, NULL, &dev));
 	CALL(vfiomig_dirty_probe(dev, &p));
-	CHECK(p.best == VFIOMIG_DIRTY_TYPE1, "chosen mechanism %u, expected type1 (reasons: device "
-	      "'%s', iommufd '%s')", p.best, p.why_not[VFIOMIG_DIRTY_DEVICE],
-	      p.why_not[VFIOMIG_DIRTY_IOMMUFD]);
+	CHECK(p.best == VFIOMIG_DIRTY_MECH_TYPE1, "chosen mechanism %u, expected type1 (reasons: device "
+	      "'%s', iommufd '%s')", p.best, p.why_not[VFIOMIG_DIRTY_MECH_DEVICE],
+	      p.why_not[VFIOMIG_DIRTY_MECH_IOMMUFD]);
 	CHECK(p.type1_coarse, "type1 on an IOMMU-backed group should be reported coarse");
 	CHECK(p.type1_pgsize == 4096, "type1 dirty page size %" PRIu64, p.type1_pgsize);
 	CALL(vfiomig_dma_map(dev, mem, DMA_IOVA, DMA_LEN, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
 	mapped = true;
 	CALL(vfiomig_dirty_start(dev, NULL, &d));
-	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_TYPE1, "mechanism %u",
+	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_MECH_TYPE1, "mechanism %u",
 	      vfiomig_dirty_mechanism(d));
 
 	/* A device masters the bus only when the PCI command register lets it. */
@@ -650,7 +650,7 @@ static bool edu_dma_dirty_tracking(struct env *e, char *why, size_t whylen)
 	      "edu's DMA wrote outside its 2 KiB");
 
 	ret = vfiomig_dirty_query(d, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_ALL, "query returned %d, expected VFIOMIG_DIRTY_ALL (coarse)",
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_ALL, "query returned %d, expected VFIOMIG_DIRTY_RESULT_ALL (coarse)",
 	      ret);
 	CHECK(bm[0] == 0xffff, "bitmap 0x%" PRIx64 ": every one of the 16 mapped pages should be "
 	      "dirty", bm[0]);
@@ -669,7 +669,7 @@ out:
 	if (mapped)
 		vfiomig_dma_unmap(dev, DMA_IOVA, DMA_LEN, 0, NULL, 0);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	if (mem != MAP_FAILED)
 		munmap(mem, DMA_LEN);
 	return ok;
@@ -699,11 +699,11 @@ static bool mtty_type1_dirty_is_clean(struct env *e, char *why, size_t whylen)
 	CALL(vfiomig_dma_map(dev, mem, DMA_IOVA, DMA_LEN, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
 	mapped = true;
 	{
-		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_TYPE1);
+		VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_MECH_TYPE1);
 		CALL(vfiomig_dirty_start(dev, &o, &d));
 	}
 	ret = vfiomig_dirty_query(d, DMA_IOVA, DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_EXACT, "query returned %d, expected an exact report", ret);
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT, "query returned %d, expected an exact report", ret);
 	CHECK(bm[0] == 0, "bitmap 0x%" PRIx64 ": mtty wrote nothing, so nothing is dirty", bm[0]);
 	ok = true;
 out:
@@ -711,7 +711,7 @@ out:
 	if (mapped)
 		vfiomig_dma_unmap(dev, DMA_IOVA, DMA_LEN, 0, NULL, 0);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	if (mem != MAP_FAILED)
 		munmap(mem, DMA_LEN);
 	return ok;
@@ -741,9 +741,9 @@ static bool mtty_open_by_uuid(struct env *e, char *why, size_t whylen)
 		CALL(vfiomig_region_get_info(a, bar, &ri));
 		CHECK(ri.size == 8, "BAR%u: %" PRIu64 " bytes, expected an 8-byte I/O BAR", bar,
 		      ri.size);
-		CHECK((ri.flags & (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE)) ==
-		      (VFIOMIG_REGION_READ | VFIOMIG_REGION_WRITE) &&
-		      !(ri.flags & VFIOMIG_REGION_MMAP), "BAR%u flags 0x%x", bar, ri.flags);
+		CHECK((ri.flags & (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE)) ==
+		      (VFIOMIG_REGION_FLAG_READ | VFIOMIG_REGION_FLAG_WRITE) &&
+		      !(ri.flags & VFIOMIG_REGION_FLAG_MMAP), "BAR%u flags 0x%x", bar, ri.flags);
 	}
 	CALL(vfiomig_region_read_reg(a, VFIOMIG_PCI_CONFIG_REGION, 0, 4, &id));
 	CHECK(id == ((uint64_t)MTTY_DEVICE << 16 | MTTY_VENDOR), "config dword 0: 0x%08" PRIx64,
@@ -752,7 +752,7 @@ static bool mtty_open_by_uuid(struct env *e, char *why, size_t whylen)
 out:
 	vfiomig_device_close(a);
 	vfiomig_device_close(b);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -799,7 +799,7 @@ out:
 	vfiomig_free(info);
 	vfiomig_device_close(a);
 	vfiomig_device_close(edu);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -815,19 +815,19 @@ static bool mtty_migration_info(struct env *e, char *why, size_t whylen)
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->mtty[M_A], NULL, &a));
 	CALL(vfiomig_device_migration_info(a, &mi));
-	CHECK(mi.protocols == VFIOMIG_MIG_PROTO_V2, "protocols 0x%x, expected v2 only",
+	CHECK(mi.protocols == VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V2), "protocols 0x%x, expected v2 only",
 	      mi.protocols);
-	CHECK(mi.v2_flags == (VFIOMIG_MIG_STOP_COPY | VFIOMIG_MIG_P2P | VFIOMIG_MIG_PRE_COPY),
+	CHECK(mi.v2_flags == (VFIOMIG_V2_STOP_COPY | VFIOMIG_V2_P2P | VFIOMIG_V2_PRE_COPY),
 	      "v2 flags 0x%" PRIx64 ", expected 7 (STOP_COPY|P2P|PRE_COPY)", mi.v2_flags);
 	CHECK(mi.reason[0] == '\0', "a reason for a migratable device: '%s'", mi.reason);
 	CALL(vfiomig_mig_check(a, NULL, reason, sizeof(reason)));
 	CHECK(reason[0] == '\0', "mig_check left a reason: '%s'", reason);
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "a fresh mtty is %s, expected RUNNING", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "a fresh mtty is %s, expected RUNNING", kstate_name(st));
 	ok = true;
 out:
 	vfiomig_device_close(a);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -871,10 +871,10 @@ static bool mtty_migrate_api_precopy(struct env *e, char *why, size_t whylen)
 	VFIOMIG_OPTS(mig_opts, so, .config_save = config_save, .config_user = &cfg_out);
 	VFIOMIG_OPTS(mig_opts, lo, .config_load = config_load, .config_user = &cfg_in);
 	CALL(vfiomig_stream_mem_new(ctx, &wire));
-	CALL(vfiomig_mig_new(a, VFIOMIG_MIG_SAVE, &so, &src));
+	CALL(vfiomig_mig_new(a, VFIOMIG_ROLE_SAVE, &so, &src));
 	CALL(vfiomig_mig_save_setup(src, wire));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_PRE_COPY, "after save_setup the kernel has A in %s, expected "
+	CHECK(st == VFIOMIG_DEVICE_STATE_PRE_COPY, "after save_setup the kernel has A in %s, expected "
 	      "PRE_COPY", kstate_name(st));
 	CALL(vfiomig_mig_save_pending(src, &pend));
 	printf("# pending: precopy initial %" PRIu64 " dirty %" PRIu64 ", stop-copy %" PRIu64 "\n",
@@ -901,11 +901,11 @@ static bool mtty_migrate_api_precopy(struct env *e, char *why, size_t whylen)
 
 	CALL(vfiomig_mig_vm_state(src, VFIOMIG_VM_STOPPED));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_STOP_COPY, "VM stopped: A is %s, expected STOP_COPY",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP_COPY, "VM stopped: A is %s, expected STOP_COPY",
 	      kstate_name(st));
 	CALL(vfiomig_mig_save_complete(src, wire));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_STOP, "after save_complete A is %s, expected STOP",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "after save_complete A is %s, expected STOP",
 	      kstate_name(st));
 	CALL(vfiomig_mig_get_stats(src, &sst));
 	printf("# save: %" PRIu64 " stream bytes, %" PRIu64 " device bytes (%" PRIu64 " pre-copy, %"
@@ -943,10 +943,10 @@ static bool mtty_migrate_api_precopy(struct env *e, char *why, size_t whylen)
 	e->stream_stopcopy_len = fs.len;
 
 	/* Destination. */
-	CALL(vfiomig_mig_new(b, VFIOMIG_MIG_LOAD, &lo, &dst));
+	CALL(vfiomig_mig_new(b, VFIOMIG_ROLE_LOAD, &lo, &dst));
 	CALL(vfiomig_mig_load_setup(dst, wire));
 	st = kernel_state(b);
-	CHECK(st == VFIOMIG_STATE_RESUMING, "after load_setup B is %s, expected RESUMING",
+	CHECK(st == VFIOMIG_DEVICE_STATE_RESUMING, "after load_setup B is %s, expected RESUMING",
 	      kstate_name(st));
 	ret = vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING);
 	CHECK(ret == -EBUSY, "VM allowed to run mid-load (%d)", ret);
@@ -955,13 +955,13 @@ static bool mtty_migrate_api_precopy(struct env *e, char *why, size_t whylen)
 	while (ret == 1);
 	CHECK(ret == 0, "load: %s", vfiomig_strerror(ret));
 	st = kernel_state(b);
-	CHECK(st == VFIOMIG_STATE_STOP, "after the load B is %s, expected STOP", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "after the load B is %s, expected STOP", kstate_name(st));
 	CHECK(cfg_in.loaded && cfg_in.len == cfg_out.len &&
 	      memcmp(cfg_in.data, cfg_out.data, cfg_out.len) == 0,
 	      "the config record did not arrive intact (%zu bytes)", cfg_in.len);
 	CALL(vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING));
 	st = kernel_state(b);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "VM running: B is %s", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "VM running: B is %s", kstate_name(st));
 	CALL(vfiomig_mig_event(src, VFIOMIG_EVENT_COMPLETED));
 	CALL(vfiomig_mig_event(dst, VFIOMIG_EVENT_COMPLETED));
 	CALL(vfiomig_mig_get_stats(dst, &dst_st));
@@ -982,7 +982,7 @@ out:
 	vfiomig_stream_free(wire);
 	vfiomig_device_close(a);
 	vfiomig_device_close(b);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1007,14 +1007,14 @@ static bool load_refused(struct env *e, const uint8_t *buf, size_t len, int want
 	/* A sentinel the damaged stream does not hold. */
 	CALL(reg_write8(b, 0, UART_SCR, 0x3c));
 	CALL(vfiomig_stream_mem_fixed_new(ctx, (void *)buf, len, VFIOMIG_STREAM_MEM_READ, &s));
-	CALL(vfiomig_mig_new(b, VFIOMIG_MIG_LOAD, NULL, &m));
+	CALL(vfiomig_mig_new(b, VFIOMIG_ROLE_LOAD, NULL, &m));
 	ret = load_all(m, s);
 	CHECK(ret == want, "load returned %d (%s), expected %d (%s)", ret, vfiomig_strerror(ret),
 	      want, vfiomig_strerror(want));
 	vfiomig_mig_free(m);
 	m = NULL;
 	st = kernel_state(b);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "after the refused load B is %s, expected RUNNING",
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after the refused load B is %s, expected RUNNING",
 	      kstate_name(st));
 	CALL(reg_read8(b, 0, UART_SCR, &scr));
 	CHECK(scr != poison_scr, "B took the damaged stream's scratch value 0x%02x", scr);
@@ -1025,7 +1025,7 @@ static bool load_refused(struct env *e, const uint8_t *buf, size_t len, int want
 	s = NULL;
 	CALL(vfiomig_stream_mem_fixed_new(ctx, e->stream, e->stream_len, VFIOMIG_STREAM_MEM_READ,
 					  &s));
-	CALL(vfiomig_mig_new(b, VFIOMIG_MIG_LOAD, NULL, &m));
+	CALL(vfiomig_mig_new(b, VFIOMIG_ROLE_LOAD, NULL, &m));
 	ret = load_all(m, s);
 	CHECK(ret == 0, "the intact stream no longer loads after the refusal: %s",
 	      vfiomig_strerror(ret));
@@ -1037,7 +1037,7 @@ out:
 	vfiomig_mig_free(m);
 	vfiomig_stream_free(s);
 	vfiomig_device_close(b);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1123,17 +1123,17 @@ static bool mtty_load_refuses_other_type(struct env *e, char *why, size_t whylen
 	CALL(vfiomig_device_open(ctx, e->mtty1, NULL, &d));
 	CALL(vfiomig_stream_mem_fixed_new(ctx, e->stream, e->stream_len, VFIOMIG_STREAM_MEM_READ,
 					  &s));
-	CALL(vfiomig_mig_new(d, VFIOMIG_MIG_LOAD, NULL, &m));
+	CALL(vfiomig_mig_new(d, VFIOMIG_ROLE_LOAD, NULL, &m));
 	ret = vfiomig_mig_load_setup(m, s);
 	CHECK(ret == -ENODEV, "load_setup: %d (%s), expected -ENODEV", ret, vfiomig_strerror(ret));
 	st = kernel_state(d);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "the mtty-1 was moved to %s", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the mtty-1 was moved to %s", kstate_name(st));
 	ok = true;
 out:
 	vfiomig_mig_free(m);
 	vfiomig_stream_free(s);
 	vfiomig_device_close(d);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1154,24 +1154,24 @@ static bool mtty_source_cancel_keeps_state(struct env *e, char *why, size_t whyl
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->mtty[M_A], NULL, &a));
 	CALL(vfiomig_stream_mem_new(ctx, &s));
-	CALL(vfiomig_mig_new(a, VFIOMIG_MIG_SAVE, NULL, &m));
+	CALL(vfiomig_mig_new(a, VFIOMIG_ROLE_SAVE, NULL, &m));
 	/* A was left stopped by its migration: the VM "resumes" it first. */
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "A is %s after vm_state(RUNNING)", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "A is %s after vm_state(RUNNING)", kstate_name(st));
 	CALL(uart_set(a, 0, &u));
 	CALL(vfiomig_mig_save_setup(m, s));
 	CHECK(vfiomig_mig_save_iterate(m, s, 0) >= 0, "save_iterate failed");
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_STOP_COPY, "A is %s, expected STOP_COPY", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP_COPY, "A is %s, expected STOP_COPY", kstate_name(st));
 	CALL(vfiomig_mig_event(m, VFIOMIG_EVENT_CANCELLED));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_STOP, "cancelled in STOP_COPY: A is %s, expected STOP",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "cancelled in STOP_COPY: A is %s, expected STOP",
 	      kstate_name(st));
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
 	st = kernel_state(a);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "VM resumed: A is %s, expected RUNNING",
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "VM resumed: A is %s, expected RUNNING",
 	      kstate_name(st));
 	if (uart_check(a, 0, &u, why, whylen))
 		goto out;
@@ -1180,7 +1180,7 @@ out:
 	vfiomig_mig_free(m);
 	vfiomig_stream_free(s);
 	vfiomig_device_close(a);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1198,17 +1198,17 @@ static bool mtty_device_reset(struct env *e, char *why, size_t whylen)
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->mtty1, NULL, &d));
 	CALL(vfiomig_device_get_info(d, &di));
-	CALL(vfiomig_mig_new(d, VFIOMIG_MIG_SAVE, NULL, &m));
+	CALL(vfiomig_mig_new(d, VFIOMIG_ROLE_SAVE, NULL, &m));
 	/* No save in progress: the device follows the VM. */
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
 	st = kernel_state(d);
-	CHECK(st == VFIOMIG_STATE_STOP, "VM stopped: the device is %s, expected STOP",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "VM stopped: the device is %s, expected STOP",
 	      kstate_name(st));
 	vfiomig_mig_free(m);
 	m = NULL;
 	CALL(vfiomig_device_reset(d));
 	st = kernel_state(d);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "after VFIO_DEVICE_RESET the device is %s",
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after VFIO_DEVICE_RESET the device is %s",
 	      kstate_name(st));
 	if (scratch_works(d, 0x5c, why, whylen))
 		goto out;
@@ -1216,7 +1216,7 @@ static bool mtty_device_reset(struct env *e, char *why, size_t whylen)
 out:
 	vfiomig_mig_free(m);
 	vfiomig_device_close(d);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1255,12 +1255,12 @@ static bool tool_save(struct env *e, char *why, size_t whylen)
 	CHECK(strstr(out, "saved"), "vfiomig save printed no summary");
 	CALL(vfiomig_device_open(ctx, e->mtty[M_C], NULL, &c));
 	st = kernel_state(c);
-	CHECK(st == VFIOMIG_STATE_STOP, "after vfiomig save C is %s, expected STOP",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "after vfiomig save C is %s, expected STOP",
 	      kstate_name(st));
 	ok = true;
 out:
 	vfiomig_device_close(c);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1303,14 +1303,14 @@ static bool tool_load(struct env *e, char *why, size_t whylen)
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->mtty[M_D], NULL, &d));
 	st = kernel_state(d);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "after vfiomig load D is %s, expected RUNNING",
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after vfiomig load D is %s, expected RUNNING",
 	      kstate_name(st));
 	if (uart_check(d, 0, &tool_u0, why, whylen) || uart_check(d, 1, &tool_u1, why, whylen))
 		goto out;
 	ok = true;
 out:
 	vfiomig_device_close(d);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1341,7 +1341,7 @@ static bool tool_load_refuses_truncated(struct env *e, char *why, size_t whylen)
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->mtty[M_D], NULL, &d));
 	st = kernel_state(d);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "after the refused load D is %s", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after the refused load D is %s", kstate_name(st));
 	if (scratch_works(d, 0x96, why, whylen))
 		goto out;
 	ok = true;
@@ -1351,7 +1351,7 @@ out:
 	if (o)
 		fclose(o);
 	vfiomig_device_close(d);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1420,20 +1420,20 @@ static int check_p2p_order(const struct trace *t, int from, const int fds[2], ui
 		int k = ev->fd == fds[0] ? 0 : ev->fd == fds[1] ? 1 : -1;
 
 		printf("# transition: fd %d -> %s: %s; kernel now %s\n", ev->fd,
-		       vfiomig_state_name(ev->want), ev->ret < 0 ? vfiomig_strerror(ev->ret) : "ok",
-		       ev->got < 0 ? "?" : vfiomig_state_name((uint32_t)ev->got));
+		       vfiomig_device_state_name(ev->want), ev->ret < 0 ? vfiomig_strerror(ev->ret) : "ok",
+		       ev->got < 0 ? "?" : vfiomig_device_state_name((uint32_t)ev->got));
 		if (k < 0)
 			continue;
 		if (ev->ret < 0 || ev->got != (int)ev->want) {
 			snprintf(why, whylen, "fd %d: %s refused or not reached", ev->fd,
-				 vfiomig_state_name(ev->want));
+				 vfiomig_device_state_name(ev->want));
 			return -EIO;
 		}
 		if (ev->want == p2p) {
 			if (seen_after[0] || seen_after[1]) {
 				snprintf(why, whylen, "a device went to %s before every device "
-					 "was in %s", vfiomig_state_name(after),
-					 vfiomig_state_name(p2p));
+					 "was in %s", vfiomig_device_state_name(after),
+					 vfiomig_device_state_name(p2p));
 				return -EIO;
 			}
 			seen_p2p[k]++;
@@ -1445,8 +1445,8 @@ static int check_p2p_order(const struct trace *t, int from, const int fds[2], ui
 		if (seen_p2p[k] != 1 || seen_after[k] != 1) {
 			snprintf(why, whylen,
 				 "device %d: %d moves to %s and %d to %s, expected one each", k,
-				 seen_p2p[k], vfiomig_state_name(p2p), seen_after[k],
-				 vfiomig_state_name(after));
+				 seen_p2p[k], vfiomig_device_state_name(p2p), seen_after[k],
+				 vfiomig_device_state_name(after));
 			return -EIO;
 		}
 	return 0;
@@ -1484,7 +1484,7 @@ static bool mtty_set_migrates_through_p2p(struct env *e, char *why, size_t whyle
 	CALL(vfiomig_mig_set_new(ctx, &src));
 	for (int i = 0; i < 2; i++) {
 		CALL(vfiomig_stream_mem_new(ctx, &s[i]));
-		CALL(vfiomig_mig_new(dev[i], VFIOMIG_MIG_SAVE, NULL, &m[i]));
+		CALL(vfiomig_mig_new(dev[i], VFIOMIG_ROLE_SAVE, NULL, &m[i]));
 		CALL(vfiomig_mig_set_add(src, m[i]));
 	}
 	CALL(vfiomig_mig_set_check(src, reason, sizeof(reason)));
@@ -1495,7 +1495,7 @@ static bool mtty_set_migrates_through_p2p(struct env *e, char *why, size_t whyle
 	}
 	mark = t.n;
 	CALL(vfiomig_mig_set_vm_state(src, VFIOMIG_VM_STOPPED));
-	if (check_p2p_order(&t, mark, fds, VFIOMIG_STATE_PRE_COPY_P2P, VFIOMIG_STATE_STOP_COPY,
+	if (check_p2p_order(&t, mark, fds, VFIOMIG_DEVICE_STATE_PRE_COPY_P2P, VFIOMIG_DEVICE_STATE_STOP_COPY,
 			    why, whylen))
 		goto out;
 	for (int i = 0; i < 2; i++)
@@ -1504,7 +1504,7 @@ static bool mtty_set_migrates_through_p2p(struct env *e, char *why, size_t whyle
 	/* Destination set: G and H. */
 	CALL(vfiomig_mig_set_new(ctx, &dst));
 	for (int i = 2; i < 4; i++) {
-		CALL(vfiomig_mig_new(dev[i], VFIOMIG_MIG_LOAD, NULL, &m[i]));
+		CALL(vfiomig_mig_new(dev[i], VFIOMIG_ROLE_LOAD, NULL, &m[i]));
 		CALL(vfiomig_mig_set_add(dst, m[i]));
 	}
 	ret = vfiomig_mig_set_add(dst, m[0]);
@@ -1516,7 +1516,7 @@ static bool mtty_set_migrates_through_p2p(struct env *e, char *why, size_t whyle
 	}
 	mark = t.n;
 	CALL(vfiomig_mig_set_vm_state(dst, VFIOMIG_VM_RUNNING));
-	if (check_p2p_order(&t, mark, fds, VFIOMIG_STATE_RUNNING_P2P, VFIOMIG_STATE_RUNNING,
+	if (check_p2p_order(&t, mark, fds, VFIOMIG_DEVICE_STATE_RUNNING_P2P, VFIOMIG_DEVICE_STATE_RUNNING,
 			    why, whylen))
 		goto out;
 	CALL(vfiomig_mig_set_event(src, VFIOMIG_EVENT_COMPLETED));
@@ -1536,7 +1536,7 @@ out:
 		vfiomig_stream_free(s[i]);
 	for (int i = 0; i < 4; i++)
 		vfiomig_device_close(dev[i]);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1684,7 +1684,7 @@ static int vmt_state(struct env *e, int role)
 		return ret;
 	buf[strcspn(buf, "\n")] = '\0';
 	for (uint32_t s = 0; s < 8; s++)
-		if (strcmp(buf, vfiomig_state_name(s)) == 0)
+		if (strcmp(buf, vfiomig_device_state_name(s)) == 0)
 			return (int)s;
 	return -EPROTO;
 }
@@ -1812,14 +1812,14 @@ static bool vmt_devices_present(struct env *e, char *why, size_t whylen)
 		CHECK(size >= (1u << 20), "%s: state of %" PRIu64 " bytes", e->vmt[role], size);
 		CALL(vfiomig_device_migration_info(dev, &mi));
 		if (type == 2) {
-			CHECK(mi.protocols == VFIOMIG_MIG_PROTO_V2 && mi.v2_flags == 7 &&
+			CHECK(mi.protocols == VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V2) && mi.v2_flags == 7 &&
 			      mi.v1_region == -1, "%s (v2): protocols 0x%x flags 0x%" PRIx64
 			      " v1 region %d", e->vmt[role], mi.protocols, mi.v2_flags,
 			      mi.v1_region);
 		} else if (type == 1) {
-			VFIOMIG_OPTS(mig_opts, o1, .flags = VFIOMIG_MIG_ALLOW_V1);
+			VFIOMIG_OPTS(mig_opts, o1, .flags = VFIOMIG_MIG_F_ALLOW_V1);
 
-			CHECK(mi.protocols == VFIOMIG_MIG_PROTO_V1 && mi.v1_region == VMT_V1_REGION,
+			CHECK(mi.protocols == VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V1) && mi.v1_region == VMT_V1_REGION,
 			      "%s (v1 only): protocols 0x%x v1 region %d", e->vmt[role],
 			      mi.protocols, mi.v1_region);
 			ret = vfiomig_mig_check(dev, NULL, reason, sizeof(reason));
@@ -1828,7 +1828,7 @@ static bool vmt_devices_present(struct env *e, char *why, size_t whylen)
 			      reason);
 			CALL(vfiomig_mig_check(dev, &o1, reason, sizeof(reason)));
 		} else {
-			CHECK(mi.protocols == (VFIOMIG_MIG_PROTO_V1 | VFIOMIG_MIG_PROTO_V2) &&
+			CHECK(mi.protocols == (VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V1) | VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V2)) &&
 			      mi.v2_flags == 7 && mi.v1_region == VMT_V1_REGION,
 			      "%s (v1+v2): protocols 0x%x flags 0x%" PRIx64 " v1 region %d",
 			      e->vmt[role], mi.protocols, mi.v2_flags, mi.v1_region);
@@ -1843,7 +1843,7 @@ static bool vmt_devices_present(struct env *e, char *why, size_t whylen)
 			CHECK((ri.cap_flags & VFIOMIG_REGION_HAS_TYPE) && ri.type == 3 &&
 			      ri.subtype == 1, "%s: v1 region type %u/%u", e->vmt[role], ri.type,
 			      ri.subtype);
-			CHECK((ri.flags & VFIOMIG_REGION_MMAP) &&
+			CHECK((ri.flags & VFIOMIG_REGION_FLAG_MMAP) &&
 			      (ri.cap_flags & VFIOMIG_REGION_HAS_SPARSE) &&
 			      ri.size == VMT_PAGE + VMT_V1_WINDOW,
 			      "%s: v1 region flags 0x%x caps 0x%x size %" PRIu64, e->vmt[role],
@@ -1876,7 +1876,7 @@ static bool vmt_devices_present(struct env *e, char *why, size_t whylen)
 	ok = true;
 out:
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -1918,11 +1918,11 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	CALL(vmt_num(e, rs, "dirty_writes", &w0));
 
 	CALL(vfiomig_stream_mem_new(ctx, &wire));
-	CALL(vfiomig_mig_new(s, VFIOMIG_MIG_SAVE, &so, &src));
+	CALL(vfiomig_mig_new(s, VFIOMIG_ROLE_SAVE, &so, &src));
 	t0 = now_s();
 	CALL(vfiomig_mig_save_setup(src, wire));
 	st = vmt_state(e, rs);
-	CHECK(st == VFIOMIG_STATE_PRE_COPY,
+	CHECK(st == VFIOMIG_DEVICE_STATE_PRE_COPY,
 	      "after save_setup the source is %s", kstate_name(st));
 	CALL(vfiomig_mig_save_pending(src, &pend));
 	printf("# pending at setup: initial %" PRIu64 " dirty %" PRIu64 " stop-copy %" PRIu64 "\n",
@@ -1949,7 +1949,7 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	t1 = now_s();
 	CALL(vfiomig_mig_vm_state(src, VFIOMIG_VM_STOPPED));
 	st = vmt_state(e, rs);
-	CHECK(st == VFIOMIG_STATE_STOP_COPY,
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP_COPY,
 	      "VM stopped: the source is %s", kstate_name(st));
 	CALL(vmt_num(e, rs, "dirty_writes", &w2));
 	CALL(vfiomig_mig_save_complete(src, wire));
@@ -1957,7 +1957,7 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	CALL(vmt_num(e, rs, "dirty_writes", &w3));
 	CHECK(w3 == w2, "the source changed %" PRIu64 " pages after stop-and-copy began", w3 - w2);
 	st = vmt_state(e, rs);
-	CHECK(st == VFIOMIG_STATE_STOP,
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP,
 	      "after save_complete the source is %s", kstate_name(st));
 	CALL(vmt_checksum(e, rs, &sum_s));
 	CALL(vfiomig_mig_get_stats(src, &sst));
@@ -1971,7 +1971,7 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	CHECK(sst.stopcopy_bytes > 0, "no stop-copy data");
 	CHECK(sum_s != sum_d0, "the destination already holds the source's state");
 
-	CALL(vfiomig_mig_new(d, VFIOMIG_MIG_LOAD, &lo, &dst));
+	CALL(vfiomig_mig_new(d, VFIOMIG_ROLE_LOAD, &lo, &dst));
 	t0 = now_s();
 	ret = load_all(dst, wire);
 	t1 = now_s();
@@ -1981,7 +1981,7 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	      sum_s);
 	CALL(vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING));
 	st = vmt_state(e, rd);
-	CHECK(st == VFIOMIG_STATE_RUNNING,
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING,
 	      "VM running: the destination is %s", kstate_name(st));
 	CALL(vfiomig_mig_get_stats(dst, &dstat));
 	CHECK(dstat.device_bytes == sst.device_bytes, "loaded %" PRIu64 " device bytes of %" PRIu64,
@@ -2006,7 +2006,7 @@ out:
 	vfiomig_stream_free(wire);
 	vfiomig_device_close(s);
 	vfiomig_device_close(d);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -2025,7 +2025,7 @@ static bool vmt_v1_migrate_64m_mmap(struct env *e, char *why, size_t whylen)
 	 */
 	KNOB(V_V1S, "v1_reserved", "0x5a000000");
 	KNOB(V_V1D, "v1_reserved", "0xa5000000");
-	ok = migrate_big(e, V_V1S, V_V1D, VFIOMIG_MIG_ALLOW_V1, VFIOMIG_PROTO_V1, why, whylen);
+	ok = migrate_big(e, V_V1S, V_V1D, VFIOMIG_MIG_F_ALLOW_V1, VFIOMIG_PROTO_V1, why, whylen);
 out:
 	return ok;
 }
@@ -2108,7 +2108,7 @@ static void fx_close(struct fx *f)
 {
 	vfiomig_device_close(f->s);
 	vfiomig_device_close(f->d);
-	vfiomig_ctx_free(f->ctx);
+	vfiomig_ctx_unref(f->ctx);
 }
 
 /* The source is RUNNING with the state it had, and the injected fault did fire. */
@@ -2126,7 +2126,7 @@ static int fx_source_intact(struct env *e, struct fx *f, int role_fired, char *w
 			return -EIO;
 		}
 	}
-	if (st != VFIOMIG_STATE_RUNNING) {
+	if (st != VFIOMIG_DEVICE_STATE_RUNNING) {
 		snprintf(why, whylen, "the source is %s, expected RUNNING", kstate_name(st));
 		return -EIO;
 	}
@@ -2150,7 +2150,7 @@ static bool vmt_v1_trapped_window(struct env *e, char *why, size_t whylen)
 	struct fx f = { 0 };
 	struct vfiomig_mig *src = NULL, *dst = NULL;
 	struct vfiomig_stream *wire = NULL;
-	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_ALLOW_V1);
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_F_ALLOW_V1);
 	VFIOMIG_OPTS(region_info, ri);
 	uint64_t sum = 0, ts0 = 0, td0 = 0, ts = 0, td = 0;
 	int ret;
@@ -2162,14 +2162,14 @@ static bool vmt_v1_trapped_window(struct env *e, char *why, size_t whylen)
 	if (fx_open(e, V_F1S, V_F1D, &f, why, whylen))
 		goto out;
 	CALL(vfiomig_region_get_info(f.s, VMT_V1_REGION, &ri));
-	CHECK(!(ri.flags & VFIOMIG_REGION_MMAP), "the window still offers mmap");
+	CHECK(!(ri.flags & VFIOMIG_REGION_FLAG_MMAP), "the window still offers mmap");
 	CALL(vmt_stat(e, V_F1S, "v1_trapped", &ts0));
 	CALL(vmt_stat(e, V_F1D, "v1_trapped", &td0));
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &src));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, &o, &src));
 	ret = save_all(src, wire);
 	CHECK(ret == 0, "v1 save through a trapped window: %s", vfiomig_strerror(ret));
-	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &o, &dst));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_ROLE_LOAD, &o, &dst));
 	ret = load_all(dst, wire);
 	CHECK(ret == 0, "v1 load through a trapped window: %s", vfiomig_strerror(ret));
 	CALL(vmt_checksum(e, V_F1D, &sum));
@@ -2195,7 +2195,7 @@ static bool vmt_v12_shared_engine(struct env *e, char *why, size_t whylen)
 	struct fx f;
 	struct vfiomig_mig *m[2] = { NULL };
 	struct vfiomig_stream *wire = NULL, *rd = NULL;
-	VFIOMIG_OPTS(mig_opts, v1o, .flags = VFIOMIG_MIG_ALLOW_V1 | VFIOMIG_MIG_PREFER_V1);
+	VFIOMIG_OPTS(mig_opts, v1o, .flags = VFIOMIG_MIG_F_ALLOW_V1 | VFIOMIG_MIG_F_PREFER_V1);
 	VFIOMIG_OPTS(stream_info, si);
 	const void *bytes;
 	size_t nbytes;
@@ -2207,7 +2207,7 @@ static bool vmt_v12_shared_engine(struct env *e, char *why, size_t whylen)
 		goto out;
 	/* BS -> BD through the v1 region. */
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &v1o, &m[0]));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, &v1o, &m[0]));
 	ret = save_all(m[0], wire);
 	CHECK(ret == 0, "v1 save: %s", vfiomig_strerror(ret));
 	CALL(vfiomig_stream_mem_data(wire, &bytes, &nbytes));
@@ -2215,7 +2215,7 @@ static bool vmt_v12_shared_engine(struct env *e, char *why, size_t whylen)
 					  &rd));
 	CALL(vfiomig_stream_inspect(rd, 0, &si, NULL, NULL));
 	CHECK(si.protocol == 1, "stream protocol %u, expected v1", si.protocol);
-	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &v1o, &m[1]));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_ROLE_LOAD, &v1o, &m[1]));
 	ret = load_all(m[1], wire);
 	CHECK(ret == 0, "v1 load: %s", vfiomig_strerror(ret));
 	CALL(vmt_checksum(e, V_BD, &sum));
@@ -2236,10 +2236,10 @@ static bool vmt_v12_shared_engine(struct env *e, char *why, size_t whylen)
 	CALL(vmt_checksum(e, V_BD, &f.d_sum));
 	CALL(vfiomig_device_reset(f.s));
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_SAVE, NULL, &m[0]));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_ROLE_SAVE, NULL, &m[0]));
 	ret = save_all(m[0], wire);
 	CHECK(ret == 0, "v2 save: %s", vfiomig_strerror(ret));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_LOAD, NULL, &m[1]));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_LOAD, NULL, &m[1]));
 	ret = load_all(m[1], wire);
 	CHECK(ret == 0, "v2 load: %s", vfiomig_strerror(ret));
 	CALL(vmt_checksum(e, V_BS, &sum));
@@ -2301,14 +2301,14 @@ out:
 /* ---------------------------------------------- raw v2 kernel behaviour */
 
 static const uint32_t all_states[] = {
-	VFIOMIG_STATE_STOP, VFIOMIG_STATE_RUNNING, VFIOMIG_STATE_STOP_COPY,
-	VFIOMIG_STATE_RESUMING, VFIOMIG_STATE_RUNNING_P2P, VFIOMIG_STATE_PRE_COPY,
-	VFIOMIG_STATE_PRE_COPY_P2P,
+	VFIOMIG_DEVICE_STATE_STOP, VFIOMIG_DEVICE_STATE_RUNNING, VFIOMIG_DEVICE_STATE_STOP_COPY,
+	VFIOMIG_DEVICE_STATE_RESUMING, VFIOMIG_DEVICE_STATE_RUNNING_P2P, VFIOMIG_DEVICE_STATE_PRE_COPY,
+	VFIOMIG_DEVICE_STATE_PRE_COPY_P2P,
 };
 
 static bool is_pre(uint32_t s)
 {
-	return s == VFIOMIG_STATE_PRE_COPY || s == VFIOMIG_STATE_PRE_COPY_P2P;
+	return s == VFIOMIG_DEVICE_STATE_PRE_COPY || s == VFIOMIG_DEVICE_STATE_PRE_COPY_P2P;
 }
 
 /* Does from -> to begin a new stream (and hand out a data_fd)? */
@@ -2316,9 +2316,9 @@ static bool new_stream(uint32_t from, uint32_t to)
 {
 	if (from == to)
 		return false;
-	if (is_pre(to) || to == VFIOMIG_STATE_STOP_COPY)
+	if (is_pre(to) || to == VFIOMIG_DEVICE_STATE_STOP_COPY)
 		return !is_pre(from);
-	return to == VFIOMIG_STATE_RESUMING;
+	return to == VFIOMIG_DEVICE_STATE_RESUMING;
 }
 
 /*
@@ -2344,24 +2344,24 @@ static bool vmt_v2_all_arcs(struct env *e, char *why, size_t whylen)
 
 			CALL(kreset(fd));
 			ret = kset_state(fd, from, &dfd);
-			CHECK(ret == 0, "RUNNING -> %s: %s", vfiomig_state_name(from),
+			CHECK(ret == 0, "RUNNING -> %s: %s", vfiomig_device_state_name(from),
 			      vfiomig_strerror(ret));
 			if (dfd >= 0)
 				close(dfd);
 			ret = kset_state(fd, to, &dfd);
 			st = kget_state(fd);
-			if (from == VFIOMIG_STATE_STOP_COPY && is_pre(to)) {
+			if (from == VFIOMIG_DEVICE_STATE_STOP_COPY && is_pre(to)) {
 				CHECK(ret == -EINVAL && st == (int)from, "STOP_COPY -> %s: %s, now %s "
-				      "(expected EINVAL, unchanged)", vfiomig_state_name(to),
+				      "(expected EINVAL, unchanged)", vfiomig_device_state_name(to),
 				      vfiomig_strerror(ret), kstate_name(st));
 				refused++;
 				continue;
 			}
 			CHECK(ret == 0 && st == (int)to, "%s -> %s: %s, now %s",
-			      vfiomig_state_name(from), vfiomig_state_name(to),
+			      vfiomig_device_state_name(from), vfiomig_device_state_name(to),
 			      vfiomig_strerror(ret), kstate_name(st));
 			CHECK((dfd >= 0) == new_stream(from, to), "%s -> %s: data_fd %d",
-			      vfiomig_state_name(from), vfiomig_state_name(to), dfd);
+			      vfiomig_device_state_name(from), vfiomig_device_state_name(to), dfd);
 			if (dfd >= 0)
 				close(dfd);
 			dfd = -1;
@@ -2376,7 +2376,7 @@ out:
 	if (dfd >= 0)
 		close(dfd);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -2396,7 +2396,7 @@ static bool vmt_v2_data_fd_rules(struct env *e, char *why, size_t whylen)
 	fd = vfiomig_device_fd(dev);
 	CALL(kreset(fd));
 	KNOB(V_ARC, "dirty_pause", "1");
-	CALL(kset_state(fd, VFIOMIG_STATE_PRE_COPY, &dfd));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_PRE_COPY, &dfd));
 	CHECK(dfd >= 0, "RUNNING -> PRE_COPY gave no data_fd");
 	CALL(kprecopy_info(dfd, &initial, &dirty));
 	CHECK(initial >= (1u << 20) && dirty == 0, "PRECOPY_INFO: initial %" PRIu64 " dirty %"
@@ -2421,7 +2421,7 @@ static bool vmt_v2_data_fd_rules(struct env *e, char *why, size_t whylen)
 	CHECK(n > (ssize_t)VMT_PAGE, "re-dirtied page: read %zd", n);
 	CHECK(kread(dfd, buf, sizeof(buf)) == -ENOMSG, "nothing pending, yet no ENOMSG");
 	/* PRE_COPY -> STOP_COPY keeps the fd; the stream then ends with 0. */
-	CALL(kset_state(fd, VFIOMIG_STATE_STOP_COPY, &dfd2));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP_COPY, &dfd2));
 	CHECK(dfd2 < 0, "PRE_COPY -> STOP_COPY handed out a second data_fd");
 	total = 0;
 	while ((n = kread(dfd, buf, sizeof(buf))) > 0)
@@ -2431,11 +2431,11 @@ static bool vmt_v2_data_fd_rules(struct env *e, char *why, size_t whylen)
 	/* VFIO_DEVICE_RESET: RUNNING, and the old fd is dead. */
 	CALL(kreset(fd));
 	ret = kget_state(fd);
-	CHECK(ret == VFIOMIG_STATE_RUNNING, "after reset: %s", kstate_name(ret));
+	CHECK(ret == VFIOMIG_DEVICE_STATE_RUNNING, "after reset: %s", kstate_name(ret));
 	ret = (int)kread(dfd, buf, sizeof(buf));
 	CHECK(ret == -ENODEV, "read from a data_fd after reset: %s", vfiomig_strerror(ret));
 	close(dfd);
-	CALL(kset_state(fd, VFIOMIG_STATE_PRE_COPY, &dfd));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_PRE_COPY, &dfd));
 	CALL(kreset(fd));
 	ret = kprecopy_info(dfd, &initial, &dirty);
 	CHECK(ret == -ENODEV, "PRECOPY_INFO after reset: %s", vfiomig_strerror(ret));
@@ -2446,7 +2446,7 @@ out:
 	if (dfd2 >= 0)
 		close(dfd2);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -2537,12 +2537,12 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	CALL(vfiomig_device_open(ctx, e->vmt[V_DL], NULL, &dev));
 	fd = vfiomig_device_fd(dev);
 	CALL(vfiomig_dirty_probe(dev, &p));
-	CHECK(p.available & (1u << VFIOMIG_DIRTY_DEVICE), "device logging unavailable: %s",
-	      p.why_not[VFIOMIG_DIRTY_DEVICE]);
-	CHECK(p.available & (1u << VFIOMIG_DIRTY_TYPE1), "type1 tracking unavailable: %s",
-	      p.why_not[VFIOMIG_DIRTY_TYPE1]);
+	CHECK(p.available & (1u << VFIOMIG_DIRTY_MECH_DEVICE), "device logging unavailable: %s",
+	      p.why_not[VFIOMIG_DIRTY_MECH_DEVICE]);
+	CHECK(p.available & (1u << VFIOMIG_DIRTY_MECH_TYPE1), "type1 tracking unavailable: %s",
+	      p.why_not[VFIOMIG_DIRTY_MECH_TYPE1]);
 	CHECK(!p.type1_coarse, "type1 says it is coarse for an emulated (mdev) group");
-	CHECK(p.best == VFIOMIG_DIRTY_DEVICE, "AUTO picks %u, expected DEVICE", p.best);
+	CHECK(p.best == VFIOMIG_DIRTY_MECH_DEVICE, "AUTO picks %u, expected DEVICE", p.best);
 	for (int i = 0; i < DMA_NR; i++) {
 		mem[i] = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 			      -1, 0);
@@ -2576,7 +2576,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	CALL(dma_log_stop_raw(fd));
 
 	/* Through the library, the mapped ranges, device logging. */
-	VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = r,
+	VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = r,
 		     .nr_ranges = DMA_NR);
 	CALL(vfiomig_dirty_start(dev, &dopts, &d));
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
@@ -2594,7 +2594,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	memset(bm, 0, sizeof(bm));
 	ret = vfiomig_dirty_query(d, DMA_IOVA(1), DMA_LEN, 4096, bm, sizeof(bm));
 	if (have_bitmap) {
-		CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x2, "dirty_query: %d, bitmap 0x%"
+		CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0x2, "dirty_query: %d, bitmap 0x%"
 		      PRIx64 ", expected EXACT 0x2", ret, bm[0]);
 	} else {
 		/*
@@ -2603,7 +2603,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 		 * device: the log is lost and must read as all dirty.
 		 */
 		printf("# this kernel has no iova_bitmap: DMA_LOGGING_REPORT cannot report\n");
-		CHECK(ret == VFIOMIG_DIRTY_ALL && bm[0] == 0xffff, "dirty_query without a working "
+		CHECK(ret == VFIOMIG_DIRTY_RESULT_ALL && bm[0] == 0xffff, "dirty_query without a working "
 		      "REPORT: %d, bitmap 0x%" PRIx64 ", expected ALL 0xffff", ret, bm[0]);
 	}
 	vfiomig_dirty_free(d);
@@ -2615,7 +2615,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	for (int i = 0; i < 300; i++)
 		many[i] = (struct vfiomig_dma_range){ .iova = 0x10000000ull + i * 0x2000ull,
 						      .length = 0x1000 };
-	VFIOMIG_OPTS(dirty_opts, mopts, .mechanism = VFIOMIG_DIRTY_DEVICE, .ranges = many,
+	VFIOMIG_OPTS(dirty_opts, mopts, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = many,
 		     .nr_ranges = 300);
 	CALL(vfiomig_dirty_start(dev, &mopts, &d));
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
@@ -2624,24 +2624,24 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	d = NULL;
 
 	/* type1 tracking: an emulated group reports exactly the pages dma_rw wrote. */
-	VFIOMIG_OPTS(dirty_opts, topts, .mechanism = VFIOMIG_DIRTY_TYPE1);
+	VFIOMIG_OPTS(dirty_opts, topts, .mechanism = VFIOMIG_DIRTY_MECH_TYPE1);
 	CALL(vfiomig_dirty_start(dev, &topts, &d));
-	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_TYPE1, "mechanism %u",
+	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_MECH_TYPE1, "mechanism %u",
 	      vfiomig_dirty_mechanism(d));
 	memset(bm, 0, sizeof(bm));
 	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1 before any write: %d 0x%" PRIx64,
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1 before any write: %d 0x%" PRIx64,
 	      ret, bm[0]);
 	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(2) + 0x2ff8), 16);
 	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x0c, "type1 after a write across pages 2-3: "
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0x0c, "type1 after a write across pages 2-3: "
 	      "%d 0x%" PRIx64 ", expected EXACT 0xc", ret, bm[0]);
 	memset(bm, 0, sizeof(bm));
 	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1 query did not clear: %d 0x%" PRIx64,
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1 query did not clear: %d 0x%" PRIx64,
 	      ret, bm[0]);
 	ret = vfiomig_dirty_query(d, DMA_IOVA(0), DMA_LEN, 4096, bm, sizeof(bm));
-	CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0, "type1: an unwritten range is dirty: "
+	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1: an unwritten range is dirty: "
 	      "0x%" PRIx64, bm[0]);
 	vfiomig_dirty_free(d);
 	d = NULL;
@@ -2654,12 +2654,12 @@ out:
 		if (mem[i] && mem[i] != MAP_FAILED)
 			munmap(mem[i], DMA_LEN);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
 /*
- * A save with VFIOMIG_MIG_DIRTY_TRACKING on the device's own logging:
+ * A save with VFIOMIG_MIG_F_DIRTY_TRACKING on the device's own logging:
  * the log is on once the device is in PRE_COPY, a DMA write during
  * pre-copy is in it, the VMM's query through vfiomig_mig_dirty() reports
  * the page (or, on a kernel whose REPORT cannot work, everything), and
@@ -2686,19 +2686,19 @@ static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whyle
 	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
 	CALL(vfiomig_dma_map(dev, mem, r.iova, r.length, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
 	mapped = 1;
-	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_DIRTY_TRACKING,
-		     .dirty_mechanism = VFIOMIG_DIRTY_DEVICE, .nr_dma_ranges = 1, .dma_ranges = &r);
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_F_DIRTY_TRACKING,
+		     .dirty_mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .nr_dma_ranges = 1, .dma_ranges = &r);
 	CALL(vfiomig_stream_mem_new(ctx, &wire));
-	CALL(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &o, &m));
+	CALL(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &o, &m));
 	CHECK(!vfiomig_mig_dirty(m), "a dirty-tracking session before save_setup");
 	CALL(vfiomig_mig_save_setup(m, wire));
 	st = kernel_state(dev);
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
-	CHECK(st == VFIOMIG_STATE_PRE_COPY && ret == 1 && nr == 1 && ndirty == 0,
+	CHECK(st == VFIOMIG_DEVICE_STATE_PRE_COPY && ret == 1 && nr == 1 && ndirty == 0,
 	      "after save_setup: device %s, log %d with %u ranges, %u dirty", kstate_name(st), ret,
 	      nr, ndirty);
 	CHECK(vfiomig_mig_dirty(m) && vfiomig_dirty_mechanism(vfiomig_mig_dirty(m)) ==
-	      VFIOMIG_DIRTY_DEVICE, "no device dirty-tracking session");
+	      VFIOMIG_DIRTY_MECH_DEVICE, "no device dirty-tracking session");
 	CHECK(vfiomig_mig_save_iterate(m, wire, 0) >= 0, "pre-copy round failed");
 	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(0) + 0x5000), 8);
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
@@ -2706,10 +2706,10 @@ static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whyle
 	have_bitmap = kernel_has_iova_bitmap();
 	ret = vfiomig_dirty_query(vfiomig_mig_dirty(m), r.iova, r.length, 4096, bm, sizeof(bm));
 	if (have_bitmap > 0)
-		CHECK(ret == VFIOMIG_DIRTY_EXACT && bm[0] == 0x20, "query: %d 0x%" PRIx64, ret,
+		CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0x20, "query: %d 0x%" PRIx64, ret,
 		      bm[0]);
 	else
-		CHECK(ret == VFIOMIG_DIRTY_ALL && bm[0] == 0xffff, "query without a working REPORT: "
+		CHECK(ret == VFIOMIG_DIRTY_RESULT_ALL && bm[0] == 0xffff, "query without a working REPORT: "
 		      "%d 0x%" PRIx64 ", expected ALL 0xffff", ret, bm[0]);
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
 	CALL(vfiomig_mig_save_complete(m, wire));
@@ -2728,7 +2728,7 @@ out:
 	if (mem != MAP_FAILED)
 		munmap(mem, DMA_LEN);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
@@ -2752,7 +2752,7 @@ static bool fault_source(struct env *e, int rs, uint32_t flags, const char *knob
 		goto out;
 	KNOB(rs, knob, "%s", value);
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &m));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, &o, &m));
 	ret = save_all(m, wire);
 	printf("# %s=%s: the save returned %s\n", knob, value, vfiomig_strerror(ret));
 	CHECK(ret < 0, "the save succeeded despite %s=%s", knob, value);
@@ -2786,19 +2786,19 @@ static bool vmt_fault_read_precopy(struct env *e, char *why, size_t whylen)
 
 static bool vmt_fault_read_stopcopy(struct env *e, char *why, size_t whylen)
 {
-	return fault_source(e, V_FS, VFIOMIG_MIG_NO_PRECOPY, "fail_read", "2000000 28", why,
+	return fault_source(e, V_FS, VFIOMIG_MIG_F_NO_PRECOPY, "fail_read", "2000000 28", why,
 			    whylen);
 }
 
 static bool vmt_fault_v1_arc_stopcopy(struct env *e, char *why, size_t whylen)
 {
-	return fault_source(e, V_F1S, VFIOMIG_MIG_ALLOW_V1, "fail_arc", "STOP_COPY 16", why,
+	return fault_source(e, V_F1S, VFIOMIG_MIG_F_ALLOW_V1, "fail_arc", "STOP_COPY 16", why,
 			    whylen);
 }
 
 static bool vmt_fault_v1_read(struct env *e, char *why, size_t whylen)
 {
-	return fault_source(e, V_F1S, VFIOMIG_MIG_ALLOW_V1, "fail_read", "1500000 5", why,
+	return fault_source(e, V_F1S, VFIOMIG_MIG_F_ALLOW_V1, "fail_read", "1500000 5", why,
 			    whylen);
 }
 
@@ -2821,15 +2821,15 @@ static bool vmt_fault_arc_error_resets(struct env *e, char *why, size_t whylen)
 	CALL(vmt_stat(e, V_FS, "error_sets", &esets0));
 	KNOB(V_FS, "fail_arc", "STOP_COPY 5 error");
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, NULL, &m));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, NULL, &m));
 	ret = save_all(m, wire);
 	CHECK(ret < 0, "the save succeeded through an arc into ERROR");
 	st = vmt_state(e, V_FS);
-	CHECK(st == VFIOMIG_STATE_STOP, "after the failure (VM stopped) the source is %s",
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP, "after the failure (VM stopped) the source is %s",
 	      kstate_name(st));
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
 	st = vmt_state(e, V_FS);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "VM resumed: the source is %s", kstate_name(st));
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "VM resumed: the source is %s", kstate_name(st));
 	CALL(vmt_checksum(e, V_FS, &sum));
 	CHECK(sum == f.s_pristine, "the source left ERROR without a reset? checksum %016" PRIx64,
 	      sum);
@@ -2879,16 +2879,16 @@ static bool fault_destination(struct env *e, int rs, int rd, uint32_t flags, con
 	if (dknob)
 		KNOB(rd, dknob, "%s", dvalue);
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, &o, &src));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, &o, &src));
 	ret = save_all(src, wire);
 	CHECK(ret == 0, "save: %s", vfiomig_strerror(ret));
-	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, &o, &dst));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_ROLE_LOAD, &o, &dst));
 	ret = load_all(dst, wire);
 	printf("# %s %s=%s: the load returned %s\n", knob ? "source" : "destination",
 	       knob ? knob : dknob, knob ? value : dvalue, vfiomig_strerror(ret));
 	CHECK(ret < 0, "the destination accepted the stream");
 	st = vmt_state(e, rd);
-	CHECK(st == VFIOMIG_STATE_RUNNING, "the refused destination is %s, expected RUNNING "
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the refused destination is %s, expected RUNNING "
 	      "after a reset", kstate_name(st));
 	CALL(vmt_checksum(e, rd, &sum));
 	CHECK(sum == f.d_sum, "the refused destination is not clean: checksum %016" PRIx64
@@ -2912,7 +2912,7 @@ out:
 
 static bool vmt_fault_eof_refused_by_destination(struct env *e, char *why, size_t whylen)
 {
-	return fault_destination(e, V_FS, V_FD, VFIOMIG_MIG_NO_PRECOPY, "fail_read", "2000000 eof",
+	return fault_destination(e, V_FS, V_FD, VFIOMIG_MIG_F_NO_PRECOPY, "fail_read", "2000000 eof",
 				 NULL, NULL, why, whylen);
 }
 
@@ -2923,7 +2923,7 @@ static bool vmt_fault_corrupt_refused_by_destination(struct env *e, char *why, s
 
 static bool vmt_fault_v1_corrupt_refused(struct env *e, char *why, size_t whylen)
 {
-	return fault_destination(e, V_F1S, V_F1D, VFIOMIG_MIG_ALLOW_V1, "corrupt", "1234567", NULL,
+	return fault_destination(e, V_F1S, V_F1D, VFIOMIG_MIG_F_ALLOW_V1, "corrupt", "1234567", NULL,
 				 NULL, why, whylen);
 }
 
@@ -2953,10 +2953,10 @@ static bool vmt_fault_short_reads_tolerated(struct env *e, char *why, size_t why
 		goto out;
 	KNOB(V_FS, "fail_read", "%s", "70000 short");
 	CALL(vfiomig_stream_mem_new(f.ctx, &wire));
-	CALL(vfiomig_mig_new(f.s, VFIOMIG_MIG_SAVE, NULL, &src));
+	CALL(vfiomig_mig_new(f.s, VFIOMIG_ROLE_SAVE, NULL, &src));
 	ret = save_all(src, wire);
 	CHECK(ret == 0, "save with short reads: %s", vfiomig_strerror(ret));
-	CALL(vfiomig_mig_new(f.d, VFIOMIG_MIG_LOAD, NULL, &dst));
+	CALL(vfiomig_mig_new(f.d, VFIOMIG_ROLE_LOAD, NULL, &dst));
 	ret = load_all(dst, wire);
 	CHECK(ret == 0, "load: %s", vfiomig_strerror(ret));
 	CALL(vmt_checksum(e, V_FD, &sum));
@@ -3016,7 +3016,7 @@ static bool vmt_throughput_256m(struct env *e, char *why, size_t whylen)
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_mig *m = NULL;
 	struct vfiomig_stream *out_s = NULL;
-	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_NO_PRECOPY);
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_F_NO_PRECOPY);
 	VFIOMIG_OPTS(mig_stats, st);
 	uint64_t size = 0, sum0 = 0, sum1 = 0, raw = 0;
 	uint8_t *buf = NULL;
@@ -3036,7 +3036,7 @@ static bool vmt_throughput_256m(struct env *e, char *why, size_t whylen)
 	CHECK(nul >= 0, "/dev/null: %s", strerror(errno));
 
 	CALL(vfiomig_stream_fd_new(ctx, nul, 0, &out_s));
-	CALL(vfiomig_mig_new(dev, VFIOMIG_MIG_SAVE, &o, &m));
+	CALL(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &o, &m));
 	t0 = now_s();
 	CALL(vfiomig_mig_save_setup(m, out_s));
 	CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED));
@@ -3055,9 +3055,9 @@ static bool vmt_throughput_256m(struct env *e, char *why, size_t whylen)
 	/* The same state through a plain read() loop, chunk size as the library's (1 MiB). */
 	buf = malloc(1u << 20);
 	CHECK(buf, "out of memory");
-	CALL(kset_state(fd, VFIOMIG_STATE_STOP, &dfd));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &dfd));
 	t0 = now_s();
-	CALL(kset_state(fd, VFIOMIG_STATE_STOP_COPY, &dfd));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP_COPY, &dfd));
 	CHECK(dfd >= 0, "STOP -> STOP_COPY gave no data_fd");
 	while ((n = kread(dfd, buf, 1u << 20)) > 0)
 		raw += (uint64_t)n;
@@ -3067,7 +3067,7 @@ static bool vmt_throughput_256m(struct env *e, char *why, size_t whylen)
 	      st.stopcopy_bytes);
 	close(dfd);
 	dfd = -1;
-	CALL(kset_state(fd, VFIOMIG_STATE_RUNNING, &dfd));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_RUNNING, &dfd));
 	lib_mibs = (double)st.stopcopy_bytes / MIB / t_lib;
 	raw_mibs = (double)raw / MIB / t_raw;
 	printf("# throughput 256 MiB stop-and-copy: library %.1f MiB/s (%.2f s, stop-copy %.2f s "
@@ -3087,7 +3087,7 @@ out:
 	if (nul >= 0)
 		close(nul);
 	vfiomig_device_close(dev);
-	vfiomig_ctx_free(ctx);
+	vfiomig_ctx_unref(ctx);
 	return ok;
 }
 
