@@ -247,6 +247,7 @@ static int cap_check(struct vfiomig_ctx *ctx, const struct info_hdr *h, uint32_t
 int vfiomig_caps_first(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, size_t len,
 		       struct vfiomig_cap *cap)
 {
+	VM_API(ctx);
 	struct vfiomig_cap c;
 	struct info_hdr h = { 0 };
 	int err;
@@ -266,6 +267,7 @@ int vfiomig_caps_first(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, 
 int vfiomig_caps_next(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, size_t len,
 		      struct vfiomig_cap *cap)
 {
+	VM_API(ctx);
 	struct vfiomig_cap c;
 	struct info_hdr h = { 0 };
 	int err;
@@ -331,6 +333,7 @@ static int caps_walk(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, si
 int vfiomig_caps_find(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, size_t len,
 		      uint16_t id, struct vfiomig_cap *cap)
 {
+	VM_API(ctx);
 	if (!cap)
 		return vm_err(ctx, -EINVAL, "capability chain: no capability to fill");
 	return caps_walk(ctx, kind, buf, len, id, cap);
@@ -338,6 +341,7 @@ int vfiomig_caps_find(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, s
 
 int vfiomig_caps_validate(struct vfiomig_ctx *ctx, uint32_t kind, const void *buf, size_t len)
 {
+	VM_API(ctx);
 	int n = caps_walk(ctx, kind, buf, len, -1, NULL);
 
 	return n == -ENOENT ? 0 : n;
@@ -387,6 +391,7 @@ static int cap_array(struct vfiomig_ctx *ctx, uint32_t kind, uint16_t id, const 
 int vfiomig_cap_iova_ranges(struct vfiomig_ctx *ctx, const void *buf, size_t len,
 			    struct vfiomig_iova_range *ranges, uint32_t max, uint32_t *nr)
 {
+	VM_API(ctx);
 	uint32_t ncopy = 0;
 	size_t at = 0;
 	int err;
@@ -406,6 +411,7 @@ int vfiomig_cap_iova_ranges(struct vfiomig_ctx *ctx, const void *buf, size_t len
 int vfiomig_cap_sparse_mmap(struct vfiomig_ctx *ctx, const void *buf, size_t len,
 			    struct vfiomig_sparse_area *areas, uint32_t max, uint32_t *nr)
 {
+	VM_API(ctx);
 	uint32_t ncopy = 0;
 	size_t at = 0;
 	int err;
@@ -426,6 +432,7 @@ int vfiomig_cap_sparse_mmap(struct vfiomig_ctx *ctx, const void *buf, size_t len
 int vfiomig_cap_iommu_migration(struct vfiomig_ctx *ctx, const void *buf, size_t len,
 				struct vfiomig_iommu_migration *mig)
 {
+	VM_API(ctx);
 	struct vfiomig_cap cap;
 	int err;
 
@@ -445,6 +452,7 @@ int vfiomig_cap_iommu_migration(struct vfiomig_ctx *ctx, const void *buf, size_t
 
 int vfiomig_cap_dma_avail(struct vfiomig_ctx *ctx, const void *buf, size_t len, uint32_t *avail)
 {
+	VM_API(ctx);
 	struct vfiomig_cap cap;
 	int err;
 
@@ -461,6 +469,7 @@ int vfiomig_cap_dma_avail(struct vfiomig_ctx *ctx, const void *buf, size_t len, 
 int vfiomig_cap_region_type(struct vfiomig_ctx *ctx, const void *buf, size_t len,
 			    uint32_t *type, uint32_t *subtype)
 {
+	VM_API(ctx);
 	struct vfiomig_cap cap;
 	int err;
 
@@ -478,6 +487,7 @@ int vfiomig_cap_region_type(struct vfiomig_ctx *ctx, const void *buf, size_t len
 
 int vfiomig_cap_msix_mappable(struct vfiomig_ctx *ctx, const void *buf, size_t len)
 {
+	VM_API(ctx);
 	struct vfiomig_cap cap;
 	int err;
 

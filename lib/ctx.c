@@ -95,13 +95,14 @@ int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **ou
 	/* Until the opts are read, failures are told on stderr. */
 	ctx->log_fn = log_stderr;
 	ctx->log_priority = VFIOMIG_LOG_ERR;
-	err = VM_OPTS_VALID(ctx, opts, struct vfiomig_ctx_opts, log_priority);
-	if (err)
-		goto fail;
+	/* The caller's log callback, as soon as sz shows it is there: it gets even the opts errors. */
 	if (VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_fn, NULL)) {
 		ctx->log_fn = opts->log_fn;
 		ctx->log_user = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_user, NULL);
 	}
+	err = VM_OPTS_VALID(ctx, opts, struct vfiomig_ctx_opts, log_priority);
+	if (err)
+		goto fail;
 
 	prio = VM_OPTS_GET(opts, struct vfiomig_ctx_opts, log_priority, 0);
 	if (prio < 0 || prio > VFIOMIG_LOG_DEBUG) {
@@ -199,7 +200,9 @@ int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...)
 	int prio = VFIOMIG_LOG_ERR;
 	va_list ap;
 
-	if (ctx && ctx->api_depth) {
+	if (ctx && ctx->quiet) {
+		prio = VFIOMIG_LOG_DEBUG; /* the caller handles this failure */
+	} else if (ctx && ctx->api_depth) {
 		if (ctx->err_logged)
 			prio = VFIOMIG_LOG_DEBUG; /* this call already said what failed */
 		ctx->err_logged = true;
@@ -215,6 +218,12 @@ int vm_enomem(struct vfiomig_ctx *ctx, const char *what)
 	return vm_err(ctx, -ENOMEM, "%s", what);
 }
 
+int vm_arg_err(struct vfiomig_ctx *ctx, const char *func)
+{
+	return vm_err(ctx, -EINVAL, "%s: invalid arguments (a NULL pointer, or a struct whose sz "
+		      "is not set)", func);
+}
+
 int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, const char *what)
 {
 	long bad = vm_sized_check(opts, known_sz);
@@ -226,16 +235,6 @@ int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, co
 		return vm_err(ctx, -EINVAL,
 			      "%s: non-zero byte %ld: a reserved member, or a field this library "
 			      "version (%s) does not know", what, bad - 1, VFIOMIG_VERSION_STRING);
-	return 0;
-}
-
-int vm_out_check(struct vfiomig_ctx *ctx, const void *out, const char *what)
-{
-	if (!out)
-		return vm_err(ctx, -EINVAL, "%s: NULL", what);
-	if (vm_sized_sz(out) < sizeof(size_t))
-		return vm_err(ctx, -EINVAL, "%s: sz %zu is too small (set it with VFIOMIG_OPTS)",
-			      what, vm_sized_sz(out));
 	return 0;
 }
 

@@ -17,6 +17,11 @@
 #define DEV_VFIO   "/dev/vfio/"
 #define DEV_CDEV   "/dev/vfio/devices/"
 #define PATH_MAX_LEN 512
+/*
+ * More regions than this in VFIO_DEVICE_GET_INFO is taken for a broken
+ * device or transport: the region cache is sized by it.
+ */
+#define VM_MAX_REGIONS 4096u
 
 /* ------------------------------------------------------------ containers */
 
@@ -282,7 +287,7 @@ static int container_open(struct vfiomig_ctx *ctx, const char *name, struct vm_c
 	*out = container_new(fd, true, false);
 	if (!*out) {
 		vk_close(ctx, fd);
-		return -ENOMEM;
+		return vm_enomem(ctx, "container");
 	}
 	return 0;
 }
@@ -323,7 +328,7 @@ static int group_attach(struct vfiomig_ctx *ctx, const struct resolved *r, int n
 	g = calloc(1, sizeof(*g));
 	if (!g) {
 		vk_close(ctx, fd);
-		return -ENOMEM;
+		return vm_enomem(ctx, "group");
 	}
 	g->fd = fd;
 	g->num = num;
@@ -442,7 +447,7 @@ static int open_cdev(struct vfiomig_ctx *ctx, struct resolved *r, struct vm_cont
 		io = container_new(ifd, true, true);
 		if (!io) {
 			vk_close(ctx, ifd);
-			return -ENOMEM;
+			return vm_enomem(ctx, "iommufd");
 		}
 		ret = vk_ioctl_retry(ctx, ifd, VU_IOMMU_IOAS_ALLOC, &alloc);
 		if (ret < 0) {
@@ -487,26 +492,18 @@ static int open_cdev(struct vfiomig_ctx *ctx, struct resolved *r, struct vm_cont
 	return 0;
 }
 
-int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
-			const struct vfiomig_device_open_opts *opts, struct vfiomig_device **out)
+/* The open flags from opts, checked and with their implications applied. */
+static int open_flags(struct vfiomig_ctx *ctx, const char *spec,
+		      const struct vfiomig_device_open_opts *opts, uint32_t *out)
 {
 	const uint32_t known = VFIOMIG_OPEN_CDEV | VFIOMIG_OPEN_NO_CDEV | VFIOMIG_OPEN_DIRTY_HWPT;
-	struct vfiomig_device *share, *dev;
-	struct vm_container *share_c = NULL;
-	const char *name;
-	struct resolved r;
 	uint32_t flags;
-	int ret, num = -1;
+	int ret;
 
-	if (!ctx || !spec || !out)
-		return -EINVAL;
-	*out = NULL;
-	ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_device_open_opts");
+	ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_device_open_opts, flags);
 	if (ret)
 		return ret;
 	flags = VM_OPTS_GET(opts, struct vfiomig_device_open_opts, flags, 0);
-	share = VM_OPTS_GET(opts, struct vfiomig_device_open_opts, share_container_of, NULL);
-	name = VM_OPTS_GET(opts, struct vfiomig_device_open_opts, name, NULL);
 	if (flags & ~known)
 		return vm_err(ctx, -EINVAL, "device %s: unknown open flags 0x%x", spec,
 			      flags & ~known);
@@ -518,40 +515,107 @@ int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 	if ((flags & VFIOMIG_OPEN_CDEV) && (flags & VFIOMIG_OPEN_NO_CDEV))
 		return vm_err(ctx, -EINVAL, "device %s: VFIOMIG_OPEN_CDEV and _NO_CDEV together",
 			      spec);
+	*out = flags;
+	return 0;
+}
 
-	ret = resolve_spec(ctx, spec, &r);
+/*
+ * Resolve the spec and choose the path: the group (filling *num) unless
+ * the flags or the spec ask for the cdev, or the device has no group but
+ * a cdev. Sets VFIOMIG_OPEN_CDEV in *flags when the cdev path is taken.
+ */
+static int resolve_path(struct vfiomig_ctx *ctx, const char *spec, uint32_t *flags,
+			struct resolved *r, int *num)
+{
+	int ret = resolve_spec(ctx, spec, r);
+
 	if (ret)
 		return ret;
-	if (r.cdev[0]) {
-		if (flags & VFIOMIG_OPEN_NO_CDEV)
+	if (r->cdev[0]) {
+		if (*flags & VFIOMIG_OPEN_NO_CDEV)
 			return vm_err(ctx, -EINVAL, "device %s: a cdev path with VFIOMIG_OPEN_NO_CDEV",
 				      spec);
-		flags |= VFIOMIG_OPEN_CDEV;
+		*flags |= VFIOMIG_OPEN_CDEV;
 	}
-	if (!(flags & VFIOMIG_OPEN_CDEV)) {
-		ret = read_group_number(ctx, &r, &num);
-		if (ret == -ENOENT && !(flags & VFIOMIG_OPEN_NO_CDEV) && find_cdev(ctx, &r) == 0) {
-			/* No group link but a cdev: a kernel without the legacy group interface. */
-			flags |= VFIOMIG_OPEN_CDEV;
-		} else if (ret) {
-			return vm_err(ctx, ret, "device %s: read %s/iommu_group (no such device, or "
-				      "no IOMMU group)", r.name, r.sysfs);
-		}
+	if (*flags & VFIOMIG_OPEN_CDEV)
+		return 0;
+	ret = read_group_number(ctx, r, num);
+	if (ret == -ENOENT && !(*flags & VFIOMIG_OPEN_NO_CDEV) && find_cdev(ctx, r) == 0) {
+		/* No group link but a cdev: a kernel without the legacy group interface. */
+		*flags |= VFIOMIG_OPEN_CDEV;
+		return 0;
 	}
-	if (share) {
-		if (share->ctx != ctx)
-			return vm_err(ctx, -EINVAL, "device %s: share_container_of is from another "
-				      "context", r.name);
-		if ((flags & VFIOMIG_OPEN_CDEV) != (share->backend == VFIOMIG_BACKEND_IOMMUFD))
-			return vm_err(ctx, -EINVAL, "device %s: cannot share the container of %s "
-				      "(group and iommufd paths differ)", r.name, share->name);
-		share_c = share->backend == VFIOMIG_BACKEND_IOMMUFD ? share->iommu :
-			  share->group ? share->group->container : NULL;
-		if (!share_c)
-			return vm_err(ctx, -EINVAL, "device %s: %s has no container to share",
-				      r.name, share->name);
-	}
+	if (ret)
+		return vm_err(ctx, ret, "device %s: read %s/iommu_group (no such device, or no "
+			      "IOMMU group)", r->name, r->sysfs);
+	return 0;
+}
 
+/* The container (group path) or iommufd (cdev path) of `share`, for a device on that path. */
+static int shared_container(struct vfiomig_ctx *ctx, const struct resolved *r, uint32_t flags,
+			    const struct vfiomig_device *share, struct vm_container **out)
+{
+	*out = NULL;
+	if (!share)
+		return 0;
+	if (share->ctx != ctx)
+		return vm_err(ctx, -EINVAL, "device %s: share_container_of is from another context",
+			      r->name);
+	if (!(flags & VFIOMIG_OPEN_CDEV) != (share->backend != VFIOMIG_BACKEND_IOMMUFD))
+		return vm_err(ctx, -EINVAL, "device %s: cannot share the container of %s (group "
+			      "and iommufd paths differ)", r->name, share->name);
+	*out = share->backend == VFIOMIG_BACKEND_IOMMUFD ? share->iommu :
+	       share->group ? share->group->container : NULL;
+	if (!*out)
+		return vm_err(ctx, -EINVAL, "device %s: %s has no container to share", r->name,
+			      share->name);
+	return 0;
+}
+
+/* Group path: the group (shared or opened), the container, then the device fd. */
+static int open_in_group(struct vfiomig_ctx *ctx, const struct resolved *r, int num,
+			 struct vm_container *share, struct vfiomig_device *dev)
+{
+	int ret = group_attach(ctx, r, num, share, &dev->group);
+
+	if (ret)
+		return ret;
+	dev->backend = VFIOMIG_BACKEND_GROUP;
+	ret = vk_ioctl(ctx, dev->group->fd, VU_GROUP_GET_DEVICE_FD, (void *)r->name);
+	if (ret < 0)
+		return vm_err(ctx, ret, "device %s: VFIO_GROUP_GET_DEVICE_FD (group %d)", r->name,
+			      num);
+	dev->fd = ret;
+	dev->own_fd = true;
+	return 0;
+}
+
+int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
+			const struct vfiomig_device_open_opts *opts, struct vfiomig_device **out)
+{
+	struct vfiomig_device *share, *dev;
+	struct vm_container *share_c;
+	const char *name;
+	struct resolved r;
+	uint32_t flags = 0;
+	int ret, num = -1;
+
+	if (!ctx)
+		return -EINVAL;
+	VM_API(ctx);
+	if (!spec || !out)
+		return vm_err(ctx, -EINVAL, "vfiomig_device_open: NULL %s", spec ? "out" : "spec");
+	*out = NULL;
+	ret = open_flags(ctx, spec, opts, &flags);
+	if (!ret)
+		ret = resolve_path(ctx, spec, &flags, &r, &num);
+	share = VM_OPTS_GET(opts, struct vfiomig_device_open_opts, share_container_of, NULL);
+	if (!ret)
+		ret = shared_container(ctx, &r, flags, share, &share_c);
+	if (ret)
+		return ret;
+
+	name = VM_OPTS_GET(opts, struct vfiomig_device_open_opts, name, NULL);
 	dev = device_alloc(ctx, name ? name : r.name);
 	if (dev && r.sysfs[0]) {
 		dev->sysfs = strdup(r.sysfs);
@@ -563,149 +627,168 @@ int vfiomig_device_open(struct vfiomig_ctx *ctx, const char *spec,
 	if (!dev)
 		return vm_err(ctx, -ENOMEM, "device %s: allocating the handle", r.name);
 
-	if (flags & VFIOMIG_OPEN_CDEV) {
+	if (flags & VFIOMIG_OPEN_CDEV)
 		ret = open_cdev(ctx, &r, share_c, flags & VFIOMIG_OPEN_DIRTY_HWPT, dev);
-		if (ret)
-			goto fail;
-	} else {
-		ret = group_attach(ctx, &r, num, share_c, &dev->group);
-		if (ret)
-			goto fail;
-		dev->backend = VFIOMIG_BACKEND_GROUP;
-		ret = vk_ioctl(ctx, dev->group->fd, VU_GROUP_GET_DEVICE_FD, r.name);
-		if (ret < 0) {
-			vm_err(ctx, ret, "device %s: VFIO_GROUP_GET_DEVICE_FD (group %d)", r.name,
-			       num);
-			goto fail;
-		}
-		dev->fd = ret;
-		dev->own_fd = true;
+	else
+		ret = open_in_group(ctx, &r, num, share_c, dev);
+	if (!ret)
+		ret = vm_device_info(dev, NULL);
+	if (ret) {
+		device_free(dev);
+		return ret;
 	}
-	ret = vm_device_info(dev, NULL);
-	if (ret)
-		goto fail;
 	vm_dbg(ctx, "device %s: open (fd %d, %s, %u regions, %u irqs)", dev->name, dev->fd,
 	       dev->backend == VFIOMIG_BACKEND_GROUP ? "group" : "iommufd",
 	       dev->info.num_regions, dev->info.num_irqs);
 	*out = dev;
 	return 0;
-fail:
-	device_free(dev);
-	return ret;
 }
 
-int vfiomig_device_adopt(struct vfiomig_ctx *ctx, int device_fd,
-			 const struct vfiomig_device_adopt_opts *opts, struct vfiomig_device **out)
+/* Adopted fds, by role. */
+enum { ADOPT_DEVICE, ADOPT_CONTAINER, ADOPT_GROUP, ADOPT_IOMMUFD, ADOPT_NR };
+
+/* Check the adopt flags and collect the fds they name into fds[] (nothing is owned yet). */
+static int adopt_collect(struct vfiomig_ctx *ctx, int device_fd,
+			 const struct vfiomig_device_adopt_opts *opts, int fds[ADOPT_NR],
+			 uint32_t *flagsp)
 {
 	const uint32_t known = VFIOMIG_ADOPT_TAKE | VFIOMIG_ADOPT_DUP |
 			       VFIOMIG_ADOPT_HAS_CONTAINER | VFIOMIG_ADOPT_HAS_GROUP |
 			       VFIOMIG_ADOPT_HAS_IOMMUFD;
-	int fds[4] = { device_fd, -1, -1, -1 }; /* device, container, group, iommufd */
-	struct vfiomig_device *dev = NULL;
-	char defname[32];
-	const char *name;
 	uint32_t flags;
-	bool take;
 	int ret;
 
-	if (!ctx || !out)
-		return -EINVAL;
-	*out = NULL;
 	if (!opts)
 		return vm_err(ctx, -EINVAL, "adopt fd %d: opts are required (ownership must be "
 			      "explicit: VFIOMIG_ADOPT_TAKE or VFIOMIG_ADOPT_DUP)", device_fd);
-	ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_device_adopt_opts");
+	ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_device_adopt_opts, iommufd);
 	if (ret)
 		return ret;
 	flags = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, flags, 0);
-	take = false; /* until the flags are known good, close nothing */
+	fds[ADOPT_DEVICE] = device_fd;
+	fds[ADOPT_CONTAINER] = fds[ADOPT_GROUP] = fds[ADOPT_IOMMUFD] = -1;
 	if (flags & VFIOMIG_ADOPT_HAS_CONTAINER)
-		fds[1] = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, container_fd, -1);
+		fds[ADOPT_CONTAINER] =
+			VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, container_fd, -1);
 	if (flags & VFIOMIG_ADOPT_HAS_GROUP)
-		fds[2] = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, group_fd, -1);
+		fds[ADOPT_GROUP] = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, group_fd, -1);
 	if (flags & VFIOMIG_ADOPT_HAS_IOMMUFD)
-		fds[3] = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, iommufd, -1);
-	name = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, name, NULL);
+		fds[ADOPT_IOMMUFD] = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, iommufd, -1);
+	*flagsp = flags;
+	if ((flags & ~known) || !(flags & VFIOMIG_ADOPT_TAKE) == !(flags & VFIOMIG_ADOPT_DUP))
+		return vm_err(ctx, -EINVAL, "adopt fd %d: flags 0x%x: need exactly one of "
+			      "VFIOMIG_ADOPT_TAKE and VFIOMIG_ADOPT_DUP, and no unknown bits",
+			      device_fd, flags);
+	return 1; /* the flags are good: TAKE now owns what follows */
+}
 
-	if ((flags & ~known) || !(flags & VFIOMIG_ADOPT_TAKE) == !(flags & VFIOMIG_ADOPT_DUP)) {
-		ret = vm_err(ctx, -EINVAL, "adopt fd %d: flags 0x%x: need exactly one of "
-			     "VFIOMIG_ADOPT_TAKE and VFIOMIG_ADOPT_DUP, and no unknown bits",
-			     device_fd, flags);
-		goto fail;
-	}
-	take = flags & VFIOMIG_ADOPT_TAKE;
-	for (int i = 0; i < 4; i++) {
-		if ((i == 0 || fds[i] != -1) && fds[i] < 0) {
-			ret = vm_err(ctx, -EBADF, "adopt fd %d: negative fd %d given", device_fd,
-				     fds[i]);
-			goto fail;
-		}
-	}
-	if (fds[3] >= 0 && (fds[1] >= 0 || fds[2] >= 0)) {
-		ret = vm_err(ctx, -EINVAL, "adopt fd %d: give a group and container, or an "
-			     "iommufd, not both", device_fd);
-		goto fail;
-	}
-	if (!take) {
-		/* Dup now; from here on we own our copies and the caller keeps theirs. */
-		for (int i = 0; i < 4; i++) {
-			if (fds[i] < 0)
-				continue;
-			ret = vk_dup(ctx, fds[i]);
-			if (ret < 0) {
-				vm_err(ctx, ret, "adopt fd %d: dup of fd %d", device_fd, fds[i]);
-				for (int j = 0; j < i; j++)
+/* Check the collected fds; with DUP, replace them by our own copies. */
+static int adopt_own(struct vfiomig_ctx *ctx, int device_fd, bool dup, int fds[ADOPT_NR])
+{
+	for (int i = 0; i < ADOPT_NR; i++)
+		if ((i == ADOPT_DEVICE || fds[i] != -1) && fds[i] < 0)
+			return vm_err(ctx, -EBADF, "adopt fd %d: negative fd %d given", device_fd,
+				      fds[i]);
+	if (fds[ADOPT_IOMMUFD] >= 0 && (fds[ADOPT_CONTAINER] >= 0 || fds[ADOPT_GROUP] >= 0))
+		return vm_err(ctx, -EINVAL, "adopt fd %d: give a group and container, or an "
+			      "iommufd, not both", device_fd);
+	if (!dup)
+		return 0;
+	for (int i = 0; i < ADOPT_NR; i++) {
+		int ret;
+
+		if (fds[i] < 0)
+			continue;
+		ret = vk_dup(ctx, fds[i]);
+		if (ret < 0) {
+			int failed = fds[i];
+
+			/* Ours so far: close them; the caller's are untouched. */
+			for (int j = 0; j < i; j++)
+				if (fds[j] >= 0)
 					vk_close(ctx, fds[j]);
-				return ret;
-			}
-			fds[i] = ret;
+			for (int j = 0; j < ADOPT_NR; j++)
+				fds[j] = -1;
+			return vm_err(ctx, ret, "adopt fd %d: dup of fd %d", device_fd, failed);
 		}
+		fds[i] = ret;
 	}
-	take = true; /* every fd in fds[] is now ours to close */
+	return 0;
+}
 
-	snprintf(defname, sizeof(defname), "fd:%d", device_fd);
-	dev = device_alloc(ctx, name ? name : defname);
-	if (!dev) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	dev->fd = fds[0];
+/* Hand the owned fds to the device; each one moved is set to -1 in fds[]. */
+static int adopt_wire(struct vfiomig_device *dev, int fds[ADOPT_NR])
+{
+	dev->fd = fds[ADOPT_DEVICE];
 	dev->own_fd = true;
-	fds[0] = -1;
+	fds[ADOPT_DEVICE] = -1;
 	dev->backend = VFIOMIG_BACKEND_NONE;
-	if (fds[1] >= 0 || fds[2] >= 0) {
+	if (fds[ADOPT_CONTAINER] >= 0 || fds[ADOPT_GROUP] >= 0) {
 		struct vm_group *g = calloc(1, sizeof(*g));
 
-		if (!g) {
-			ret = -ENOMEM;
-			goto fail;
-		}
-		g->fd = fds[2];
+		if (!g)
+			return vm_enomem(dev->ctx, "adopted group");
+		g->fd = fds[ADOPT_GROUP];
 		g->own = true;
 		g->num = -1;
 		g->refs = 1;
 		dev->group = g;
 		dev->backend = VFIOMIG_BACKEND_GROUP;
-		fds[2] = -1;
-		if (fds[1] >= 0) {
-			g->container = container_new(fds[1], true, false);
-			if (!g->container) {
-				ret = -ENOMEM;
-				goto fail;
-			}
+		fds[ADOPT_GROUP] = -1;
+		if (fds[ADOPT_CONTAINER] >= 0) {
+			g->container = container_new(fds[ADOPT_CONTAINER], true, false);
+			if (!g->container)
+				return vm_enomem(dev->ctx, "adopted container");
 			/* A VMM hands over a working container: its IOMMU is set. */
 			g->container->iommu_set = true;
-			fds[1] = -1;
+			fds[ADOPT_CONTAINER] = -1;
 		}
-	} else if (fds[3] >= 0) {
-		dev->iommu = container_new(fds[3], true, true);
-		if (!dev->iommu) {
-			ret = -ENOMEM;
-			goto fail;
-		}
+	} else if (fds[ADOPT_IOMMUFD] >= 0) {
+		dev->iommu = container_new(fds[ADOPT_IOMMUFD], true, true);
+		if (!dev->iommu)
+			return vm_enomem(dev->ctx, "adopted iommufd");
 		dev->backend = VFIOMIG_BACKEND_IOMMUFD;
-		fds[3] = -1;
+		fds[ADOPT_IOMMUFD] = -1;
 	}
+	return 0;
+}
+
+int vfiomig_device_adopt(struct vfiomig_ctx *ctx, int device_fd,
+			 const struct vfiomig_device_adopt_opts *opts, struct vfiomig_device **out)
+{
+	int fds[ADOPT_NR];
+	struct vfiomig_device *dev = NULL;
+	char defname[32];
+	const char *name;
+	uint32_t flags = 0;
+	bool take = false; /* until the flags are known good, close nothing */
+	int ret;
+
+	if (!ctx)
+		return -EINVAL;
+	VM_API(ctx);
+	if (!out)
+		return vm_err(ctx, -EINVAL, "adopt fd %d: NULL out", device_fd);
+	*out = NULL;
+	ret = adopt_collect(ctx, device_fd, opts, fds, &flags);
+	if (ret < 0)
+		return ret;
+	take = flags & VFIOMIG_ADOPT_TAKE;
+	ret = adopt_own(ctx, device_fd, !take, fds);
+	if (ret)
+		goto fail;
+	take = true; /* every fd in fds[] is now ours to close */
+
+	name = VM_OPTS_GET(opts, struct vfiomig_device_adopt_opts, name, NULL);
+	snprintf(defname, sizeof(defname), "fd:%d", device_fd);
+	dev = device_alloc(ctx, name ? name : defname);
+	if (!dev) {
+		ret = vm_enomem(ctx, "adopted device handle");
+		goto fail;
+	}
+	ret = adopt_wire(dev, fds);
+	if (ret)
+		goto fail;
 	ret = vm_device_info(dev, NULL);
 	if (ret) {
 		vm_err(ctx, ret, "adopt fd %d: not a usable VFIO device fd", device_fd);
@@ -717,7 +800,7 @@ fail:
 	if (dev)
 		device_free(dev);
 	if (take)
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < ADOPT_NR; i++)
 			if (fds[i] >= 0)
 				vk_close(ctx, fds[i]);
 	return ret;
@@ -793,9 +876,10 @@ int vm_device_info(struct vfiomig_device *dev, const struct vu_device_info **inf
 		ret = vk_ioctl_retry(dev->ctx, dev->fd, VU_DEVICE_GET_INFO, &di);
 		if (ret < 0)
 			return vm_err(dev->ctx, ret, "device %s: VFIO_DEVICE_GET_INFO", dev->name);
-		if (di.num_regions > 4096)
+		if (di.num_regions > VM_MAX_REGIONS)
 			return vm_err(dev->ctx, -EINVAL, "device %s: VFIO_DEVICE_GET_INFO reports "
-				      "%u regions", dev->name, di.num_regions);
+				      "%u regions (at most %u are believed)", dev->name, di.num_regions,
+				      VM_MAX_REGIONS);
 		dev->info = di;
 		dev->info_valid = true;
 	}
@@ -806,12 +890,15 @@ int vm_device_info(struct vfiomig_device *dev, const struct vu_device_info **inf
 
 int vfiomig_device_get_info(struct vfiomig_device *dev, struct vfiomig_device_info *info)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vfiomig_device_info out = { .sz = sizeof(out) };
 	const struct vu_device_info *di;
 	int ret;
 
-	if (!dev || !info)
+	if (!dev)
 		return -EINVAL;
+	if (!info)
+		return vm_arg_err(dev->ctx, __func__);
 	if (info->sz < sizeof(size_t))
 		return vm_err(dev->ctx, -EINVAL, "device %s: vfiomig_device_info.sz not set",
 			      dev->name);
@@ -829,11 +916,14 @@ int vfiomig_device_get_info(struct vfiomig_device *dev, struct vfiomig_device_in
 
 int vfiomig_device_get_info_raw(struct vfiomig_device *dev, void **buf, size_t *len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vu_device_info hdr = { 0 };
 	char what[160];
 
-	if (!dev || !buf || !len)
+	if (!dev)
 		return -EINVAL;
+	if (!buf || !len)
+		return vm_arg_err(dev->ctx, __func__);
 	snprintf(what, sizeof(what), "device %s: VFIO_DEVICE_GET_INFO", dev->name);
 	return vk_info_ioctl(dev->ctx, dev->fd, VU_DEVICE_GET_INFO, &hdr, sizeof(hdr), buf, len,
 			     what, 0);
@@ -841,11 +931,14 @@ int vfiomig_device_get_info_raw(struct vfiomig_device *dev, void **buf, size_t *
 
 int vfiomig_device_get_iommu_info_raw(struct vfiomig_device *dev, void **buf, size_t *len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vu_iommu_type1_info hdr = { 0 };
 	char what[160];
 
-	if (!dev || !buf || !len)
+	if (!dev)
 		return -EINVAL;
+	if (!buf || !len)
+		return vm_arg_err(dev->ctx, __func__);
 	if (!dev->group || !dev->group->container || !dev->group->container->iommu_set)
 		return vm_err(dev->ctx, -ENOTTY, "device %s: no type1 container to ask for IOMMU "
 			      "info", dev->name);

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define DEFAULT_PAGE    4096u
+#define DEFAULT_PAGE    4096u      /* tracking page when the caller gives none */
 #define SCRATCH_BYTES   (1u << 20) /* default: one kernel query of 8M pages = 32 GiB at 4 KiB */
 
 struct vfiomig_dirty {
@@ -67,14 +67,17 @@ static int device_logging_probe(struct vfiomig_device *dev)
 				      VU_FEATURE_DMA_LOGGING_START, &ctl, sizeof(ctl));
 }
 
-int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_probe *p)
+int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_info *p)
 {
-	struct vfiomig_dirty_probe out = { .sz = sizeof(out) };
+	VM_API(dev ? dev->ctx : NULL);
+	struct vfiomig_dirty_info out = { .sz = sizeof(out) };
 	struct vfiomig_iommu_migration mig;
 	int ret;
 
-	if (!dev || !p || p->sz < sizeof(size_t))
+	if (!dev)
 		return -EINVAL;
+	if (!p || p->sz < sizeof(size_t))
+		return vm_arg_err(dev->ctx, __func__);
 
 	/* DEVICE: the device logs its own DMA. */
 	ret = device_logging_probe(dev);
@@ -210,7 +213,7 @@ static int coalesce(struct vfiomig_dirty *d, const struct vfiomig_dma_range *in,
 
 /* --------------------------------------------------------- start / stop */
 
-static int start_type1(struct vfiomig_dirty *d, const struct vfiomig_dirty_probe *p)
+static int start_type1(struct vfiomig_dirty *d, const struct vfiomig_dirty_info *p)
 {
 	struct vu_iommu_type1_dirty_bitmap db = { .argsz = sizeof(db),
 						  .flags = VU_IOMMU_DIRTY_PAGES_FLAG_START };
@@ -298,17 +301,20 @@ static void dirty_release(struct vfiomig_dirty *d)
 int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_opts *opts,
 			struct vfiomig_dirty **out)
 {
-	VFIOMIG_OPTS(dirty_probe, p);
+	VM_API(dev ? dev->ctx : NULL);
+	VFIOMIG_OPTS(dirty_info, p);
 	struct vfiomig_dirty *d;
 	uint32_t mech;
 	uint64_t page, maxq;
 	uint32_t dflags;
 	int ret;
 
-	if (!dev || !out)
+	if (!dev)
 		return -EINVAL;
+	if (!out)
+		return vm_arg_err(dev->ctx, __func__);
 	*out = NULL;
-	ret = vm_opts_check(dev->ctx, opts, sizeof(*opts), "vfiomig_dirty_opts");
+	ret = VM_OPTS_VALID(dev->ctx, opts, struct vfiomig_dirty_opts, flags);
 	if (ret)
 		return ret;
 	mech = VM_OPTS_GET(opts, struct vfiomig_dirty_opts, mechanism, VFIOMIG_DIRTY_MECH_AUTO);
@@ -362,7 +368,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 	}
 	if (!ret && maxq) {
 		/* One bit per tracking page of the largest query, whole words. */
-		uint64_t want = (maxq / d->pgsize + 63) / 64 * 8;
+		uint64_t want = VM_BITMAP_BYTES(maxq / d->pgsize);
 
 		if (mech == VFIOMIG_DIRTY_MECH_TYPE1 && p.type1_max_bitmap && want > p.type1_max_bitmap)
 			want = p.type1_max_bitmap & ~7ull;
@@ -394,6 +400,7 @@ int vfiomig_dirty_start(struct vfiomig_device *dev, const struct vfiomig_dirty_o
 
 int vfiomig_dirty_stop(struct vfiomig_dirty *d)
 {
+	VM_API(d ? d->ctx : NULL);
 	int ret = 0;
 
 	if (!d)
@@ -429,6 +436,7 @@ int vfiomig_dirty_stop(struct vfiomig_dirty *d)
 
 void vfiomig_dirty_free(struct vfiomig_dirty *d)
 {
+	VM_API(d ? d->ctx : NULL);
 	if (!d)
 		return;
 	vfiomig_dirty_stop(d);
@@ -450,7 +458,7 @@ uint64_t vfiomig_dirty_page_size(const struct vfiomig_dirty *d)
 /* One kernel query of [iova, iova + len) into the zeroed scratch bitmap. */
 static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 {
-	uint64_t npages = len / d->pgsize, bytes = (npages + 63) / 64 * 8;
+	uint64_t npages = len / d->pgsize, bytes = VM_BITMAP_BYTES(npages);
 	int ret;
 
 	memset(d->scratch, 0, (size_t)bytes);
@@ -481,11 +489,13 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 		ret = vm_device_feature(d->dev,
 					VU_DEVICE_FEATURE_GET | VU_FEATURE_DMA_LOGGING_REPORT, &rep,
 					sizeof(rep));
+		/* Not a failure of the query: it reports every page dirty (a warning, not ERR). */
 		if (ret < 0)
-			return vm_err(d->ctx, ret, "device %s: DMA_LOGGING_REPORT [0x%llx, +0x%llx): "
-				      "the log is lost, reporting every page dirty", d->dev->name,
-				      (unsigned long long)iova, (unsigned long long)len);
-		return 0;
+			vm_warn(d->ctx, "device %s: DMA_LOGGING_REPORT [0x%llx, +0x%llx): %s: the log "
+				"is lost, reporting every page dirty", d->dev->name,
+				(unsigned long long)iova, (unsigned long long)len,
+				vfiomig_strerror(ret));
+		return ret < 0 ? ret : 0;
 	}
 	default: {
 		struct vu_iommu_hwpt_get_dirty_bitmap q = {
@@ -496,10 +506,10 @@ static int kernel_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t len)
 
 		ret = vk_ioctl_retry(d->ctx, d->dev->iommu->fd, VU_IOMMU_HWPT_GET_DIRTY_BITMAP, &q);
 		if (ret < 0)
-			return vm_err(d->ctx, ret, "device %s: IOMMU_HWPT_GET_DIRTY_BITMAP "
-				      "[0x%llx, +0x%llx): reporting every page dirty", d->dev->name,
-				      (unsigned long long)iova, (unsigned long long)len);
-		return 0;
+			vm_warn(d->ctx, "device %s: IOMMU_HWPT_GET_DIRTY_BITMAP [0x%llx, +0x%llx): %s: "
+				"reporting every page dirty", d->dev->name, (unsigned long long)iova,
+				(unsigned long long)len, vfiomig_strerror(ret));
+		return ret < 0 ? ret : 0;
 	}
 	}
 }
@@ -589,30 +599,36 @@ static int query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length, struct
 int vfiomig_dirty_query(struct vfiomig_dirty *d, uint64_t iova, uint64_t length, uint64_t pgsize,
 			uint64_t *bitmap, size_t bitmap_bytes)
 {
+	VM_API(d ? d->ctx : NULL);
 	struct sink s = { .pgsize = pgsize, .bitmap = bitmap };
 	uint64_t bits;
 
-	if (!d || !bitmap)
+	if (!d)
 		return -EINVAL;
+	if (!bitmap)
+		return vm_arg_err(d->ctx, __func__);
 	if (!pow2(pgsize) || iova % pgsize || length % pgsize)
 		return vm_err(d->ctx, -EINVAL, "device %s: dirty query [0x%llx, +0x%llx) at page "
 			      "size %llu: not a power of two, or unaligned", d->dev->name,
 			      (unsigned long long)iova, (unsigned long long)length,
 			      (unsigned long long)pgsize);
 	bits = length / pgsize;
-	if (bitmap_bytes / 8 < (bits + 63) / 64)
+	if (bitmap_bytes / sizeof(uint64_t) < VM_BITMAP_WORDS(bits))
 		return vm_err(d->ctx, -ENOSPC, "device %s: dirty bitmap of %zu bytes, %llu needed",
-			      d->dev->name, bitmap_bytes, (unsigned long long)((bits + 63) / 64 * 8));
+			      d->dev->name, bitmap_bytes, (unsigned long long)VM_BITMAP_BYTES(bits));
 	return query(d, iova, length, &s);
 }
 
 int vfiomig_dirty_query_runs(struct vfiomig_dirty *d, uint64_t iova, uint64_t length,
 			     vfiomig_dirty_run_fn fn, void *user)
 {
+	VM_API(d ? d->ctx : NULL);
 	struct sink s = { .fn = fn, .user = user };
 
-	if (!d || !fn)
+	if (!d)
 		return -EINVAL;
+	if (!fn)
+		return vm_arg_err(d->ctx, __func__);
 	return query(d, iova, length, &s);
 }
 
@@ -621,6 +637,7 @@ int vfiomig_dirty_query_runs(struct vfiomig_dirty *d, uint64_t iova, uint64_t le
 int vfiomig_dma_map(struct vfiomig_device *dev, void *vaddr, uint64_t iova, uint64_t length,
 		    uint32_t flags)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	int ret;
 
 	if (!dev || !length || (flags & ~(VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE)) || !flags)
@@ -658,10 +675,13 @@ int vfiomig_dma_map(struct vfiomig_device *dev, void *vaddr, uint64_t iova, uint
 int64_t vfiomig_dma_unmap(struct vfiomig_device *dev, uint64_t iova, uint64_t length,
 			  uint64_t pgsize, uint64_t *bitmap, size_t bitmap_bytes)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	int ret;
 
-	if (!dev || !length)
+	if (!dev)
 		return -EINVAL;
+	if (!length)
+		return vm_arg_err(dev->ctx, __func__);
 	if (container_fd(dev) >= 0) {
 		struct {
 			struct vu_iommu_type1_dma_unmap u;
@@ -669,7 +689,7 @@ int64_t vfiomig_dma_unmap(struct vfiomig_device *dev, uint64_t iova, uint64_t le
 		} q = { .u = { .argsz = sizeof(q.u), .iova = iova, .size = length } };
 
 		if (bitmap) {
-			if (!pow2(pgsize) || bitmap_bytes / 8 < (length / pgsize + 63) / 64)
+			if (!pow2(pgsize) || bitmap_bytes / sizeof(uint64_t) < VM_BITMAP_WORDS(length / pgsize))
 				return vm_err(dev->ctx, -EINVAL, "device %s: unmap dirty bitmap of %zu "
 					      "bytes at page %llu for 0x%llx bytes", dev->name,
 					      bitmap_bytes, (unsigned long long)pgsize,
@@ -677,7 +697,7 @@ int64_t vfiomig_dma_unmap(struct vfiomig_device *dev, uint64_t iova, uint64_t le
 			q.u.argsz = sizeof(q);
 			q.u.flags = VU_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
 			q.bm.pgsize = pgsize;
-			q.bm.size = (length / pgsize + 63) / 64 * 8;
+			q.bm.size = VM_BITMAP_BYTES(length / pgsize);
 			q.bm.data = (uint64_t)(uintptr_t)bitmap;
 		}
 		ret = vk_ioctl_retry(dev->ctx, container_fd(dev), VU_IOMMU_UNMAP_DMA, &q);

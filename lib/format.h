@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Private: the libvfiomig stream format (docs/stream-format.md is the
- * normative description; keep the two in step), its writer and reader,
- * and CRC32C. Also the few stream-object internals the format layer
- * needs (implemented in stream.c).
+ * normative description; keep the two in step), its writer and reader.
+ * Also the few stream-object internals the format layer needs
+ * (implemented in stream.c).
  *
  * The writer and the reader enforce the same grammar; both are sticky:
  * after the first error every call returns that error.
@@ -17,6 +17,9 @@
 
 #include <vfiomig/stream.h>
 
+/* The format is defined over CRC32C: whoever builds or checks a stream needs it too. */
+#include "crc32c.h"
+
 /* ------------------------------------------------------ stream internals */
 
 struct vfiomig_ctx *vm_stream_ctx(const struct vfiomig_stream *s);
@@ -24,22 +27,6 @@ struct vfiomig_ctx *vm_stream_ctx(const struct vfiomig_stream *s);
 const char *vm_stream_desc(const struct vfiomig_stream *s);
 /* The ops->fd fast-path fd, or -ENOTSUP. */
 int vm_stream_fd(struct vfiomig_stream *s);
-
-/* ---------------------------------------------------------------- CRC32C */
-
-/*
- * CRC32C (Castagnoli, reflected polynomial 0x82f63b78, initial value and
- * final xor 0xffffffff). `crc` is a previous result (0 to start), so
- * vm_crc32c(vm_crc32c(0, a, n), b, m) is the CRC of a followed by b.
- * vm_crc32c picks the SSE4.2 instruction when the CPU has it.
- */
-uint32_t vm_crc32c(uint32_t crc, const void *buf, size_t len);
-uint32_t vm_crc32c_sw(uint32_t crc, const void *buf, size_t len);
-/* Only valid when vm_crc32c_hw_available(); else it falls back to _sw. */
-uint32_t vm_crc32c_hw(uint32_t crc, const void *buf, size_t len);
-bool vm_crc32c_hw_available(void);
-/* The slice-by-8 tables, for the tests to check against their definition. */
-extern const uint32_t vm_crc32c_table[8][256];
 
 /* ------------------------------------------------------------- constants */
 

@@ -26,14 +26,17 @@ static uint32_t rec_type(enum vm_fmt_rec_type t)
 int vfiomig_stream_inspect(struct vfiomig_stream *in, uint64_t max_record,
 			   struct vfiomig_stream_info *info, vfiomig_record_fn fn, void *user)
 {
+	VM_API(vm_stream_ctx(in));
 	struct vfiomig_stream_info out = { .sz = sizeof(out) };
 	struct vm_fmt_reader r;
 	struct vm_fmt_header h;
 	struct vm_fmt_record rec;
 	int ret;
 
-	if (!in || (info && info->sz < sizeof(size_t)))
+	if (!in)
 		return -EINVAL;
+	if ((info && info->sz < sizeof(size_t)))
+		return vm_arg_err(vm_stream_ctx(in), __func__);
 	vm_fmt_reader_init(&r, in);
 	if (max_record)
 		r.max_record = max_record;

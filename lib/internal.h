@@ -28,6 +28,7 @@ struct vfiomig_ctx {
 	/* One ERR line per failing API call: see VM_API() below. */
 	unsigned int api_depth;
 	bool err_logged;
+	unsigned int quiet;             /* vm_quiet_begin() nesting: ERR lines go to debug */
 	struct vfiomig_kernel_ops kops; /* full-size copy; missing ops are NULL */
 	void *kops_user;
 	struct vm_group *groups;        /* open groups, shared by their devices */
@@ -52,24 +53,56 @@ void vm_log(struct vfiomig_ctx *ctx, int priority, const char *fmt, ...);
 __attribute__((format(printf, 3, 4)))
 int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...);
 
-/* The -ENOMEM line: "<what>: out of memory". */
+/* The -ENOMEM line: "<what>: Cannot allocate memory". */
 int vm_enomem(struct vfiomig_ctx *ctx, const char *what);
+
+/*
+ * A public function's arguments are unusable (a NULL pointer, a sized
+ * struct whose sz is not set): -EINVAL and the line naming the function.
+ * A NULL object handle itself gets a plain -EINVAL: there is no context
+ * to log to.
+ */
+int vm_arg_err(struct vfiomig_ctx *ctx, const char *func);
 
 struct vm_api_scope {
 	struct vfiomig_ctx *ctx;
 };
 
+/*
+ * The scope holds a reference on ctx: a call that releases the last
+ * object of a context (vfiomig_stream_free(), vfiomig_mig_free(), ...)
+ * frees it only when the call returns.
+ */
 static inline struct vm_api_scope vm_api_enter(struct vfiomig_ctx *ctx)
 {
-	if (ctx && ctx->api_depth++ == 0)
-		ctx->err_logged = false;
+	if (ctx) {
+		ctx->refs++;
+		if (ctx->api_depth++ == 0)
+			ctx->err_logged = false;
+	}
 	return (struct vm_api_scope){ ctx };
 }
 
 static inline void vm_api_leave(struct vm_api_scope *sc)
 {
-	if (sc->ctx)
+	if (sc->ctx) {
 		sc->ctx->api_depth--;
+		vfiomig_ctx_unref(sc->ctx);
+	}
+}
+
+/*
+ * An internal call whose failure the caller handles (a fallback, not a
+ * failure): its error lines go out at debug level. Pair with vm_quiet_end().
+ */
+static inline void vm_quiet_begin(struct vfiomig_ctx *ctx)
+{
+	ctx->quiet++;
+}
+
+static inline void vm_quiet_end(struct vfiomig_ctx *ctx)
+{
+	ctx->quiet--;
 }
 
 /* First statement of a public function: opens its one-ERR-line scope on ctx. */
@@ -80,6 +113,10 @@ static inline void vm_api_leave(struct vm_api_scope *sc)
 #define vm_dbg(ctx, ...)  vm_log(ctx, VFIOMIG_LOG_DEBUG, __VA_ARGS__)
 #define vm_info(ctx, ...) vm_log(ctx, VFIOMIG_LOG_INFO, __VA_ARGS__)
 #define vm_warn(ctx, ...) vm_log(ctx, VFIOMIG_LOG_WARNING, __VA_ARGS__)
+
+/* uint64_t bitmaps as the kernel lays them out: words / bytes for `bits` bits. */
+#define VM_BITMAP_WORDS(bits) (((bits) + 63) / 64)
+#define VM_BITMAP_BYTES(bits) (VM_BITMAP_WORDS(bits) * sizeof(uint64_t))
 
 /* ----------------------------------------------------------- opts structs */
 
@@ -92,9 +129,6 @@ static inline void vm_api_leave(struct vm_api_scope *sc)
 int vm_opts_check(struct vfiomig_ctx *ctx, const void *opts, size_t known_sz, const char *what);
 #define VM_OPTS_VALID(ctx, opts, type, last_field) \
 	vm_opts_check(ctx, opts, VM_KNOWN_SZ(type, last_field), #type)
-
-/* An output struct the caller sized: non-NULL and sz covering sz. 0 or -EINVAL + line. */
-int vm_out_check(struct vfiomig_ctx *ctx, const void *out, const char *what);
 
 /*
  * Copy `src` of the library's size into a caller's output struct of

@@ -11,14 +11,17 @@
 
 int vfiomig_device_migration_info(struct vfiomig_device *dev, struct vfiomig_migration_info *info)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vfiomig_migration_info out = { .sz = sizeof(out), .v1_region = -1 };
 	struct vu_feature_migration mig = { 0 };
 	struct vfiomig_region_info ri = { .sz = sizeof(ri) };
 	const struct vu_device_info *di;
 	int ret, v2err;
 
-	if (!dev || !info)
+	if (!dev)
 		return -EINVAL;
+	if (!info)
+		return vm_arg_err(dev->ctx, __func__);
 	if (info->sz < sizeof(size_t))
 		return vm_err(dev->ctx, -EINVAL, "device %s: vfiomig_migration_info.sz not set",
 			      dev->name);

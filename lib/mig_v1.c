@@ -91,7 +91,9 @@ static int v1_init(struct vfiomig_mig *m)
 	m->v1_size = ri.size;
 	/* The data section may be mmappable: map what the kernel allows, else stay trapped. */
 	if (ri.flags & VFIOMIG_REGION_FLAG_MMAP) {
+		vm_quiet_begin(m->ctx);
 		ret = vfiomig_region_mmap(m->dev, ri.index, PROT_READ | PROT_WRITE, &m->v1_map);
+		vm_quiet_end(m->ctx);
 		if (ret) {
 			vm_dbg(m->ctx, "device %s: v1 data section not mapped (%s): trapped access",
 			       m->dev->name, vfiomig_strerror(ret));

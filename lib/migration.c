@@ -98,7 +98,7 @@ static int choose(struct vfiomig_device *dev, uint32_t flags, const struct vm_pr
  */
 static int dirty_trackable(struct vfiomig_device *dev, char *reason, size_t len)
 {
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	int ret = vfiomig_dirty_probe(dev, &p);
 
 	if (ret)
@@ -118,7 +118,7 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 	const uint32_t known = VFIOMIG_MIG_F_ALLOW_V1 | VFIOMIG_MIG_F_NO_PRECOPY |
 			       VFIOMIG_MIG_F_PREFER_V1 | VFIOMIG_MIG_F_NEED_DIRTY_TRACKING |
 			       VFIOMIG_MIG_F_DIRTY_TRACKING;
-	int ret = vm_opts_check(ctx, opts, sizeof(*opts), "vfiomig_mig_opts");
+	int ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_mig_opts, nr_dma_ranges);
 
 	if (ret)
 		return ret;
@@ -133,13 +133,16 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts *opts,
 		      char *reason, size_t len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	const struct vm_proto *proto;
 	char buf[512] = "";
 	uint32_t flags;
 	int ret;
 
-	if (!dev || (len && !reason))
+	if (!dev)
 		return -EINVAL;
+	if ((len && !reason))
+		return vm_arg_err(dev->ctx, __func__);
 	if (len)
 		reason[0] = '\0';
 	ret = opts_flags(dev->ctx, opts, &flags);
@@ -166,6 +169,7 @@ static void mig_release(struct vfiomig_mig *m)
 int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfiomig_mig_opts *opts,
 		    struct vfiomig_mig **out)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	const struct vm_proto *proto;
 	struct vfiomig_mig *m;
 	char reason[512] = "";
@@ -173,8 +177,10 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	uint64_t chunk, maxrec;
 	int ret;
 
-	if (!dev || !out)
+	if (!dev)
 		return -EINVAL;
+	if (!out)
+		return vm_arg_err(dev->ctx, __func__);
 	*out = NULL;
 	if (role != VFIOMIG_ROLE_SAVE && role != VFIOMIG_ROLE_LOAD)
 		return vm_err(dev->ctx, -EINVAL, "device %s: migration role %u", dev->name, role);
@@ -358,8 +364,10 @@ static int device_identity(struct vfiomig_mig *m, struct vm_fmt_identity *id)
 
 static int check_save(struct vfiomig_mig *m, struct vfiomig_stream *s, const char *what)
 {
-	if (!m || !s)
+	if (!m)
 		return -EINVAL;
+	if (!s)
+		return vm_arg_err(m->ctx, __func__);
 	if (m->role != VFIOMIG_ROLE_SAVE)
 		return vm_err(m->ctx, -EINVAL, "device %s: %s on a load", m->dev->name, what);
 	if (m->failed)
@@ -379,11 +387,14 @@ static int check_save(struct vfiomig_mig *m, struct vfiomig_stream *s, const cha
 
 int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 {
+	VM_API(m ? m->ctx : NULL);
 	struct vm_fmt_header h = { .version = VM_FMT_VERSION };
 	int ret;
 
-	if (!m || !out)
+	if (!m)
 		return -EINVAL;
+	if (!out)
+		return vm_arg_err(m->ctx, __func__);
 	if (m->role != VFIOMIG_ROLE_SAVE || m->setup_done || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: save setup twice, on a load or after a "
 			      "failure", m->dev->name);
@@ -430,11 +441,14 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 
 int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *p)
 {
+	VM_API(m ? m->ctx : NULL);
 	struct vfiomig_mig_pending out = { .sz = sizeof(out) };
 	int ret;
 
-	if (!m || !p || p->sz < sizeof(size_t))
+	if (!m)
 		return -EINVAL;
+	if (!p || p->sz < sizeof(size_t))
+		return vm_arg_err(m->ctx, __func__);
 	if (m->role != VFIOMIG_ROLE_SAVE || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: pending on a load or failed save",
 			      m->dev->name);
@@ -472,6 +486,7 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t *moved)
 
 int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, uint64_t budget)
 {
+	VM_API(m ? m->ctx : NULL);
 	uint64_t moved = 0, initial, dirty;
 	int more = 0, ret;
 
@@ -551,6 +566,7 @@ static int enter_stopcopy(struct vfiomig_mig *m)
 
 int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 {
+	VM_API(m ? m->ctx : NULL);
 	uint64_t moved = 0;
 	int ret;
 
@@ -607,14 +623,17 @@ static int load_phase(struct vfiomig_mig *m);
 
 int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 {
+	VM_API(m ? m->ctx : NULL);
 	struct vm_fmt_identity mine;
 	struct vm_fmt_header h;
 	const struct vm_proto *want;
 	char what[160];
 	int ret;
 
-	if (!m || !in)
+	if (!m)
 		return -EINVAL;
+	if (!in)
+		return vm_arg_err(m->ctx, __func__);
 	if (m->role != VFIOMIG_ROLE_LOAD || m->setup_done || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: load setup twice, on a save or after a "
 			      "failure", m->dev->name);
@@ -742,8 +761,11 @@ static int load_phase(struct vfiomig_mig *m)
 
 int vfiomig_mig_load(struct vfiomig_mig *m, struct vfiomig_stream *in)
 {
-	if (!m || !in)
+	VM_API(m ? m->ctx : NULL);
+	if (!m)
 		return -EINVAL;
+	if (!in)
+		return vm_arg_err(m->ctx, __func__);
 	if (m->role != VFIOMIG_ROLE_LOAD || !m->setup_done || m->complete || m->failed ||
 	    m->r.s != in)
 		return vm_err(m->ctx, -EINVAL, "device %s: load without a successful setup on this "
@@ -760,6 +782,7 @@ static int follow_vm(struct vfiomig_mig *m)
 
 int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 {
+	VM_API(m ? m->ctx : NULL);
 	int ret;
 
 	if (!m)
@@ -793,6 +816,7 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 
 int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 {
+	VM_API(m ? m->ctx : NULL);
 	if (!m)
 		return -EINVAL;
 	switch (event) {
@@ -825,10 +849,13 @@ int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 
 int vfiomig_mig_get_stats(const struct vfiomig_mig *m, struct vfiomig_mig_stats *st)
 {
+	VM_API(m ? m->ctx : NULL);
 	struct vfiomig_mig_stats out;
 
-	if (!m || !st || st->sz < sizeof(size_t))
+	if (!m)
 		return -EINVAL;
+	if (!st || st->sz < sizeof(size_t))
+		return vm_arg_err(m->ctx, __func__);
 	out = m->stats;
 	out.device_state = m->state;
 	vm_out_copy(st, &out, sizeof(out));
@@ -874,8 +901,10 @@ void vfiomig_mig_set_free(struct vfiomig_mig_set *set)
 
 int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 {
-	if (!set || !m)
+	if (!set)
 		return -EINVAL;
+	if (!m)
+		return vm_arg_err(set->ctx, __func__);
 	VM_API(set->ctx);
 	if (m->ctx != set->ctx)
 		return vm_err(set->ctx, -EINVAL, "device %s: its migration belongs to another "
@@ -908,8 +937,10 @@ int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 
 int vfiomig_mig_set_remove(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 {
-	if (!set || !m)
+	if (!set)
 		return -EINVAL;
+	if (!m)
+		return vm_arg_err(set->ctx, __func__);
 	VM_API(set->ctx);
 	for (size_t i = 0; i < set->n; i++) {
 		if (set->members[i] != m)
@@ -925,11 +956,14 @@ int vfiomig_mig_set_remove(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 
 int vfiomig_mig_set_check(struct vfiomig_mig_set *set, char *reason, size_t len)
 {
+	VM_API(set ? set->ctx : NULL);
 	char names[256] = "";
 	size_t without = 0;
 
-	if (!set || (len && !reason))
+	if (!set)
 		return -EINVAL;
+	if ((len && !reason))
+		return vm_arg_err(set->ctx, __func__);
 	if (len)
 		reason[0] = '\0';
 	for (size_t i = 0; i < set->n; i++) {
@@ -972,6 +1006,7 @@ static uint32_t quiesced(const struct vfiomig_mig *m)
 
 int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 {
+	VM_API(set ? set->ctx : NULL);
 	size_t i, moved = 0;
 	int ret = 0, first = 0;
 
@@ -1024,6 +1059,7 @@ int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 
 int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t event)
 {
+	VM_API(set ? set->ctx : NULL);
 	int first = 0;
 
 	if (!set)
@@ -1039,10 +1075,13 @@ int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t event)
 
 int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set, struct vfiomig_mig_stats *st)
 {
+	VM_API(set ? set->ctx : NULL);
 	struct vfiomig_mig_stats sum = { .sz = sizeof(sum) };
 
-	if (!set || !st || st->sz < sizeof(size_t))
+	if (!set)
 		return -EINVAL;
+	if (!st || st->sz < sizeof(size_t))
+		return vm_arg_err(set->ctx, __func__);
 	for (size_t i = 0; i < set->n; i++) {
 		const struct vfiomig_mig_stats *s = &set->members[i]->stats;
 

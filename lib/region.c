@@ -121,11 +121,14 @@ static int region_get(struct vfiomig_device *dev, uint32_t index, struct vm_regi
 int vfiomig_region_get_info(struct vfiomig_device *dev, uint32_t index,
 			    struct vfiomig_region_info *info)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vm_region_cache *rc;
 	int ret;
 
-	if (!dev || !info)
+	if (!dev)
 		return -EINVAL;
+	if (!info)
+		return vm_arg_err(dev->ctx, __func__);
 	if (info->sz < sizeof(size_t))
 		return vm_err(dev->ctx, -EINVAL, "device %s: vfiomig_region_info.sz not set",
 			      dev->name);
@@ -139,12 +142,15 @@ int vfiomig_region_get_info(struct vfiomig_device *dev, uint32_t index,
 int vfiomig_region_get_info_raw(struct vfiomig_device *dev, uint32_t index, void **buf,
 				size_t *len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vm_region_cache *rc;
 	void *copy;
 	int ret;
 
-	if (!dev || !buf || !len)
+	if (!dev)
 		return -EINVAL;
+	if (!buf || !len)
+		return vm_arg_err(dev->ctx, __func__);
 	ret = region_get(dev, index, &rc);
 	if (ret)
 		return ret;
@@ -161,11 +167,14 @@ int vfiomig_region_get_info_raw(struct vfiomig_device *dev, uint32_t index, void
 int vfiomig_region_get_sparse_areas(struct vfiomig_device *dev, uint32_t index,
 				    struct vfiomig_sparse_area *areas, uint32_t max, uint32_t *nr)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vm_region_cache *rc;
 	int ret;
 
-	if (!dev || !nr || (max && !areas))
+	if (!dev)
 		return -EINVAL;
+	if (!nr || (max && !areas))
+		return vm_arg_err(dev->ctx, __func__);
 	ret = region_get(dev, index, &rc);
 	if (ret)
 		return ret;
@@ -177,11 +186,14 @@ int vfiomig_region_get_sparse_areas(struct vfiomig_device *dev, uint32_t index,
 int vfiomig_region_find(struct vfiomig_device *dev, uint32_t type, uint32_t subtype,
 			struct vfiomig_region_info *info)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	const struct vu_device_info *di;
 	int ret;
 
-	if (!dev || !info)
+	if (!dev)
 		return -EINVAL;
+	if (!info)
+		return vm_arg_err(dev->ctx, __func__);
 	if (info->sz < sizeof(size_t))
 		return vm_err(dev->ctx, -EINVAL, "device %s: vfiomig_region_info.sz not set",
 			      dev->name);
@@ -233,11 +245,14 @@ static int region_span(struct vfiomig_device *dev, uint32_t index, uint64_t offs
 int vfiomig_region_read(struct vfiomig_device *dev, uint32_t index, uint64_t offset, void *buf,
 			size_t len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	uint64_t foff;
 	int ret;
 
-	if (!dev || (len && !buf))
+	if (!dev)
 		return -EINVAL;
+	if ((len && !buf))
+		return vm_arg_err(dev->ctx, __func__);
 	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_FLAG_READ, "read", &foff);
 	if (ret)
 		return ret;
@@ -251,11 +266,14 @@ int vfiomig_region_read(struct vfiomig_device *dev, uint32_t index, uint64_t off
 int vfiomig_region_write(struct vfiomig_device *dev, uint32_t index, uint64_t offset,
 			 const void *buf, size_t len)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	uint64_t foff;
 	int ret;
 
-	if (!dev || (len && !buf))
+	if (!dev)
 		return -EINVAL;
+	if ((len && !buf))
+		return vm_arg_err(dev->ctx, __func__);
 	ret = region_span(dev, index, offset, len, VFIOMIG_REGION_FLAG_WRITE, "write", &foff);
 	if (ret)
 		return ret;
@@ -282,6 +300,7 @@ static int check_width(struct vfiomig_device *dev, uint32_t index, uint64_t offs
 int vfiomig_region_read_reg(struct vfiomig_device *dev, uint32_t index, uint64_t offset,
 			    unsigned int width, uint64_t *value)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	union {
 		uint8_t u8;
 		uint16_t u16;
@@ -292,8 +311,10 @@ int vfiomig_region_read_reg(struct vfiomig_device *dev, uint32_t index, uint64_t
 	ssize_t n;
 	int ret;
 
-	if (!dev || !value)
+	if (!dev)
 		return -EINVAL;
+	if (!value)
+		return vm_arg_err(dev->ctx, __func__);
 	ret = check_width(dev, index, offset, width, "register read");
 	if (ret)
 		return ret;
@@ -321,6 +342,7 @@ int vfiomig_region_read_reg(struct vfiomig_device *dev, uint32_t index, uint64_t
 int vfiomig_region_write_reg(struct vfiomig_device *dev, uint32_t index, uint64_t offset,
 			     unsigned int width, uint64_t value)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	union {
 		uint8_t u8;
 		uint16_t u16;
@@ -387,6 +409,7 @@ static void map_release(struct vfiomig_region_map *map)
 int vfiomig_region_mmap(struct vfiomig_device *dev, uint32_t index, int prot,
 			struct vfiomig_region_map **out)
 {
+	VM_API(dev ? dev->ctx : NULL);
 	struct vfiomig_sparse_area *areas = NULL, whole;
 	struct vfiomig_region_map *map;
 	struct vm_region_cache *rc;
@@ -394,8 +417,10 @@ int vfiomig_region_mmap(struct vfiomig_device *dev, uint32_t index, int prot,
 	uint64_t page;
 	int ret;
 
-	if (!dev || !out)
+	if (!dev)
 		return -EINVAL;
+	if (!out)
+		return vm_arg_err(dev->ctx, __func__);
 	*out = NULL;
 	ret = region_get(dev, index, &rc);
 	if (ret)
@@ -516,6 +541,7 @@ void *vfiomig_region_map_ptr(const struct vfiomig_region_map *map, uint64_t offs
 
 void vfiomig_region_unmap(struct vfiomig_region_map *map)
 {
+	VM_API(map ? map->dev->ctx : NULL);
 	if (map)
 		map_release(map);
 }

@@ -79,6 +79,7 @@ static int stream_failed_before(struct vfiomig_stream *s, const char *op)
 
 int vfiomig_stream_write(struct vfiomig_stream *s, const void *buf, size_t len)
 {
+	VM_API(s ? s->ctx : NULL);
 	const unsigned char *p = buf;
 	size_t done = 0;
 
@@ -117,6 +118,7 @@ int vfiomig_stream_write(struct vfiomig_stream *s, const void *buf, size_t len)
 
 int vfiomig_stream_read(struct vfiomig_stream *s, void *buf, size_t len)
 {
+	VM_API(s ? s->ctx : NULL);
 	unsigned char *p = buf;
 	size_t done = 0;
 
@@ -163,6 +165,7 @@ int vfiomig_stream_read(struct vfiomig_stream *s, void *buf, size_t len)
 
 int vfiomig_stream_flush(struct vfiomig_stream *s)
 {
+	VM_API(s ? s->ctx : NULL);
 	int ret;
 
 	if (!s)
@@ -228,6 +231,7 @@ static void stream_release(struct vfiomig_stream *s)
 int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops *ops, void *user,
 		       struct vfiomig_stream **out)
 {
+	VM_API(ctx);
 	struct vfiomig_stream *s;
 	int err;
 
@@ -236,7 +240,7 @@ int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops 
 	*out = NULL;
 	if (!ops)
 		return vm_err(ctx, -EINVAL, "vfiomig_stream_new: NULL ops");
-	err = vm_opts_check(ctx, ops, sizeof(*ops), "vfiomig_stream_ops");
+	err = VM_OPTS_VALID(ctx, ops, struct vfiomig_stream_ops, release);
 	if (err)
 		return err;
 
@@ -258,6 +262,7 @@ int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops 
 
 void vfiomig_stream_free(struct vfiomig_stream *s)
 {
+	VM_API(s ? s->ctx : NULL);
 	if (!s)
 		return;
 	switch (s->kind) {
@@ -280,6 +285,7 @@ void vfiomig_stream_free(struct vfiomig_stream *s)
 
 int vfiomig_stream_set_name(struct vfiomig_stream *s, const char *name)
 {
+	VM_API(s ? s->ctx : NULL);
 	if (!s)
 		return -EINVAL;
 	if (!name || strlen(name) >= sizeof(s->desc))
@@ -402,6 +408,7 @@ static int fd_fd(void *user)
 int vfiomig_stream_fd_new(struct vfiomig_ctx *ctx, int fd, uint32_t flags,
 			  struct vfiomig_stream **out)
 {
+	VM_API(ctx);
 	struct vfiomig_stream *s;
 	struct stat st;
 	bool take = flags & VFIOMIG_STREAM_FD_TAKE;
@@ -517,6 +524,7 @@ static int mem_stream_new(struct vfiomig_ctx *ctx, struct mem_stream init, bool 
 
 int vfiomig_stream_mem_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out)
 {
+	VM_API(ctx);
 	if (!out)
 		return vm_err(ctx, -EINVAL, "memory stream: NULL out");
 	*out = NULL;
@@ -526,6 +534,7 @@ int vfiomig_stream_mem_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out)
 int vfiomig_stream_mem_fixed_new(struct vfiomig_ctx *ctx, void *buf, size_t len, uint32_t flags,
 				 struct vfiomig_stream **out)
 {
+	VM_API(ctx);
 	bool rd = flags & VFIOMIG_STREAM_MEM_READ;
 
 	if (!out)
@@ -548,8 +557,11 @@ int vfiomig_stream_mem_fixed_new(struct vfiomig_ctx *ctx, void *buf, size_t len,
 
 int vfiomig_stream_mem_data(const struct vfiomig_stream *s, const void **data, size_t *len)
 {
-	if (!s || !data || !len)
+	VM_API(s ? s->ctx : NULL);
+	if (!s)
 		return -EINVAL;
+	if (!data || !len)
+		return vm_arg_err(s->ctx, __func__);
 	if (s->kind != STREAM_MEM)
 		return vm_err(s->ctx, -EINVAL, "%s: not a memory stream", s->desc);
 	*data = s->u.mem.buf;

@@ -3,7 +3,7 @@
 set -eu
 PKGS="build-essential autoconf automake libtool pkg-config libcriterion-dev \
 libnl-3-dev libnl-genl-3-dev abigail-tools xz-utils \
-qemu-system-x86 busybox-static cpio kmod"
+qemu-system-x86 busybox-static cpio kmod clang"
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 missing=

@@ -2,11 +2,21 @@
 # The README's second command (and exactly what .ci/run runs): install
 # dependencies, then build and run every test: the unit suite with -Werror,
 # the symbol and ABI guards, the real-kernel suite in a QEMU guest, the
-# suite again under ASan+UBSan (leaks checked in every test), and make
-# distcheck.
+# suite again under ASan+UBSan (leaks checked in every test), make
+# distcheck, and, in a git checkout, that none of it left a file behind.
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
+
+# A clean clone must stay clean: every build product either lives in a
+# build-*/ directory or is in .gitignore. Only checked when $top is itself
+# the top of a git work tree (not a tarball unpacked somewhere inside one).
+in_git=no
+if command -v git >/dev/null 2>&1 &&
+	[ "$(git -C "$top" rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then
+	in_git=yes
+	dirty_before=$(git -C "$top" status --porcelain --untracked-files=all)
+fi
 scripts/install-deps.sh
 autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
 
@@ -41,6 +51,22 @@ cd "$top/build-ci"
 make -j"$jobs" distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror >distcheck.log 2>&1 \
 	|| { tail -60 distcheck.log; status=1; }
 grep -E "archives ready for distribution|^# (TOTAL|PASS|FAIL)" distcheck.log || true
+
+if [ "$in_git" = yes ]; then
+	step "git status clean after the builds"
+	dirty=$(git -C "$top" status --porcelain --untracked-files=all)
+	if [ -n "$dirty" ]; then
+		echo "the run left modified or untracked files in the source tree (ignore or stop generating them):"
+		printf '%s\n' "$dirty" | sed 's/^/  /'
+		if [ -n "$dirty_before" ]; then
+			echo "(already there before the run, so not necessarily made by it:)"
+			printf '%s\n' "$dirty_before" | sed 's/^/  /'
+		fi
+		status=1
+	else
+		echo "git status: clean"
+	fi
+fi
 
 echo
 if [ "$status" -eq 0 ]; then echo "test-all: every step passed"; else echo "test-all: FAILED"; fi

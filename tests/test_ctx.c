@@ -69,6 +69,56 @@ Test(ctx, opts_size_rules)
 	}
 }
 
+/* Opts errors reach the caller's callback, reserved members are checked, failures say why. */
+Test(ctx, opts_errors_are_logged_through_the_callers_callback)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	VFIOMIG_OPTS(ctx_opts, o, .log_fn = logcap_fn, .log_user = &lc);
+
+	memset(&lc, 0, sizeof(lc));
+	o.reserved = 1;
+	cr_assert_eq(vfiomig_ctx_new(&o, &ctx), -EINVAL);
+	cr_assert_null(ctx);
+	cr_assert_eq(lc.errors, 1);
+	cr_assert(strstr(lc.last, "vfiomig_ctx_opts") && strstr(lc.last, "reserved"), "%s",
+		  lc.last);
+	o.reserved = 0;
+	o.log_priority = 42;
+	cr_assert_eq(vfiomig_ctx_new(&o, &ctx), -EINVAL);
+	cr_assert_eq(lc.errors, 2);
+	cr_assert(strstr(lc.last, "log_priority 42"), "%s", lc.last);
+}
+
+/* A kernel-ops table from a newer header: fine with NULL extra ops (said in the log), else refused. */
+Test(ctx, kernel_ops_larger_than_known)
+{
+	struct {
+		struct vfiomig_kernel_ops k;
+		void (*future_op)(void);
+	} big;
+	struct vfiomig_ctx *ctx = NULL;
+	VFIOMIG_OPTS(ctx_opts, o, .log_fn = logcap_fn, .log_user = &lc,
+		     .log_priority = VFIOMIG_LOG_INFO, .kernel_ops = &big.k);
+
+	memset(&lc, 0, sizeof(lc));
+	memcpy(&big.k, vfiomig_kernel_ops_default(), sizeof(big.k));
+	big.k.sz = sizeof(big);
+	big.future_op = NULL;
+	cr_assert_eq(vfiomig_ctx_new(&o, &ctx), 0);
+	cr_assert_eq(lc.errors, 0);
+	cr_assert(strstr(lc.last, "newer header"), "the bigger table is mentioned: %s", lc.last);
+	vfiomig_ctx_unref(ctx);
+	big.future_op = abort;
+	cr_assert_eq(vfiomig_ctx_new(&o, &ctx), -EINVAL);
+	cr_assert_null(ctx);
+	cr_assert_eq(lc.errors, 1);
+	cr_assert(strstr(lc.last, "does not know"), "%s", lc.last);
+	/* A table too small to hold its own sz. */
+	big.k.sz = 2;
+	cr_assert_eq(vfiomig_ctx_new(&o, &ctx), -EINVAL);
+	cr_assert_eq(lc.errors, 2);
+}
+
 Test(ctx, log_lines_are_filtered_formatted_and_carry_strerror)
 {
 	struct vfiomig_ctx *ctx = ctx_with(NULL, NULL, VFIOMIG_LOG_WARNING);

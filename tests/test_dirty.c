@@ -48,7 +48,7 @@ static char buf[1 << 16] __attribute__((aligned(4096)));
 
 Test(dirty, probe_reports_mechanisms_and_reasons)
 {
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	struct vfiomig_sim_device *sd;
 	struct vfiomig_device *dev = open_dev("sim:pci,name=0000:03:00.0", "0000:03:00.0", 0, &sd);
 
@@ -273,7 +273,7 @@ Test(dirty, iommufd_hwpt_dirty_tracking)
 	struct vfiomig_sim_device *sd;
 	struct vfiomig_device *dev =
 		open_dev("sim:pci,name=0000:03:00.0", "0000:03:00.0", VFIOMIG_OPEN_DIRTY_HWPT, &sd);
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	struct vfiomig_dirty *d;
 	uint64_t bm[1] = { 0 };
 

@@ -25,13 +25,11 @@
 #define TEST_DATA_DIR "tests/data"
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-/* Leak reports at worker exit do not fail a test: ask here. */
-#define assert_no_leaks() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked")
-#else
-#define assert_no_leaks() cr_assert(true)
-#endif
+/*
+ * assert_no_leaks() at the end of a test checks heap and fds against the
+ * mark leak_baseline() takes as the suite's .init (see testutil.h).
+ */
+#include "testutil.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -395,7 +393,7 @@ Test(crc32c, chaining_equals_one_pass)
 
 /* ---------------------------------------------------------- round trips */
 
-TestSuite(format);
+TestSuite(format, .init = leak_baseline);
 
 Test(format, roundtrip_every_record_kind)
 {
@@ -722,7 +720,7 @@ Test(format, writer_stream_failure_is_sticky)
 
 /* ------------------------------------------------------ reader refusals */
 
-TestSuite(format_refuses);
+TestSuite(format_refuses, .init = leak_baseline);
 
 Test(format_refuses, bad_magic)
 {
@@ -1220,7 +1218,7 @@ Test(format, identity_check)
 
 /* --------------------------------------------------------- golden files */
 
-TestSuite(golden);
+TestSuite(golden, .init = leak_baseline);
 
 static size_t load(const char *name, unsigned char *buf, size_t cap)
 {

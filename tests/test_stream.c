@@ -21,13 +21,11 @@
 
 #include "format.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-/* Leak reports at worker exit do not fail a test: ask here. */
-#define assert_no_leaks() cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked")
-#else
-#define assert_no_leaks() cr_assert(true)
-#endif
+/*
+ * assert_no_leaks() at the end of a test checks heap and fds against the
+ * mark leak_baseline() takes as the suite's .init (see testutil.h).
+ */
+#include "testutil.h"
 
 /* ------------------------------------------------------------ fixtures */
 
@@ -119,7 +117,7 @@ static void *writer_thread(void *arg)
 
 /* ------------------------------------------------------------ fd streams */
 
-TestSuite(stream_fd);
+TestSuite(stream_fd, .init = leak_baseline);
 
 Test(stream_fd, pipe_write_read_with_writer_thread)
 {
@@ -433,7 +431,7 @@ static const struct vfiomig_stream_ops fake_ops = {
 	.release = fake_release,
 };
 
-TestSuite(stream_ops);
+TestSuite(stream_ops, .init = leak_baseline);
 
 Test(stream_ops, partial_writes_of_one_to_three_bytes_are_continued)
 {
@@ -615,7 +613,7 @@ Test(stream_ops, table_size_rule)
 
 /* ------------------------------------------------------- memory streams */
 
-TestSuite(stream_mem);
+TestSuite(stream_mem, .init = leak_baseline);
 
 Test(stream_mem, growable_write_then_read_back)
 {

@@ -1,15 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared helpers for the criterion tests: log capture and simulator setup. */
+/* Shared helpers for the criterion tests: log capture, leak checks, simulator setup. */
 #ifndef VFIOMIG_TESTUTIL_H
 #define VFIOMIG_TESTUTIL_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
+#else
+#include <malloc.h>
 #endif
 #include <vfiomig/vfiomig.h>
 #include <vfiomig/sim.h>
@@ -41,14 +49,318 @@ __attribute__((visibility("default"))) const char *__lsan_default_suppressions(v
 #endif
 
 /*
- * Under ASan, leak reports at a criterion worker's exit do not fail the
- * test: check explicitly at the end of each test that frees everything.
+ * Assert cond, failing the test even from a .fini fixture: criterion 2.4
+ * reports a test before its teardown runs, so a failed cr_assert there (or
+ * an abort) only prints a warning and the test passes. cr_expect records
+ * the message (the TAP output shows it); criterion_test_die() then fails the
+ * test and ends its worker.
  */
+#define test_check(cond, ...)                                                             \
+	do {                                                                              \
+		if (!(cond)) {                                                            \
+			cr_expect(0, __VA_ARGS__);                                        \
+			criterion_test_die("%s:%d: check failed in %s", __FILE__, __LINE__, \
+					   __func__);                                     \
+		}                                                                         \
+	} while (0)
+
+/*
+ * Leak checks that can fail in every build. leak_mark() records what the
+ * process holds (live heap blocks, open fds); assert_no_leaks_since() asserts
+ * it holds exactly that again and says what differs. simenv_init*() takes a
+ * mark and simenv_fini() checks it; other tests make leak_baseline() their
+ * suite's .init and end with assert_no_leaks().
+ *
+ * Heap, without ASan: this header defines the test program's malloc, calloc,
+ * realloc, free and aligned allocators (so include it from one file per
+ * program). They call glibc's own (__libc_malloc, ...) and count the blocks
+ * alive; the library, criterion and glibc's internal calls (strdup, fopen,
+ * ...) all go through them. The check is on that count, which only a block
+ * left unfreed moves. Bytes are not checkable: glibc hands out a whole free
+ * chunk when it is at most 16 bytes larger than asked, so bytes in use
+ * (mallinfo2's uordblks) move with the heap's layout, and mallinfo2 counts
+ * the blocks freed into glibc's per-thread cache as in use. Bytes (usable
+ * sizes) are reported, not checked.
+ *
+ * Between the mark (taken in the fixture, in the criterion worker that runs
+ * only this test, with no other thread alive) and the check, besides the
+ * test:
+ *  - criterion messages the runner; nanomsg frees its last request when it
+ *    sends the next, one block for one block. A passing cr_assert sends
+ *    nothing.
+ *  - a process's first thread leaves its stack's TLS vector (a calloc) in
+ *    glibc's stack cache for the next thread: leak_mark() starts and joins
+ *    two threads once per process, so the tests' threads reuse those.
+ *
+ * Heap, under ASan: ASan owns malloc and LSan checks (its report at the
+ * worker's exit would not fail the test, so ask here). LSan scans stacks
+ * conservatively: a stale copy of a pointer there hides that block.
+ * fds: the set in /proc/self/fd is compared, in every build.
+ */
+#define LEAK_MAX_FD 1024
+
+struct leak_mark {
+	bool set;
+	int nfds;
+	unsigned char fds[LEAK_MAX_FD / 8]; /* which fds below LEAK_MAX_FD were open */
+	long blocks;                        /* live heap blocks; unused under ASan */
+	long bytes;                         /* and their usable bytes */
+};
+
+#if !defined(__SANITIZE_ADDRESS__)
+void *__libc_malloc(size_t size);
+void *__libc_calloc(size_t nmemb, size_t size);
+void *__libc_realloc(void *ptr, size_t size);
+void *__libc_memalign(size_t alignment, size_t size);
+void *__libc_valloc(size_t size);
+void *__libc_pvalloc(size_t size);
+void __libc_free(void *ptr);
+
+static long leak_blocks, leak_bytes;
+
+static inline void *leak_count(void *p)
+{
+	if (p) {
+		__atomic_add_fetch(&leak_blocks, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p), __ATOMIC_RELAXED);
+	}
+	return p;
+}
+
+static inline void leak_uncount(void *p)
+{
+	if (p) {
+		__atomic_sub_fetch(&leak_blocks, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&leak_bytes, (long)malloc_usable_size(p), __ATOMIC_RELAXED);
+	}
+}
+
+#define LEAK_EXPORT __attribute__((visibility("default")))
+
+LEAK_EXPORT void *malloc(size_t size)
+{
+	return leak_count(__libc_malloc(size));
+}
+
+LEAK_EXPORT void *calloc(size_t nmemb, size_t size)
+{
+	return leak_count(__libc_calloc(nmemb, size));
+}
+
+LEAK_EXPORT void free(void *ptr)
+{
+	leak_uncount(ptr);
+	__libc_free(ptr);
+}
+
+LEAK_EXPORT void *realloc(void *ptr, size_t size)
+{
+	long old = ptr ? (long)malloc_usable_size(ptr) : 0;
+	void *p = __libc_realloc(ptr, size);
+
+	if (!ptr)
+		return leak_count(p);
+	if (p)
+		__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p) - old, __ATOMIC_RELAXED);
+	else if (size == 0) { /* glibc freed ptr */
+		__atomic_sub_fetch(&leak_blocks, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&leak_bytes, old, __ATOMIC_RELAXED);
+	}
+	return p;
+}
+
+LEAK_EXPORT void *memalign(size_t alignment, size_t size)
+{
+	return leak_count(__libc_memalign(alignment, size));
+}
+
+LEAK_EXPORT void *aligned_alloc(size_t alignment, size_t size)
+{
+	return leak_count(__libc_memalign(alignment, size));
+}
+
+LEAK_EXPORT int posix_memalign(void **memptr, size_t alignment, size_t size)
+{
+	void *p;
+
+	if (!alignment || alignment % sizeof(void *) || (alignment & (alignment - 1)))
+		return EINVAL;
+	p = __libc_memalign(alignment, size);
+	if (!p)
+		return ENOMEM;
+	*memptr = leak_count(p);
+	return 0;
+}
+
+LEAK_EXPORT void *valloc(size_t size)
+{
+	return leak_count(__libc_valloc(size));
+}
+
+LEAK_EXPORT void *pvalloc(size_t size)
+{
+	return leak_count(__libc_pvalloc(size));
+}
+
+static inline void *leak_thread_warm_up(void *arg)
+{
+	return arg;
+}
+
+static inline void leak_heap_prepare(void)
+{
+	static bool warm;
+	pthread_t th[2];
+	long before, during;
+	char *s = NULL;
+
+	if (!warm) {
+		warm = true;
+		for (int i = 0; i < 2; i++)
+			test_check(pthread_create(&th[i], NULL, leak_thread_warm_up, NULL) == 0,
+				   "leak check: pthread_create");
+		for (int i = 0; i < 2; i++)
+			pthread_join(th[i], NULL);
+	}
+	/* A check that counts nothing is no check: libc's own malloc calls must count. */
+	before = __atomic_load_n(&leak_blocks, __ATOMIC_RELAXED);
+	test_check(asprintf(&s, "%d", 42) > 0, "leak check: asprintf");
+	during = __atomic_load_n(&leak_blocks, __ATOMIC_RELAXED);
+	free(s);
+	test_check(during > before && __atomic_load_n(&leak_blocks, __ATOMIC_RELAXED) == before,
+		   "leak check: libc's allocations are not counted (malloc not interposed?)");
+}
+#endif
+
+/* Open fds, the one reading /proc/self/fd excluded; which ones into map. */
+static inline int leak_fds(unsigned char map[LEAK_MAX_FD / 8])
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int n = 0;
+
+	test_check(d, "leak check: /proc/self/fd: %s", strerror(errno));
+	if (!d)
+		return -1;
+	memset(map, 0, LEAK_MAX_FD / 8);
+	while ((de = readdir(d))) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (de->d_name[0] < '0' || de->d_name[0] > '9' || *end || fd == dirfd(d))
+			continue;
+		n++;
+		if (fd < LEAK_MAX_FD)
+			map[fd / 8] |= 1u << (fd % 8);
+	}
+	closedir(d);
+	return n;
+}
+
+static inline void leak_mark(struct leak_mark *m)
+{
+	memset(m, 0, sizeof(*m));
+#if !defined(__SANITIZE_ADDRESS__)
+	leak_heap_prepare();
+#endif
+	m->nfds = leak_fds(m->fds);
+#if !defined(__SANITIZE_ADDRESS__)
+	m->blocks = __atomic_load_n(&leak_blocks, __ATOMIC_RELAXED);
+	m->bytes = __atomic_load_n(&leak_bytes, __ATOMIC_RELAXED);
+#endif
+	m->set = true;
+}
+
+/* "fd 7 -> pipe:[123]" for each fd (below LEAK_MAX_FD) open in a but not in b. */
+static inline void leak_fd_list(char *buf, size_t sz, const unsigned char *a,
+				 const unsigned char *b)
+{
+	size_t len = 0;
+
+	buf[0] = 0;
+	for (int fd = 0; fd < LEAK_MAX_FD && len < sz; fd++) {
+		char path[64], target[128];
+		ssize_t r;
+
+		if (!(a[fd / 8] & (1u << (fd % 8))) || (b[fd / 8] & (1u << (fd % 8))))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		r = readlink(path, target, sizeof(target) - 1);
+		target[r < 0 ? 0 : r] = 0;
+		len += snprintf(buf + len, sz - len, "%sfd %d -> %s", len ? ", " : "", fd, target);
+	}
+}
+
+/* Append to a message, "; "-separated, truncating quietly. */
+__attribute__((format(printf, 3, 4)))
+static inline void leak_say(char *buf, size_t sz, const char *fmt, ...)
+{
+	size_t len = strlen(buf);
+	va_list ap;
+
+	if (len && len + 2 < sz)
+		len += (size_t)snprintf(buf + len, sz - len, "; ");
+	if (len + 1 >= sz)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + len, sz - len, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Assert the process holds what it held at the mark: as many heap blocks
+ * (under ASan: nothing LSan calls leaked), the same fds. Works in .fini.
+ */
+static inline void assert_no_leaks_since(const struct leak_mark *m)
+{
+	unsigned char now[LEAK_MAX_FD / 8];
+	char msg[1024] = "", list[512];
+	int nfds;
+
+	test_check(m->set, "leak check: no mark to compare with (leak_mark() or leak_baseline() "
+		   "at the start of the test)");
+	nfds = leak_fds(now);
+#if defined(__SANITIZE_ADDRESS__)
+	if (__lsan_do_recoverable_leak_check())
+		leak_say(msg, sizeof(msg), "memory leaked (see the LSan report)");
+#else
+	{
+		long blocks = __atomic_load_n(&leak_blocks, __ATOMIC_RELAXED) - m->blocks;
+		long bytes = __atomic_load_n(&leak_bytes, __ATOMIC_RELAXED) - m->bytes;
+
+		if (blocks > 0)
+			leak_say(msg, sizeof(msg), "%ld heap blocks (%ld bytes) leaked", blocks, bytes);
+		else if (blocks < 0)
+			leak_say(msg, sizeof(msg),
+				 "%ld heap blocks (%ld bytes) allocated before the start were freed",
+				 -blocks, -bytes);
+	}
+#endif
+	if (memcmp(now, m->fds, sizeof(now)) || nfds != m->nfds) {
+		leak_fd_list(list, sizeof(list), now, m->fds);
+		if (list[0] || nfds > m->nfds)
+			leak_say(msg, sizeof(msg), "fds leaked (%d open at the start, %d now): %s",
+				 m->nfds, nfds, list);
+		leak_fd_list(list, sizeof(list), m->fds, now);
+		if (list[0] || nfds < m->nfds)
+			leak_say(msg, sizeof(msg),
+				 "fds open at the start were closed (%d then, %d now): %s", m->nfds,
+				 nfds, list);
+	}
+	test_check(!msg[0], "%s", msg);
+}
+
+/* The mark of leak_baseline() (a suite's .init) that assert_no_leaks() checks. */
+static struct leak_mark leak_baseline_mark;
+
+static inline void leak_baseline(void)
+{
+	leak_mark(&leak_baseline_mark);
+}
+
 static inline void assert_no_leaks(void)
 {
-#if defined(__SANITIZE_ADDRESS__)
-	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked (see the LSan report)");
-#endif
+	assert_no_leaks_since(&leak_baseline_mark);
 }
 
 /* A simulator, a ctx on it (optionally through a fault injector), and captured logs. */
@@ -57,6 +369,7 @@ struct simenv {
 	struct vfiomig_fault *fault;
 	struct vfiomig_ctx *ctx;
 	struct logcap log;
+	struct leak_mark leaks; /* taken by simenv_init*(), checked by simenv_fini() */
 };
 
 static inline void simenv_init_flags(struct simenv *e, uint32_t sim_flags, bool with_faults)
@@ -65,6 +378,7 @@ static inline void simenv_init_flags(struct simenv *e, uint32_t sim_flags, bool 
 	int ret;
 
 	memset(e, 0, sizeof(*e));
+	leak_mark(&e->leaks);
 	cr_assert_eq(vfiomig_sim_new(&so, &e->sim), 0);
 	if (with_faults) {
 		cr_assert_eq(vfiomig_fault_new(vfiomig_sim_kernel_ops(), e->sim, &e->fault), 0);
@@ -85,17 +399,21 @@ static inline void simenv_init(struct simenv *e)
 	simenv_init_flags(e, 0, true);
 }
 
-/* Tear down and assert the library left no simulated fd or mapping behind. */
+/*
+ * Tear down and assert the library left no simulated fd or mapping behind,
+ * and that the process holds what it held at simenv_init*(). Fails the test
+ * also when called from a .fini fixture (see test_check).
+ */
 static inline void simenv_fini(struct simenv *e)
 {
 	vfiomig_ctx_unref(e->ctx);
-	cr_assert_eq(vfiomig_sim_open_fds(e->sim), 0, "leaked %d simulated fds",
-		     vfiomig_sim_open_fds(e->sim));
-	cr_assert_eq(vfiomig_sim_live_maps(e->sim), 0, "leaked %d simulated mappings",
-		     vfiomig_sim_live_maps(e->sim));
+	test_check(vfiomig_sim_open_fds(e->sim) == 0, "leaked %d simulated fds",
+		   vfiomig_sim_open_fds(e->sim));
+	test_check(vfiomig_sim_live_maps(e->sim) == 0, "leaked %d simulated mappings",
+		   vfiomig_sim_live_maps(e->sim));
 	vfiomig_fault_free(e->fault);
 	vfiomig_sim_free(e->sim);
-	assert_no_leaks();
+	assert_no_leaks_since(&e->leaks);
 }
 
 static inline struct vfiomig_sim_device *sim_add(struct simenv *e, const char *spec)

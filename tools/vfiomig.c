@@ -7,15 +7,25 @@
  *   vfiomig save DEVICE -o FILE [--no-precopy] [--allow-v1] [--rounds N]
  *   vfiomig load DEVICE -i FILE [--allow-v1]
  *   vfiomig inspect FILE [--records] [--json]
+ *   vfiomig help [COMMAND]            (= vfiomig COMMAND --help)
  *
  * DEVICE is anything vfiomig_device_open() accepts (PCI address, mdev
  * UUID, sysfs path, /dev/vfio/devices/vfioN) or a simulated device spec
  * "sim:pci[,key=value...]" / "sim:mdev[,...]" (see vfiomig_sim_device_add_spec).
+ *
+ * Exit status: 0 done, 1 the operation failed, 2 the command line is
+ * wrong (nothing was done). Each failure is one line on stderr,
+ * "vfiomig COMMAND: SUBJECT: why"; the library's own error lines are
+ * caught by the tool's log callback and folded into that line, so a
+ * script sees one line per error (VFIOMIG_LOG=warning or more shows
+ * every library line as it comes).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,27 +37,188 @@
 #include <vfiomig/stream.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char *prog = "vfiomig";
 
-static void usage(FILE *f)
+/* Returned by argument parsers when the command should go on. */
+#define ARGS_OK (-1)
+
+struct command {
+	const char *name;
+	int (*run)(const struct command *cmd, int argc, char **argv);
+	const char *args;    /* the synopsis after "vfiomig NAME" */
+	const char *summary; /* one line, for the global usage */
+	const char *help;    /* the rest of "vfiomig NAME --help" */
+};
+
+/* ------------------------------------------------------ messages */
+
+__attribute__((format(printf, 2, 3)))
+static int usage_error(const struct command *cmd, const char *fmt, ...)
 {
-	fprintf(f,
-		"usage: %s probe DEVICE [--json]\n"
-		"       %s demo [--state SIZE] [--dirty PAGES] [--proto v1|v2] [--no-precopy]\n"
-		"       %s save DEVICE -o FILE [--no-precopy] [--allow-v1] [--rounds N]\n"
-		"       %s load DEVICE -i FILE [--allow-v1]\n"
-		"       %s inspect FILE [--records] [--json]\n"
-		"       %s --version | --help\n"
-		"\n"
-		"DEVICE: a PCI address (0000:03:00.0), an mdev UUID, a sysfs device path,\n"
-		"        /dev/vfio/devices/vfioN, or a simulated device:\n"
-		"        sim:pci[,name=ADDR,vendor=0xVVVV,device=0xDDDD,bar0=64K,sparse=0|1,...]\n"
-		"        sim:mdev[,name=UUID,...]\n"
-		"Log detail: VFIOMIG_LOG=debug|info|warning|err\n",
-		prog, prog, prog, prog, prog, prog);
+	va_list ap;
+
+	fprintf(stderr, "%s%s%s: ", prog, cmd ? " " : "", cmd ? cmd->name : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s%s%s --help'.\n", prog, cmd ? " " : "", cmd ? cmd->name : "");
+	return 2;
+}
+
+static int help(const struct command *cmd)
+{
+	printf("usage: %s %s%s%s\n\n%s", prog, cmd->name, cmd->args[0] ? " " : "", cmd->args,
+	       cmd->help);
+	return 0;
+}
+
+static bool is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+/*
+ * The library's error lines. Each failure is reported once by the tool,
+ * on one line that carries the first library error since the last report
+ * (the cause: later ones follow from it). Errors nobody reported (logged
+ * during cleanup, or on a path that went on) are printed at exit.
+ */
+static struct {
+	bool verbose;       /* VFIOMIG_LOG asked for more than errors: print all as they come */
+	unsigned int count; /* errors since the last report */
+	char first[512];
+} lib_err;
+
+static void tool_log(void *user, int priority, const char *msg)
+{
+	(void)user;
+	if (priority <= VFIOMIG_LOG_ERR && lib_err.count++ == 0)
+		snprintf(lib_err.first, sizeof(lib_err.first), "%s", msg);
+	if (priority > VFIOMIG_LOG_ERR || lib_err.verbose)
+		fprintf(stderr, "libvfiomig: %s\n", msg);
+}
+
+static void lib_err_flush(void)
+{
+	if (lib_err.count && !lib_err.verbose)
+		fprintf(stderr, "libvfiomig: %s\n", lib_err.first);
+	lib_err.count = 0;
+}
+
+/* "vfiomig CMD: SUBJECT: why"; returns 1, the exit status of a failed operation. */
+__attribute__((format(printf, 3, 4)))
+static int report(const struct command *cmd, const char *subject, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout); /* what was printed so far comes before the error */
+	fprintf(stderr, "%s %s: %s: ", prog, cmd->name, subject);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	lib_err.count = 0;
+	return 1;
+}
+
+/* A library call on `subject` failed with err: say why, in the library's words when it logged. */
+static int fail(const struct command *cmd, const char *subject, int err)
+{
+	size_t n = strlen(subject);
+
+	if (!lib_err.count)
+		return report(cmd, subject, "%s", vfiomig_strerror(err));
+	/* Most library lines name their object first: do not say it twice. */
+	if (strncmp(lib_err.first, subject, n) == 0 && lib_err.first[n] == ':') {
+		fflush(stdout);
+		fprintf(stderr, "%s %s: %s\n", prog, cmd->name, lib_err.first);
+		lib_err.count = 0;
+		return 1;
+	}
+	return report(cmd, subject, "%s", lib_err.first);
+}
+
+static int tool_ctx_new(struct vfiomig_sim *sim, struct vfiomig_ctx **ctx)
+{
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = tool_log);
+	int ret = sim ? vfiomig_sim_ctx_new(sim, &co, ctx) : vfiomig_ctx_new(&co, ctx);
+
+	if (!ret)
+		lib_err.verbose = vfiomig_ctx_get_log_priority(*ctx) > VFIOMIG_LOG_ERR;
+	return ret;
+}
+
+/* ------------------------------------------------------ arguments */
+
+/*
+ * A byte size or a count: decimal or 0x-hex with an optional K, M or G
+ * (binary) suffix; no sign, no blanks.
+ */
+static bool parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned int shift = 0;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno)
+		return false;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	default: break;
+	}
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return false;
+	*out = (uint64_t)v << shift;
+	return true;
+}
+
+/*
+ * Is argv[*i] the option `name` that takes a value ("--state 64M", or
+ * "--state=64M" for long options)? 1: yes, *val is the value and *i moved
+ * past it; 0: another argument; -1: yes but the value is missing (said).
+ */
+static int opt_value(const struct command *cmd, int argc, char **argv, int *i, const char *name,
+		     const char **val)
+{
+	const char *a = argv[*i];
+	size_t n = strlen(name);
+
+	if (strncmp(a, name, n) != 0)
+		return 0;
+	if (a[n] == '=' && name[1] == '-') {
+		*val = a + n + 1;
+		return 1;
+	}
+	if (a[n])
+		return 0;
+	if (*i + 1 >= argc) {
+		usage_error(cmd, "%s needs a value", name);
+		return -1;
+	}
+	*val = argv[++*i];
+	return 1;
+}
+
+/* A positional argument for *slot (what: its name in the synopsis); ARGS_OK or 2. */
+static int positional(const struct command *cmd, const char *arg, const char *what,
+		      const char **slot)
+{
+	if (arg[0] == '-' && arg[1])
+		return usage_error(cmd, "unknown option '%s'", arg);
+	if (*slot)
+		return usage_error(cmd, "unexpected argument '%s' (%s is '%s')", arg, what, *slot);
+	*slot = arg;
+	return ARGS_OK;
 }
 
 /* ------------------------------------------------------------ device setup */
@@ -66,7 +237,12 @@ static void target_close(struct target *t)
 	memset(t, 0, sizeof(*t));
 }
 
-static int target_open(const char *spec, struct target *t)
+/*
+ * Open DEVICE (a simulated one lives in a simulator of its own, for this
+ * process only). 0, or the exit status after saying why: 2 for a
+ * malformed sim spec, 1 for anything else.
+ */
+static int target_open(const struct command *cmd, const char *spec, struct target *t)
 {
 	const char *name = spec;
 	int ret;
@@ -76,19 +252,29 @@ static int target_open(const char *spec, struct target *t)
 		struct vfiomig_sim_device *sd;
 
 		ret = vfiomig_sim_new(NULL, &t->sim);
-		if (ret)
-			goto fail;
-		ret = vfiomig_sim_ctx_new(t->sim, NULL, &t->ctx);
-		if (ret)
-			goto fail;
-		ret = vfiomig_sim_device_add_spec(t->sim, t->ctx, spec, &sd);
-		if (ret) {
-			fprintf(stderr, "%s: bad simulated device spec '%s'\n", prog, spec);
-			goto fail;
+		if (!ret)
+			ret = tool_ctx_new(t->sim, &t->ctx);
+		if (!ret)
+			ret = vfiomig_sim_device_add_spec(t->sim, t->ctx, spec, &sd);
+		if (ret == -EINVAL && t->ctx) {
+			/* The spec parser names the spec and the key; drop its "simulator: ". */
+			const char *why = lib_err.count ? lib_err.first : "not a valid spec";
+
+			if (strncmp(why, "simulator: ", 11) == 0)
+				why += 11;
+			if (strncmp(why, "device spec", 11) == 0)
+				usage_error(cmd, "%s", why);
+			else
+				usage_error(cmd, "device spec \"%s\": %s", spec, why);
+			lib_err.count = 0;
+			target_close(t);
+			return 2;
 		}
+		if (ret)
+			goto fail;
 		name = vfiomig_sim_device_name(sd);
 	} else {
-		ret = vfiomig_ctx_new(NULL, &t->ctx);
+		ret = tool_ctx_new(NULL, &t->ctx);
 		if (ret)
 			goto fail;
 	}
@@ -97,9 +283,9 @@ static int target_open(const char *spec, struct target *t)
 		goto fail;
 	return 0;
 fail:
-	fprintf(stderr, "%s: cannot open %s: %s\n", prog, spec, vfiomig_strerror(ret));
+	fail(cmd, spec, ret);
 	target_close(t);
-	return ret;
+	return 1;
 }
 
 /* -------------------------------------------------------------- output */
@@ -383,7 +569,7 @@ static int probe_migration(struct out *o, struct target *t)
 static int probe_dirty(struct out *o, struct target *t)
 {
 	static const char *const names[VFIOMIG_DIRTY_MECH_NR] = { "auto", "type1", "device", "iommufd" };
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	int ret = vfiomig_dirty_probe(t->dev, &p);
 
 	if (ret)
@@ -409,7 +595,8 @@ static int probe_dirty(struct out *o, struct target *t)
 	return 0;
 }
 
-static int cmd_probe(int argc, char **argv)
+
+static int cmd_probe(const struct command *cmd, int argc, char **argv)
 {
 	VFIOMIG_OPTS(device_info, di);
 	struct out o = { .first = { true } };
@@ -418,22 +605,18 @@ static int cmd_probe(int argc, char **argv)
 	int ret;
 
 	for (int i = 0; i < argc; i++) {
+		if (is_help(argv[i]))
+			return help(cmd);
 		if (strcmp(argv[i], "--json") == 0)
 			o.json = true;
-		else if (!spec && argv[i][0] != '-')
-			spec = argv[i];
-		else {
-			usage(stderr);
-			return 2;
-		}
+		else if ((ret = positional(cmd, argv[i], "DEVICE", &spec)) != ARGS_OK)
+			return ret;
 	}
-	if (!spec) {
-		usage(stderr);
-		return 2;
-	}
-	ret = target_open(spec, &t);
+	if (!spec)
+		return usage_error(cmd, "missing DEVICE");
+	ret = target_open(cmd, spec, &t);
 	if (ret)
-		return 1;
+		return ret;
 	o.log_prio = vfiomig_ctx_get_log_priority(t.ctx);
 	ret = vfiomig_device_get_info(t.dev, &di);
 	if (ret)
@@ -464,33 +647,15 @@ static int cmd_probe(int argc, char **argv)
 	if (o.json)
 		printf("\n}\n");
 out:
-	if (ret)
-		fprintf(stderr, "%s: probe %s: %s\n", prog, spec, vfiomig_strerror(ret));
+	if (ret) {
+		fflush(stdout);
+		fail(cmd, spec, ret);
+	}
 	target_close(&t);
 	return ret ? 1 : 0;
 }
 
-/* ------------------------------------------------------------ migration */
-
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 0);
-	int shift = 0;
-
-	if (end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': shift = 10; end++; break;
-	case 'm': case 'M': shift = 20; end++; break;
-	case 'g': case 'G': shift = 30; end++; break;
-	default: break;
-	}
-	if (*end || (shift && v > (UINT64_MAX >> shift)))
-		return -EINVAL;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
+/* ------------------------------------------------------------------ demo */
 
 static double ms_since(const struct timespec *t0)
 {
@@ -524,268 +689,548 @@ static void print_mib(const char *label, uint64_t bytes)
 	       (double)bytes / (1024.0 * 1024.0));
 }
 
-static int cmd_demo(int argc, char **argv)
-{
-	uint64_t state = 64ull << 20, dirty = 16, max_rounds = 10;
-	bool v1 = false, precopy = true;
-	struct vfiomig_sim *sim = NULL;
-	struct vfiomig_ctx *ctx = NULL;
+#define DEMO_SRC "0000:03:00.0"
+#define DEMO_DST "0000:04:00.0"
+
+/* One demo run: its options, the two simulated devices and the migration between them. */
+struct demo {
+	uint64_t state, dirty, max_rounds;
+	bool v1, precopy;
+	struct vfiomig_sim *sim;
+	struct vfiomig_ctx *ctx;
 	struct vfiomig_sim_device *sa, *sb;
-	struct vfiomig_device *da = NULL, *db = NULL;
-	struct vfiomig_mig *src = NULL, *dst = NULL;
-	struct vfiomig_stream *wire = NULL;
-	struct timespec t0;
-	int config_ok = 0, ret, rc = 1;
-	const void *a, *b;
-	size_t alen, blen;
+	struct vfiomig_device *da, *db;
+	struct vfiomig_mig *src, *dst;
+	struct vfiomig_stream *wire; /* in memory: the source writes, the destination reads */
+	int config_ok;               /* the VMM config record arrived intact */
+};
+
+static int demo_args(const struct command *cmd, int argc, char **argv, struct demo *d)
+{
+	const char *v;
+	int r;
 
 	for (int i = 0; i < argc; i++) {
-		if (strcmp(argv[i], "--state") == 0 && i + 1 < argc) {
-			if (parse_size(argv[++i], &state) || state < 4096 || state % 4096) {
-				fprintf(stderr, "%s: --state wants a multiple of 4K\n", prog);
+		if (is_help(argv[i]))
+			return help(cmd);
+		if ((r = opt_value(cmd, argc, argv, &i, "--state", &v))) {
+			if (r < 0)
 				return 2;
-			}
-		} else if (strcmp(argv[i], "--dirty") == 0 && i + 1 < argc) {
-			if (parse_size(argv[++i], &dirty)) {
-				usage(stderr);
+			if (!parse_size(v, &d->state))
+				return usage_error(cmd, "--state: '%s' is not a size", v);
+			if (d->state < 4096 || d->state % 4096)
+				return usage_error(cmd, "--state: '%s' is not a multiple of 4K", v);
+		} else if ((r = opt_value(cmd, argc, argv, &i, "--dirty", &v))) {
+			if (r < 0)
 				return 2;
-			}
-		} else if (strcmp(argv[i], "--proto") == 0 && i + 1 < argc) {
-			i++;
-			if (strcmp(argv[i], "v1") == 0)
-				v1 = true;
-			else if (strcmp(argv[i], "v2") != 0) {
-				usage(stderr);
+			if (!parse_size(v, &d->dirty))
+				return usage_error(cmd, "--dirty: '%s' is not a number", v);
+			if (d->dirty > UINT32_MAX)
+				return usage_error(cmd, "--dirty: '%s' is over %" PRIu32, v,
+						   UINT32_MAX);
+		} else if ((r = opt_value(cmd, argc, argv, &i, "--proto", &v))) {
+			if (r < 0)
 				return 2;
-			}
+			if (strcmp(v, "v1") != 0 && strcmp(v, "v2") != 0)
+				return usage_error(cmd, "--proto: '%s' is not v1 or v2", v);
+			d->v1 = strcmp(v, "v1") == 0;
 		} else if (strcmp(argv[i], "--no-precopy") == 0) {
-			precopy = false;
+			d->precopy = false;
+		} else if (argv[i][0] == '-') {
+			return usage_error(cmd, "unknown option '%s'", argv[i]);
 		} else {
-			usage(stderr);
-			return 2;
+			return usage_error(cmd, "unexpected argument '%s'", argv[i]);
 		}
 	}
+	return ARGS_OK;
+}
 
-	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0", .vendor_id = 0x8086,
-		     .device_id = 0x1572, .state_size = state, .auto_dirty_pages = (uint32_t)dirty,
-		     .migration = v1 ? VFIOMIG_SIM_MIG_V1 :
-				       VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
-					       VFIOMIG_SIM_MIG_PRE_COPY);
-	VFIOMIG_OPTS(mig_opts, so_save, .flags = (v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0) |
-						  (precopy ? 0 : VFIOMIG_MIG_F_NO_PRECOPY),
+/* Two simulated devices, migrations on both, and the stream between them; both set up. */
+static int demo_setup(struct demo *d)
+{
+	VFIOMIG_OPTS(sim_device_opts, so, .name = DEMO_SRC, .vendor_id = 0x8086,
+		     .device_id = 0x1572, .state_size = d->state,
+		     .auto_dirty_pages = (uint32_t)d->dirty,
+		     .migration = d->v1 ? VFIOMIG_SIM_MIG_V1 :
+					  VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
+						  VFIOMIG_SIM_MIG_PRE_COPY);
+	VFIOMIG_OPTS(mig_opts, so_save, .flags = (d->v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0) |
+						  (d->precopy ? 0 : VFIOMIG_MIG_F_NO_PRECOPY),
 		     .config_save = demo_config_save);
-	VFIOMIG_OPTS(mig_opts, so_load, .flags = v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0,
-		     .config_load = demo_config_load, .config_user = &config_ok);
-	VFIOMIG_OPTS(mig_pending, pend);
-	VFIOMIG_OPTS(mig_stats, st);
+	VFIOMIG_OPTS(mig_opts, so_load, .flags = d->v1 ? VFIOMIG_MIG_F_ALLOW_V1 : 0,
+		     .config_load = demo_config_load, .config_user = &d->config_ok);
+	int ret;
 
-	ret = vfiomig_sim_new(NULL, &sim);
+	ret = vfiomig_sim_new(NULL, &d->sim);
 	if (!ret)
-		ret = vfiomig_sim_ctx_new(sim, NULL, &ctx);
+		ret = tool_ctx_new(d->sim, &d->ctx);
 	if (!ret)
-		ret = vfiomig_sim_device_add(sim, &so, &sa);
-	so.name = "0000:04:00.0";
+		ret = vfiomig_sim_device_add(d->sim, &so, &d->sa);
+	so.name = DEMO_DST;
 	if (!ret)
-		ret = vfiomig_sim_device_add(sim, &so, &sb);
+		ret = vfiomig_sim_device_add(d->sim, &so, &d->sb);
 	if (!ret)
-		ret = vfiomig_device_open(ctx, "0000:03:00.0", NULL, &da);
+		ret = vfiomig_device_open(d->ctx, DEMO_SRC, NULL, &d->da);
 	if (!ret)
-		ret = vfiomig_device_open(ctx, "0000:04:00.0", NULL, &db);
+		ret = vfiomig_device_open(d->ctx, DEMO_DST, NULL, &d->db);
 	if (ret)
-		goto out;
+		return ret;
 
 	printf("vfiomig demo: live migration of a simulated %s device with %.1f MiB of state\n",
-	       v1 ? "v1 (region protocol)" : "v2 (data_fd protocol, PRE_COPY + P2P)",
-	       (double)state / (1024.0 * 1024.0));
-	printf("  source 0000:03:00.0 -> destination 0000:04:00.0, in-memory stream\n");
+	       d->v1 ? "v1 (region protocol)" : "v2 (data_fd protocol, PRE_COPY + P2P)",
+	       (double)d->state / (1024.0 * 1024.0));
+	printf("  source " DEMO_SRC " -> destination " DEMO_DST ", in-memory stream\n");
 	/* The guest has been using the device: fill its state. */
-	ret = vfiomig_sim_device_run(sa, state / 4096);
+	ret = vfiomig_sim_device_run(d->sa, d->state / 4096);
 	if (!ret)
-		ret = vfiomig_mig_new(da, VFIOMIG_ROLE_SAVE, &so_save, &src);
+		ret = vfiomig_mig_new(d->da, VFIOMIG_ROLE_SAVE, &so_save, &d->src);
 	if (!ret)
-		ret = vfiomig_mig_new(db, VFIOMIG_ROLE_LOAD, &so_load, &dst);
+		ret = vfiomig_mig_new(d->db, VFIOMIG_ROLE_LOAD, &so_load, &d->dst);
 	if (!ret)
-		ret = vfiomig_stream_mem_new(ctx, &wire);
+		ret = vfiomig_stream_mem_new(d->ctx, &d->wire);
 	if (!ret)
-		ret = vfiomig_mig_save_setup(src, wire);
+		ret = vfiomig_mig_save_setup(d->src, d->wire);
 	if (!ret)
-		ret = vfiomig_mig_load_setup(dst, wire);
-	if (ret)
-		goto out;
+		ret = vfiomig_mig_load_setup(d->dst, d->wire);
+	return ret;
+}
 
-	for (uint64_t round = 1; precopy && round <= max_rounds; round++) {
-		uint64_t before = vfiomig_stream_bytes_written(wire);
+/* Pre-copy rounds while the guest keeps running, until little is left dirty. */
+static int demo_precopy(struct demo *d)
+{
+	VFIOMIG_OPTS(mig_pending, pend);
+
+	for (uint64_t round = 1; d->precopy && round <= d->max_rounds; round++) {
+		uint64_t before = vfiomig_stream_bytes_written(d->wire);
+		int ret;
 
 		/* The guest keeps running between rounds. */
-		ret = vfiomig_sim_device_run(sa, dirty * 4);
+		ret = vfiomig_sim_device_run(d->sa, d->dirty * 4);
 		if (!ret)
-			ret = vfiomig_mig_save_iterate(src, wire, 0);
+			ret = vfiomig_mig_save_iterate(d->src, d->wire, 0);
 		if (ret >= 0) {
-			ret = vfiomig_mig_load(dst, wire);
+			ret = vfiomig_mig_load(d->dst, d->wire);
 			ret = ret == 1 ? 0 : (ret == 0 ? -EPROTO : ret);
 		}
 		if (!ret)
-			ret = vfiomig_mig_save_pending(src, &pend);
+			ret = vfiomig_mig_save_pending(d->src, &pend);
 		if (ret)
-			goto out;
+			return ret;
 		printf("  pre-copy round %2llu: %10llu stream bytes; still dirty %8llu bytes, "
 		       "initial data %s\n", (unsigned long long)round,
-		       (unsigned long long)(vfiomig_stream_bytes_written(wire) - before),
+		       (unsigned long long)(vfiomig_stream_bytes_written(d->wire) - before),
 		       (unsigned long long)pend.precopy_dirty,
-		       vfiomig_mig_initial_data_sent(src) ? "sent" : "pending");
-		if (vfiomig_mig_initial_data_sent(src) && pend.precopy_dirty <= 256 * 1024)
+		       vfiomig_mig_initial_data_sent(d->src) ? "sent" : "pending");
+		if (vfiomig_mig_initial_data_sent(d->src) && pend.precopy_dirty <= 256 * 1024)
 			break;
 	}
+	return 0;
+}
+
+/* Pause the VM: the rest moves in stop-and-copy, then the destination resumes. */
+static int demo_stop_and_copy(struct demo *d)
+{
+	struct timespec t0;
+	int ret;
 
 	/* The guest writes right up to the moment it is paused: those pages go in stop-copy. */
-	ret = vfiomig_sim_device_run(sa, dirty);
+	ret = vfiomig_sim_device_run(d->sa, d->dirty);
 	if (ret)
-		goto out;
-	/* Stop the VM: the device goes to STOP_COPY, then the rest moves. */
+		return ret;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	ret = vfiomig_mig_vm_state(src, VFIOMIG_VM_STOPPED);
+	ret = vfiomig_mig_vm_state(d->src, VFIOMIG_VM_STOPPED);
 	if (!ret)
-		ret = vfiomig_mig_save_complete(src, wire);
+		ret = vfiomig_mig_save_complete(d->src, d->wire);
 	if (!ret) {
-		ret = vfiomig_mig_load(dst, wire);
+		ret = vfiomig_mig_load(d->dst, d->wire);
 		ret = ret == 0 ? 0 : (ret > 0 ? -EPROTO : ret);
 	}
 	if (!ret)
-		ret = vfiomig_mig_vm_state(dst, VFIOMIG_VM_RUNNING);
-	if (ret)
-		goto out;
-	printf("  VM paused for %.2f ms (stop-and-copy, load, resume)\n", ms_since(&t0));
+		ret = vfiomig_mig_vm_state(d->dst, VFIOMIG_VM_RUNNING);
+	if (!ret)
+		printf("  VM paused for %.2f ms (stop-and-copy, load, resume)\n", ms_since(&t0));
+	return ret;
+}
 
-	a = vfiomig_sim_device_state(sa, &alen);
-	b = vfiomig_sim_device_state(sb, &blen);
-	if (alen != blen || memcmp(a, b, alen) != 0) {
-		fprintf(stderr, "%s: demo: destination state differs from the source!\n", prog);
-		goto out;
-	}
-	if (!config_ok) {
-		fprintf(stderr, "%s: demo: the VMM config record did not arrive\n", prog);
-		goto out;
-	}
-	ret = vfiomig_mig_get_stats(src, &st);
+/* The destination must hold exactly the source's state, and the VMM's config record. */
+static int demo_verify(const struct command *cmd, struct demo *d)
+{
+	const void *a, *b;
+	size_t alen, blen;
+
+	a = vfiomig_sim_device_state(d->sa, &alen);
+	b = vfiomig_sim_device_state(d->sb, &blen);
+	if (alen != blen || memcmp(a, b, alen) != 0)
+		return report(cmd, "verify", "the state of " DEMO_DST " differs from " DEMO_SRC);
+	if (!d->config_ok)
+		return report(cmd, "verify", "the VMM config record did not arrive");
+	return 0;
+}
+
+static int demo_report(struct demo *d)
+{
+	VFIOMIG_OPTS(mig_stats, st);
+	size_t len;
+	int ret;
+
+	ret = vfiomig_mig_get_stats(d->src, &st);
 	if (ret)
-		goto out;
+		return ret;
+	vfiomig_sim_device_state(d->sb, &len);
 	printf("result: destination state is bit-identical to the source (%zu bytes); "
-	       "destination %s\n", alen,
-	       vfiomig_device_state_name((uint32_t)vfiomig_sim_device_mig_state(sb)));
+	       "destination %s\n", len,
+	       vfiomig_device_state_name((uint32_t)vfiomig_sim_device_mig_state(d->sb)));
 	printf("  %-26s %12llu\n", "pre-copy rounds", (unsigned long long)st.precopy_rounds);
 	print_mib("pre-copy device bytes", st.precopy_bytes);
 	print_mib("stop-copy device bytes", st.stopcopy_bytes);
 	printf("  %-26s %12.3f ms\n", "stop-copy time (source)", (double)st.stopcopy_ns / 1e6);
 	print_mib("stream bytes", st.bytes);
-	rc = 0;
-out:
-	if (ret)
-		fprintf(stderr, "%s: demo failed: %s\n", prog, vfiomig_strerror(ret));
-	vfiomig_mig_free(src);
-	vfiomig_mig_free(dst);
-	vfiomig_stream_free(wire);
-	vfiomig_device_close(da);
-	vfiomig_device_close(db);
-	vfiomig_ctx_unref(ctx);
-	vfiomig_sim_free(sim);
+	return 0;
+}
+
+static void demo_free(struct demo *d)
+{
+	vfiomig_mig_free(d->src);
+	vfiomig_mig_free(d->dst);
+	vfiomig_stream_free(d->wire);
+	vfiomig_device_close(d->da);
+	vfiomig_device_close(d->db);
+	vfiomig_ctx_unref(d->ctx);
+	vfiomig_sim_free(d->sim);
+}
+
+static int cmd_demo(const struct command *cmd, int argc, char **argv)
+{
+	struct demo d = { .state = 64ull << 20, .dirty = 16, .max_rounds = 10, .precopy = true };
+	int ret, rc;
+
+	rc = demo_args(cmd, argc, argv, &d);
+	if (rc != ARGS_OK)
+		return rc;
+	if ((ret = demo_setup(&d)))
+		rc = fail(cmd, "setting up the simulated devices", ret);
+	else if ((ret = demo_precopy(&d)))
+		rc = fail(cmd, "pre-copy", ret);
+	else if ((ret = demo_stop_and_copy(&d)))
+		rc = fail(cmd, "stop-and-copy", ret);
+	else if ((rc = demo_verify(cmd, &d)) == 0 && (ret = demo_report(&d)))
+		rc = fail(cmd, "statistics", ret);
+	fflush(stdout);
+	demo_free(&d);
 	return rc;
 }
 
-static int cmd_save_load(bool save, int argc, char **argv)
+/* ------------------------------------------------------------- save, load */
+
+/*
+ * May t's device migrate with these opts? 0, or 1 after saying why not,
+ * in terms of what the user can change.
+ */
+static int target_check_mig(const struct command *cmd, const char *spec, struct target *t,
+			    const struct vfiomig_mig_opts *mo)
 {
-	const char *spec = NULL, *file = NULL;
-	uint32_t flags = 0;
+	VFIOMIG_OPTS(migration_info, mi);
+	int prio = vfiomig_ctx_get_log_priority(t->ctx);
+	char reason[256];
+	int ret;
+
+	/* A blocker is an answer here, not an error: keep it out of the log. */
+	vfiomig_ctx_set_log_priority(t->ctx, VFIOMIG_LOG_ERR - 1);
+	ret = vfiomig_mig_check(t->dev, mo, reason, sizeof(reason));
+	if (ret == -EOPNOTSUPP && vfiomig_device_migration_info(t->dev, &mi))
+		mi.protocols = UINT32_MAX; /* unknown: give the library's reason */
+	vfiomig_ctx_set_log_priority(t->ctx, prio);
+	if (ret != -EOPNOTSUPP)
+		return ret ? fail(cmd, spec, ret) : 0;
+	if (t->sim && mi.protocols == 0)
+		return report(cmd, spec, "the simulated device has no migration support; "
+			      "add mig=v2 (or v1, v2-p2p, v2-precopy, v2-p2p-precopy) to the spec");
+	if (mi.protocols == VFIOMIG_PROTO_BIT(VFIOMIG_PROTO_V1) &&
+	    !(mo->flags & VFIOMIG_MIG_F_ALLOW_V1))
+		return report(cmd, spec, "the device offers only the experimental v1 migration "
+			      "protocol; pass --allow-v1 to use it");
+	return report(cmd, spec, "cannot migrate: %s", reason);
+}
+
+static void print_mig_summary(struct vfiomig_mig *m, struct target *t, bool save)
+{
+	VFIOMIG_OPTS(mig_stats, st);
+
+	vfiomig_mig_get_stats(m, &st);
+	printf("%s %s: %s, %llu stream bytes, %llu device bytes (%llu pre-copy rounds); "
+	       "device now %s\n", save ? "saved" : "loaded", vfiomig_device_name(t->dev),
+	       st.protocol == VFIOMIG_PROTO_V1 ? "v1" : "v2",
+	       (unsigned long long)st.bytes, (unsigned long long)st.device_bytes,
+	       (unsigned long long)st.precopy_rounds, vfiomig_device_state_name(st.device_state));
+}
+
+/* Name a file's stream after the file, so the library's lines say which file. */
+static void stream_name_file(struct vfiomig_stream *s, const char *file)
+{
+	if (strlen(file) < 128)
+		vfiomig_stream_set_name(s, file);
+}
+
+/*
+ * A save writes FILE's temporary sibling, "DIR/.BASE.XXXXXX", and renames
+ * it onto FILE once the stream is complete and on disk: FILE is never
+ * half-written, and a failed or interrupted save leaves an existing FILE
+ * as it was. The signal handler removes the temporary on SIGINT/TERM/HUP.
+ */
+static char save_tmp[PATH_MAX];
+static volatile sig_atomic_t save_tmp_live;
+
+static void save_tmp_on_signal(int sig)
+{
+	if (save_tmp_live)
+		unlink(save_tmp);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Create the temporary (0600, O_CLOEXEC): its fd, or -errno. */
+static int save_tmp_create(const char *file)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	const char *slash = strrchr(file, '/');
+	int dirlen = slash ? (int)(slash - file) + 1 : 0;
+	struct sigaction sa = { .sa_handler = save_tmp_on_signal };
+	sigset_t all, old;
+	int fd, err, n;
+
+	n = snprintf(save_tmp, sizeof(save_tmp), "%.*s.%s.XXXXXX", dirlen, file,
+		     file + dirlen);
+	if (n < 0 || (size_t)n >= sizeof(save_tmp))
+		return -ENAMETOOLONG;
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	/* No signal between creating the file and knowing it must go. */
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	fd = mkostemp(save_tmp, O_CLOEXEC);
+	err = errno;
+	save_tmp_live = fd >= 0;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return fd >= 0 ? fd : -err;
+}
+
+static void save_tmp_remove(void)
+{
+	if (save_tmp_live) {
+		unlink(save_tmp);
+		save_tmp_live = 0;
+	}
+}
+
+/* The directory of FILE, for its error messages and its fsync. */
+static void dir_of(const char *file, char *buf, size_t len)
+{
+	const char *slash = strrchr(file, '/');
+
+	if (!slash)
+		snprintf(buf, len, ".");
+	else if (slash == file)
+		snprintf(buf, len, "/");
+	else
+		snprintf(buf, len, "%.*s", (int)(slash - file), file);
+}
+
+/* Data on disk, then the name: fsync, close, rename, fsync the directory. 0 or 1 (said). */
+static int save_commit(const struct command *cmd, const char *file, int fd)
+{
+	char dir[PATH_MAX];
+	int dfd;
+
+	if (fsync(fd)) {
+		int err = errno;
+
+		close(fd);
+		return report(cmd, file, "fsync of %s: %s", save_tmp, strerror(err));
+	}
+	if (close(fd))
+		return report(cmd, file, "close of %s: %s", save_tmp, strerror(errno));
+	if (rename(save_tmp, file))
+		return report(cmd, file, "rename from %s: %s", save_tmp, strerror(errno));
+	save_tmp_live = 0;
+	/* The rename itself survives a crash only once the directory is synced. */
+	dir_of(file, dir, sizeof(dir));
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd))
+		fprintf(stderr, "%s %s: %s: warning: saved, but fsync of directory %s: %s\n", prog,
+			cmd->name, file, dir, strerror(errno));
+	if (dfd >= 0)
+		close(dfd);
+	return 0;
+}
+
+/* Setup, up to `rounds` pre-copy rounds, stop, the rest: the device ends in STOP. */
+static int save_stream(struct vfiomig_mig *m, struct vfiomig_stream *s, uint64_t rounds)
+{
+	int ret = vfiomig_mig_save_setup(m, s);
+
+	for (uint64_t r = 0; !ret && r < rounds; r++) {
+		ret = vfiomig_mig_save_iterate(m, s, 0);
+		if (ret == 0 && vfiomig_mig_initial_data_sent(m))
+			break;
+		ret = ret > 0 ? 0 : ret;
+	}
+	if (ret >= 0)
+		ret = vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED);
+	if (!ret)
+		ret = vfiomig_mig_save_complete(m, s);
+	if (!ret)
+		ret = vfiomig_stream_flush(s);
+	return ret;
+}
+
+static int cmd_save(const struct command *cmd, int argc, char **argv)
+{
+	const char *spec = NULL, *file = NULL, *v;
 	uint64_t rounds = 8;
+	uint32_t flags = 0;
+	struct vfiomig_stream *s = NULL;
+	struct vfiomig_mig *m = NULL;
+	struct stat stt;
+	struct target t;
+	int fd, ret, rc;
+
+	for (int i = 0; i < argc; i++) {
+		if (is_help(argv[i]))
+			return help(cmd);
+		if ((ret = opt_value(cmd, argc, argv, &i, "-o", &v))) {
+			if (ret < 0)
+				return 2;
+			file = v;
+		} else if ((ret = opt_value(cmd, argc, argv, &i, "--rounds", &v))) {
+			if (ret < 0)
+				return 2;
+			if (!parse_size(v, &rounds))
+				return usage_error(cmd, "--rounds: '%s' is not a number", v);
+		} else if (strcmp(argv[i], "--allow-v1") == 0) {
+			flags |= VFIOMIG_MIG_F_ALLOW_V1;
+		} else if (strcmp(argv[i], "--no-precopy") == 0) {
+			flags |= VFIOMIG_MIG_F_NO_PRECOPY;
+		} else if ((ret = positional(cmd, argv[i], "DEVICE", &spec)) != ARGS_OK) {
+			return ret;
+		}
+	}
+	if (!spec)
+		return usage_error(cmd, "missing DEVICE");
+	if (!file)
+		return usage_error(cmd, "missing -o FILE");
+	if (!file[0])
+		return usage_error(cmd, "-o: empty file name");
+	if (stat(file, &stt) == 0 && S_ISDIR(stt.st_mode))
+		return report(cmd, file, "is a directory; -o wants the file to write");
+
+	VFIOMIG_OPTS(mig_opts, mo, .flags = flags);
+	rc = target_open(cmd, spec, &t);
+	if (rc)
+		return rc;
+	rc = target_check_mig(cmd, spec, &t, &mo);
+	if (rc)
+		goto out;
+	fd = save_tmp_create(file);
+	if (fd < 0) {
+		char dir[PATH_MAX];
+
+		dir_of(file, dir, sizeof(dir));
+		rc = report(cmd, file, "cannot create a temporary file in %s: %s", dir,
+			    strerror(-fd));
+		goto out;
+	}
+	ret = vfiomig_stream_fd_new(t.ctx, fd, 0, &s);
+	if (!ret) {
+		stream_name_file(s, file);
+		ret = vfiomig_mig_new(t.dev, VFIOMIG_ROLE_SAVE, &mo, &m);
+	}
+	if (!ret)
+		ret = save_stream(m, s, rounds);
+	vfiomig_stream_free(s);
+	if (ret) {
+		close(fd);
+		rc = fail(cmd, spec, ret);
+	} else {
+		rc = save_commit(cmd, file, fd);
+	}
+	if (!rc)
+		print_mig_summary(m, &t, true);
+out:
+	save_tmp_remove();
+	/* A migration freed before it completed puts the device back in RUNNING. */
+	vfiomig_mig_free(m);
+	target_close(&t);
+	return rc;
+}
+
+static int cmd_load(const struct command *cmd, int argc, char **argv)
+{
+	const char *spec = NULL, *file = NULL, *v;
+	uint32_t flags = 0;
 	struct vfiomig_stream *s = NULL;
 	struct vfiomig_mig *m = NULL;
 	struct target t;
-	int fd, ret;
+	int fd, ret, rc;
 
 	for (int i = 0; i < argc; i++) {
-		if ((strcmp(argv[i], "-o") == 0 && save) || (strcmp(argv[i], "-i") == 0 && !save)) {
-			if (i + 1 >= argc) {
-				usage(stderr);
+		if (is_help(argv[i]))
+			return help(cmd);
+		if ((ret = opt_value(cmd, argc, argv, &i, "-i", &v))) {
+			if (ret < 0)
 				return 2;
-			}
-			file = argv[++i];
+			file = v;
 		} else if (strcmp(argv[i], "--allow-v1") == 0) {
 			flags |= VFIOMIG_MIG_F_ALLOW_V1;
-		} else if (save && strcmp(argv[i], "--no-precopy") == 0) {
-			flags |= VFIOMIG_MIG_F_NO_PRECOPY;
-		} else if (save && strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) {
-			if (parse_size(argv[++i], &rounds)) {
-				usage(stderr);
-				return 2;
-			}
-		} else if (!spec && argv[i][0] != '-') {
-			spec = argv[i];
-		} else {
-			usage(stderr);
-			return 2;
+		} else if ((ret = positional(cmd, argv[i], "DEVICE", &spec)) != ARGS_OK) {
+			return ret;
 		}
 	}
-	if (!spec || !file) {
-		usage(stderr);
-		return 2;
-	}
-	fd = save ? open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600) :
-		    open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
-		return 1;
-	}
-	if (target_open(spec, &t)) {
-		close(fd);
-		return 1;
-	}
-	VFIOMIG_OPTS(mig_opts, mo, .flags = flags);
-	ret = vfiomig_stream_fd_new(t.ctx, fd, VFIOMIG_STREAM_FD_TAKE, &s);
-	if (!ret)
-		ret = vfiomig_mig_new(t.dev, save ? VFIOMIG_ROLE_SAVE : VFIOMIG_ROLE_LOAD, &mo, &m);
-	if (ret)
-		goto out;
-	if (save) {
-		ret = vfiomig_mig_save_setup(m, s);
-		for (uint64_t r = 0; !ret && r < rounds; r++) {
-			ret = vfiomig_mig_save_iterate(m, s, 0);
-			if (ret == 0 && vfiomig_mig_initial_data_sent(m))
-				break;
-			ret = ret > 0 ? 0 : ret;
-		}
-		if (ret >= 0)
-			ret = vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED);
-		if (!ret)
-			ret = vfiomig_mig_save_complete(m, s);
-	} else {
-		ret = vfiomig_mig_load_setup(m, s);
-		while (!ret) {
-			ret = vfiomig_mig_load(m, s);
-			if (ret == 0)
-				break;
-			ret = ret > 0 ? 0 : ret;
-		}
-		if (!ret)
-			ret = vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING);
-	}
-	if (!ret) {
-		VFIOMIG_OPTS(mig_stats, st);
+	if (!spec)
+		return usage_error(cmd, "missing DEVICE");
+	if (!file)
+		return usage_error(cmd, "missing -i FILE");
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return report(cmd, file, "%s", strerror(errno));
 
-		vfiomig_mig_get_stats(m, &st);
-		printf("%s %s: %s, %llu stream bytes, %llu device bytes (%llu pre-copy rounds); "
-		       "device now %s\n", save ? "saved" : "loaded", vfiomig_device_name(t.dev),
-		       st.protocol == VFIOMIG_PROTO_V1 ? "v1" : "v2",
-		       (unsigned long long)st.bytes, (unsigned long long)st.device_bytes,
-		       (unsigned long long)st.precopy_rounds, vfiomig_device_state_name(st.device_state));
+	VFIOMIG_OPTS(mig_opts, mo, .flags = flags);
+	rc = target_open(cmd, spec, &t);
+	if (rc) {
+		close(fd);
+		return rc;
 	}
-out:
+	rc = target_check_mig(cmd, spec, &t, &mo);
+	if (rc) {
+		close(fd);
+		goto out;
+	}
+	ret = vfiomig_stream_fd_new(t.ctx, fd, VFIOMIG_STREAM_FD_TAKE, &s);
+	if (!ret) {
+		stream_name_file(s, file);
+		ret = vfiomig_mig_new(t.dev, VFIOMIG_ROLE_LOAD, &mo, &m);
+	}
+	if (!ret)
+		ret = vfiomig_mig_load_setup(m, s);
+	while (!ret) {
+		ret = vfiomig_mig_load(m, s);
+		if (ret == 0)
+			break;
+		ret = ret > 0 ? 0 : ret;
+	}
+	if (!ret)
+		ret = vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING);
 	if (ret)
-		fprintf(stderr, "%s: %s %s: %s\n", prog, save ? "save" : "load", spec,
-			vfiomig_strerror(ret));
+		rc = fail(cmd, spec, ret);
+	else
+		print_mig_summary(m, &t, false);
+out:
 	vfiomig_mig_free(m);
 	vfiomig_stream_free(s);
 	target_close(&t);
-	return ret ? 1 : 0;
+	return rc;
 }
+
+/* ---------------------------------------------------------------- inspect */
 
 static const char *rec_name(uint32_t t)
 {
@@ -802,6 +1247,7 @@ static const char *phase_name(uint32_t p)
 }
 
 struct inspect_ctx {
+	const char *file;
 	bool verbose;
 	bool json;
 	uint64_t records;
@@ -811,6 +1257,9 @@ static int inspect_record(void *user, const struct vfiomig_record *rec)
 {
 	struct inspect_ctx *ic = user;
 
+	/* The title waits for the first record: a file that is no stream gets no output. */
+	if (ic->verbose && !ic->json && ic->records == 0)
+		printf("records of %s:\n", ic->file);
 	ic->records++;
 	if (ic->verbose && !ic->json)
 		printf("  @%-10llu %-16s %-9s marker 0x%016llx size %llu\n",
@@ -819,104 +1268,275 @@ static int inspect_record(void *user, const struct vfiomig_record *rec)
 	return 0;
 }
 
-static int cmd_inspect(int argc, char **argv)
+static void inspect_print_json(const struct inspect_ctx *ic, const struct vfiomig_stream_info *si,
+			       int ret)
+{
+	printf("{\n  \"file\": ");
+	json_str(ic->file);
+	printf(",\n  \"valid\": %s,\n  \"error\": ", ret ? "false" : "true");
+	json_str(!ret ? "" : lib_err.count ? lib_err.first : vfiomig_strerror(ret));
+	printf(",\n  \"format_version\": %u,\n  \"protocol\": %u,\n  \"flags\": %u,\n"
+	       "  \"kind\": \"%s\",\n  \"vendor\": %u,\n  \"device\": %u,\n"
+	       "  \"subvendor\": %u,\n  \"subdevice\": %u,\n  \"class_code\": %u,\n"
+	       "  \"mdev_type\": ", si->version, si->protocol, si->flags,
+	       si->kind == VFIOMIG_DEVKIND_MDEV ? "mdev" : "pci", si->vendor, si->device,
+	       si->subvendor, si->subdevice, si->class_code);
+	json_str(si->mdev_type);
+	printf(",\n  \"driver\": ");
+	json_str(si->driver);
+	printf(",\n  \"bytes\": %llu,\n  \"records\": %llu,\n  \"data_records\": %llu,\n"
+	       "  \"data_bytes\": %llu,\n  \"precopy_rounds\": %llu,\n"
+	       "  \"precopy_bytes\": %llu,\n  \"stopcopy_bytes\": %llu,\n"
+	       "  \"config_bytes\": %llu,\n  \"init_data_sent\": %s\n}\n",
+	       (unsigned long long)si->bytes, (unsigned long long)ic->records,
+	       (unsigned long long)si->data_records, (unsigned long long)si->data_bytes,
+	       (unsigned long long)si->precopy_rounds, (unsigned long long)si->precopy_bytes,
+	       (unsigned long long)si->stopcopy_bytes, (unsigned long long)si->config_bytes,
+	       si->init_data_sent ? "true" : "false");
+}
+
+static void inspect_print_text(const struct inspect_ctx *ic, const struct vfiomig_stream_info *si,
+			       int ret)
+{
+	printf("%s: libvfiomig stream, format version %u, protocol v%u\n", ic->file, si->version,
+	       si->protocol);
+	printf("  device      %s %04x:%04x subsystem %04x:%04x class %06x%s%s%s%s\n",
+	       si->kind == VFIOMIG_DEVKIND_MDEV ? "mdev" : "PCI", si->vendor, si->device,
+	       si->subvendor, si->subdevice, si->class_code, si->mdev_type[0] ? " type " : "",
+	       si->mdev_type, si->driver[0] ? " driver " : "", si->driver);
+	printf("  records     %llu (%llu data records, %llu data bytes)\n",
+	       (unsigned long long)ic->records, (unsigned long long)si->data_records,
+	       (unsigned long long)si->data_bytes);
+	printf("  pre-copy    %llu rounds, %llu bytes; initial data %s\n",
+	       (unsigned long long)si->precopy_rounds, (unsigned long long)si->precopy_bytes,
+	       si->init_data_sent ? "marked sent" : "not marked");
+	printf("  stop-copy   %llu bytes; VMM config %s (%llu bytes)\n",
+	       (unsigned long long)si->stopcopy_bytes, si->has_config ? "present" : "absent",
+	       (unsigned long long)si->config_bytes);
+	printf("  integrity   %s (%llu bytes read)\n",
+	       ret ? "FAILED" : "trailer counts and CRC32C verified",
+	       (unsigned long long)si->bytes);
+}
+
+static int cmd_inspect(const struct command *cmd, int argc, char **argv)
 {
 	VFIOMIG_OPTS(stream_info, si);
 	struct inspect_ctx ic = { 0 };
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_stream *s = NULL;
-	const char *file = NULL;
 	int fd, ret;
 
 	for (int i = 0; i < argc; i++) {
+		if (is_help(argv[i]))
+			return help(cmd);
 		if (strcmp(argv[i], "--json") == 0)
 			ic.json = true;
 		else if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--records") == 0)
 			ic.verbose = true;
-		else if (!file && argv[i][0] != '-')
-			file = argv[i];
-		else {
-			usage(stderr);
-			return 2;
-		}
+		else if ((ret = positional(cmd, argv[i], "FILE", &ic.file)) != ARGS_OK)
+			return ret;
 	}
-	if (!file) {
-		usage(stderr);
-		return 2;
-	}
-	fd = open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		fprintf(stderr, "%s: %s: %s\n", prog, file, strerror(errno));
-		return 1;
-	}
-	ret = vfiomig_ctx_new(NULL, &ctx);
+	if (!ic.file)
+		return usage_error(cmd, "missing FILE");
+	fd = open(ic.file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return report(cmd, ic.file, "%s", strerror(errno));
+	ret = tool_ctx_new(NULL, &ctx);
 	if (!ret)
 		ret = vfiomig_stream_fd_new(ctx, fd, VFIOMIG_STREAM_FD_TAKE, &s);
 	else
 		close(fd);
 	if (ret)
 		goto out;
-	if (ic.verbose && !ic.json)
-		printf("records of %s:\n", file);
+	stream_name_file(s, ic.file);
 	ret = vfiomig_stream_inspect(s, 0, &si, inspect_record, &ic);
-	if (ic.json) {
-		printf("{\n  \"file\": ");
-		json_str(file);
-		printf(",\n  \"valid\": %s,\n  \"error\": ", ret ? "false" : "true");
-		json_str(ret ? vfiomig_strerror(ret) : "");
-		printf(",\n  \"format_version\": %u,\n  \"protocol\": %u,\n  \"flags\": %u,\n"
-		       "  \"kind\": \"%s\",\n  \"vendor\": %u,\n  \"device\": %u,\n"
-		       "  \"subvendor\": %u,\n  \"subdevice\": %u,\n  \"class_code\": %u,\n"
-		       "  \"mdev_type\": ", si.version, si.protocol, si.flags,
-		       si.kind == 2 ? "mdev" : "pci", si.vendor, si.device, si.subvendor,
-		       si.subdevice, si.class_code);
-		json_str(si.mdev_type);
-		printf(",\n  \"driver\": ");
-		json_str(si.driver);
-		printf(",\n  \"bytes\": %llu,\n  \"records\": %llu,\n  \"data_records\": %llu,\n"
-		       "  \"data_bytes\": %llu,\n  \"precopy_rounds\": %llu,\n"
-		       "  \"precopy_bytes\": %llu,\n  \"stopcopy_bytes\": %llu,\n"
-		       "  \"config_bytes\": %llu,\n  \"init_data_sent\": %s\n}\n",
-		       (unsigned long long)si.bytes, (unsigned long long)ic.records,
-		       (unsigned long long)si.data_records, (unsigned long long)si.data_bytes,
-		       (unsigned long long)si.precopy_rounds, (unsigned long long)si.precopy_bytes,
-		       (unsigned long long)si.stopcopy_bytes, (unsigned long long)si.config_bytes,
-		       si.init_data_sent ? "true" : "false");
-	} else {
-		printf("%s: libvfiomig stream, format version %u, protocol v%u\n", file, si.version,
-		       si.protocol);
-		printf("  device      %s %04x:%04x subsystem %04x:%04x class %06x%s%s%s%s\n",
-		       si.kind == 2 ? "mdev" : "PCI", si.vendor, si.device, si.subvendor,
-		       si.subdevice, si.class_code, si.mdev_type[0] ? " type " : "", si.mdev_type,
-		       si.driver[0] ? " driver " : "", si.driver);
-		printf("  records     %llu (%llu data records, %llu data bytes)\n",
-		       (unsigned long long)ic.records, (unsigned long long)si.data_records,
-		       (unsigned long long)si.data_bytes);
-		printf("  pre-copy    %llu rounds, %llu bytes; initial data %s\n",
-		       (unsigned long long)si.precopy_rounds, (unsigned long long)si.precopy_bytes,
-		       si.init_data_sent ? "marked sent" : "not marked");
-		printf("  stop-copy   %llu bytes; VMM config %s (%llu bytes)\n",
-		       (unsigned long long)si.stopcopy_bytes, si.has_config ? "present" : "absent",
-		       (unsigned long long)si.config_bytes);
-		printf("  integrity   %s (%llu bytes read)\n",
-		       ret ? "FAILED" : "trailer counts and CRC32C verified",
-		       (unsigned long long)si.bytes);
+	/*
+	 * A stream whose header was read gets its summary even when a later
+	 * part is broken (what was found, and where it failed); a file that is
+	 * not a stream at all gets only the error.
+	 */
+	if (!ret || si.version) {
+		if (ic.json)
+			inspect_print_json(&ic, &si, ret);
+		else
+			inspect_print_text(&ic, &si, ret);
 	}
 out:
 	if (ret)
-		fprintf(stderr, "%s: inspect %s: %s\n", prog, file, vfiomig_strerror(ret));
+		fail(cmd, ic.file, ret);
 	vfiomig_stream_free(s);
 	vfiomig_ctx_unref(ctx);
 	return ret ? 1 : 0;
 }
 
+/* ---------------------------------------------------------------- commands */
+
+static int cmd_help(const struct command *cmd, int argc, char **argv);
+
+static const struct command commands[] = {
+	{ "probe", cmd_probe, "DEVICE [--json]",
+	  "show a device's regions, IOMMU capabilities and migration support",
+	  "Open DEVICE and show what a VMM needs to know before it migrates it: the\n"
+	  "device info, its regions (flags, size, sparse-mmap areas), the type1 IOMMU's\n"
+	  "capabilities, the migration protocols it offers (or what blocks migration)\n"
+	  "and which dirty-page tracking mechanisms work. Nothing is changed.\n"
+	  "\n"
+	  "Options:\n"
+	  "  --json         print JSON instead of text\n"
+	  "  -h, --help     show this help\n"
+	  "\n"
+	  "DEVICE: see 'vfiomig --help'.\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig probe sim:pci,mig=v2-p2p-precopy\n" },
+	{ "demo", cmd_demo, "[--state SIZE] [--dirty PAGES] [--proto v1|v2] [--no-precopy]",
+	  "live-migrate a simulated device into another and check the result",
+	  "Live-migrate a simulated device (" DEMO_SRC ", SIZE bytes of state that the\n"
+	  "guest keeps changing) into a second one (" DEMO_DST ") over an in-memory\n"
+	  "stream: pre-copy rounds until little is left dirty, then stop-and-copy, and\n"
+	  "the destination resumes. Checks that the destination's state is bit-identical\n"
+	  "and that the VMM's config record arrived, then prints the rounds, the bytes\n"
+	  "and how long the VM was paused. Needs no hardware.\n"
+	  "\n"
+	  "Options:\n"
+	  "  --state SIZE   device state, a multiple of 4K; suffix K, M or G (default 64M)\n"
+	  "  --dirty PAGES  4 KiB pages the guest changes per device read while it runs,\n"
+	  "                 4x that between pre-copy rounds (default 16)\n"
+	  "  --proto v1|v2  kernel migration protocol (default v2, with PRE_COPY and P2P)\n"
+	  "  --no-precopy   no pre-copy rounds: stop-and-copy only\n"
+	  "  -h, --help     show this help\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig demo --state 256M --dirty 64\n" },
+	{ "save", cmd_save, "DEVICE -o FILE [--no-precopy] [--allow-v1] [--rounds N]",
+	  "save a device's migration state into a file",
+	  "Save DEVICE's migration state into FILE as a migration source does: set up,\n"
+	  "pre-copy rounds while the device runs (until its initial data is sent, at\n"
+	  "most N), then stop it (STOP_COPY) and write the rest. The device is left\n"
+	  "stopped (STOP); if the save fails it is running again. FILE is written under\n"
+	  "a temporary name in the same directory and renamed into place once complete\n"
+	  "and synced: a failed save leaves no FILE, and an existing FILE untouched.\n"
+	  "\n"
+	  "Options:\n"
+	  "  -o FILE        the stream file to write (required)\n"
+	  "  --rounds N     at most N pre-copy rounds (default 8)\n"
+	  "  --no-precopy   no pre-copy rounds: stop-and-copy only\n"
+	  "  --allow-v1     allow the experimental v1 region protocol (Linux 5.8-5.17)\n"
+	  "  -h, --help     show this help\n"
+	  "\n"
+	  "DEVICE must support migration; a simulated device needs mig= in its spec\n"
+	  "(see 'vfiomig --help').\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig save sim:pci,mig=v2 -o dev.vfm\n" },
+	{ "load", cmd_load, "DEVICE -i FILE [--allow-v1]",
+	  "load a saved migration state into a device",
+	  "Load a stream written by 'vfiomig save' (or any libvfiomig source) into\n"
+	  "DEVICE as a migration destination does: the device takes the data in\n"
+	  "RESUMING and is left RUNNING. The stream must be for a device of the same\n"
+	  "kind (PCI IDs or mdev type) and pass its trailer's counts and CRC32C check.\n"
+	  "\n"
+	  "Options:\n"
+	  "  -i FILE        the stream file to read (required)\n"
+	  "  --allow-v1     allow the experimental v1 region protocol (Linux 5.8-5.17)\n"
+	  "  -h, --help     show this help\n"
+	  "\n"
+	  "A simulated device lives only as long as one vfiomig process: to load what\n"
+	  "was saved from one, give the same spec (a fresh device of the same kind).\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig load sim:pci,mig=v2 -i dev.vfm\n" },
+	{ "inspect", cmd_inspect, "FILE [--records] [--json]",
+	  "decode and verify a migration stream file",
+	  "Decode and verify a libvfiomig migration stream without touching a device:\n"
+	  "the header (format version, protocol, device identity), the records, the\n"
+	  "pre-copy and stop-copy sizes, and the trailer's counts and CRC32C. Exits 1\n"
+	  "when FILE is not a stream (nothing on stdout then) or fails verification.\n"
+	  "\n"
+	  "Options:\n"
+	  "  --records, -v  list every record: offset, type, phase, marker, size\n"
+	  "  --json         print the summary as JSON\n"
+	  "  -h, --help     show this help\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig inspect dev.vfm --records\n" },
+	{ "help", cmd_help, "[COMMAND]", "show this help, or a command's ('vfiomig help save')",
+	  "Show the list of commands, or COMMAND's help (the same as\n"
+	  "'vfiomig COMMAND --help').\n"
+	  "\n"
+	  "Example:\n"
+	  "  vfiomig help save\n" },
+};
+
+#define NR_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < NR_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	for (size_t i = 0; i < NR_COMMANDS; i++)
+		fprintf(f, "%s %s %s%s%s\n", i ? "      " : "usage:", prog, commands[i].name,
+			commands[i].args[0] ? " " : "", commands[i].args);
+	fprintf(f, "       %s --version | --help\n\nCommands:\n", prog);
+	for (size_t i = 0; i < NR_COMMANDS; i++)
+		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f,
+		"\n"
+		"'%s COMMAND --help' (or '%s help COMMAND') shows a command's options.\n"
+		"\n"
+		"DEVICE: a PCI address (0000:03:00.0), an mdev UUID, a sysfs device path,\n"
+		"        /dev/vfio/devices/vfioN, or a simulated device (it exists only\n"
+		"        inside this one vfiomig process):\n"
+		"        sim:pci[,name=ADDR,vendor=0xVVVV,device=0xDDDD,subvendor=0xVVVV,\n"
+		"                subdevice=0xDDDD,bar0=64K,sparse=0|1,msix_mappable=0|1,\n"
+		"                mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy,\n"
+		"                state=64K,dirty=PAGES,v1data=64K,dmalog=0|1]\n"
+		"        sim:mdev[,name=UUID,...]       (save and load need mig=)\n"
+		"\n"
+		"Environment:\n"
+		"  VFIOMIG_LOG=err|warning|info|debug   library log detail (default err)\n"
+		"\n"
+		"Exit status: 0  success\n"
+		"             1  the operation failed (the reason is on stderr)\n"
+		"             2  usage error: the command line is wrong, nothing was done\n",
+		prog, prog);
+}
+
+static int cmd_help(const struct command *cmd, int argc, char **argv)
+{
+	const struct command *c;
+
+	if (argc == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (is_help(argv[0]))
+		return help(cmd);
+	if (argv[0][0] == '-')
+		return usage_error(cmd, "unknown option '%s'", argv[0]);
+	if (argc > 1)
+		return usage_error(cmd, "unexpected argument '%s' (COMMAND is '%s')", argv[1],
+				   argv[0]);
+	c = find_command(argv[0]);
+	if (!c)
+		return usage_error(NULL, "unknown command '%s'", argv[0]);
+	return help(c);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc < 2) {
-		usage(stderr);
-		return 2;
-	}
-	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+	const struct command *c;
+	int rc;
+
+	if (argc < 2)
+		return usage_error(NULL, "missing command");
+	if (is_help(argv[1])) {
 		usage(stdout);
 		return 0;
 	}
@@ -924,17 +1544,12 @@ int main(int argc, char **argv)
 		printf("vfiomig %s\n", vfiomig_version());
 		return 0;
 	}
-	if (strcmp(argv[1], "probe") == 0)
-		return cmd_probe(argc - 2, argv + 2);
-	if (strcmp(argv[1], "inspect") == 0)
-		return cmd_inspect(argc - 2, argv + 2);
-	if (strcmp(argv[1], "demo") == 0)
-		return cmd_demo(argc - 2, argv + 2);
-	if (strcmp(argv[1], "save") == 0)
-		return cmd_save_load(true, argc - 2, argv + 2);
-	if (strcmp(argv[1], "load") == 0)
-		return cmd_save_load(false, argc - 2, argv + 2);
-	fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
-	usage(stderr);
-	return 2;
+	if (argv[1][0] == '-')
+		return usage_error(NULL, "unknown option '%s'", argv[1]);
+	c = find_command(argv[1]);
+	if (!c)
+		return usage_error(NULL, "unknown command '%s'", argv[1]);
+	rc = c->run(c, argc - 2, argv + 2);
+	lib_err_flush();
+	return rc;
 }

@@ -54,8 +54,23 @@ extern "C" {
  * fields you use.
  */
 #define VFIOMIG_OPTS(TYPE, ...) VFIOMIG_OPTS_DECL_(TYPE, __VA_ARGS__, )
+#ifndef __cplusplus
 #define VFIOMIG_OPTS_DECL_(TYPE, NAME, ...) \
 	struct vfiomig_##TYPE NAME = { .sz = sizeof(struct vfiomig_##TYPE), __VA_ARGS__ }
+#else
+/*
+ * g++ (and newer clang++) warn under -Wextra about every member a C++20
+ * designated initialiser leaves out; here they are zeroed on purpose. The
+ * pragmas must sit between declarations, so the caller's `;` ends a
+ * static_assert.
+ */
+#define VFIOMIG_OPTS_DECL_(TYPE, NAME, ...)                                                \
+	_Pragma("GCC diagnostic push")                                                     \
+	_Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")                 \
+	struct vfiomig_##TYPE NAME = { .sz = sizeof(struct vfiomig_##TYPE), __VA_ARGS__ }; \
+	_Pragma("GCC diagnostic pop")                                                      \
+	static_assert(true, "")
+#endif
 
 /* Log priorities: the syslog(3) values, so they can be passed straight on. */
 #define VFIOMIG_LOG_ERR     3
@@ -115,7 +130,11 @@ VFIOMIG_API const char *vfiomig_strerror(int err);
 /* vfiomig_freep(&buf) frees a buffer from the library (buf: any pointer type). */
 static inline void vfiomig_freep(void *p)
 {
+#ifdef __cplusplus
+	vfiomig_free(*static_cast<void **>(p));
+#else
 	vfiomig_free(*(void **)p);
+#endif
 }
 
 #ifdef __cplusplus

@@ -46,7 +46,7 @@ struct vfiomig_dirty;
 #define VFIOMIG_DIRTY_MECH_BIT(mech) (1u << (mech))
 
 /* Filled by vfiomig_dirty_probe(); set sz first. */
-struct vfiomig_dirty_probe {
+struct vfiomig_dirty_info {
 	size_t sz;
 	/* VFIOMIG_DIRTY_MECH_BIT(mechanism) per usable mechanism */
 	uint32_t available;
@@ -61,7 +61,7 @@ struct vfiomig_dirty_probe {
 };
 
 /* Which mechanisms this device can use, the automatic choice, and why not the others. */
-VFIOMIG_API int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_probe *p);
+VFIOMIG_API int vfiomig_dirty_probe(struct vfiomig_device *dev, struct vfiomig_dirty_info *p);
 
 /* An IOVA range the VMM has mapped for DMA. */
 struct vfiomig_dma_range {

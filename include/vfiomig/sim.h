@@ -261,7 +261,9 @@ struct vfiomig_fault_spec {
 	uint32_t op;       /* VFIOMIG_KOP_* */
 	uint32_t times;    /* how many matching calls to hit; 0 means 1 */
 	/*
-	 * Negative errno to return without calling the inner op; 0 to call
+	 * Negative errno to return without calling the inner op (close is
+	 * the exception: the inner close runs and its fd is gone, as on Linux
+	 * when close() reports an error); 0 to call
 	 * it with the transfer shortened to short_len bytes (read, write,
 	 * pread, pwrite only; short_len 0 makes the call return 0).
 	 */

@@ -70,14 +70,14 @@ int vfiomig_fault_add(struct vfiomig_fault *f, const struct vfiomig_fault_spec *
 {
 	struct fault_arm a = { 0 }, *arms;
 
-	if (!f || !spec || sim_opts_check(spec, sizeof(*spec)))
+	if (!f || !spec || vm_sized_check(spec, VM_KNOWN_SZ(struct vfiomig_fault_spec, error)))
 		return -EINVAL;
-	a.op = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, op, 0);
-	a.times = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, times, 0);
-	a.nth = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, nth, 0);
-	a.error = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, error, 0);
-	a.short_len = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, short_len, 0);
-	a.ioctl_request = SIM_OPTS_GET(spec, struct vfiomig_fault_spec, ioctl_request, 0);
+	a.op = VM_OPTS_GET(spec, struct vfiomig_fault_spec, op, 0);
+	a.times = VM_OPTS_GET(spec, struct vfiomig_fault_spec, times, 0);
+	a.nth = VM_OPTS_GET(spec, struct vfiomig_fault_spec, nth, 0);
+	a.error = VM_OPTS_GET(spec, struct vfiomig_fault_spec, error, 0);
+	a.short_len = VM_OPTS_GET(spec, struct vfiomig_fault_spec, short_len, 0);
+	a.ioctl_request = VM_OPTS_GET(spec, struct vfiomig_fault_spec, ioctl_request, 0);
 	if (a.op >= VFIOMIG_KOP_COUNT)
 		return -EINVAL;
 	if (a.error > 0 || a.error < -4095)
@@ -183,8 +183,10 @@ static int fault_close(void *user, int fd)
 {
 	struct vfiomig_fault *f = user;
 	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_CLOSE, 0);
+	int ret = FAULT_INNER(f, close, fd);
 
-	return a ? a->error : FAULT_INNER(f, close, fd);
+	/* Linux releases the fd even when close() reports an error: so does a failed close here. */
+	return a ? a->error : ret;
 }
 
 static int fault_dup(void *user, int fd)

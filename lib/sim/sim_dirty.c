@@ -307,7 +307,7 @@ static bool ds_covered(const struct sim_dmaspace *ds, uint64_t first, uint64_t l
 /* Does [first, last] lie within one of the IOVA ranges an IOMMU domain allows? */
 static bool iova_allowed(uint64_t first, uint64_t last)
 {
-	for (size_t i = 0; i < SIM_ARRAY_SIZE(sim_type1_iova_ranges); i++)
+	for (size_t i = 0; i < VM_ARRAY_SIZE(sim_type1_iova_ranges); i++)
 		if (first >= sim_type1_iova_ranges[i].start &&
 		    last <= sim_type1_iova_ranges[i].end)
 			return true;
@@ -868,7 +868,7 @@ static int ioas_alloc_iova(const struct sim_dmaspace *ds, bool domain, uint64_t 
 {
 	static const struct vu_iova_range whole[1] = { { .start = PG, .end = UINT64_MAX - PG } };
 	const struct vu_iova_range *r = domain ? sim_type1_iova_ranges : whole;
-	size_t nr = domain ? SIM_ARRAY_SIZE(sim_type1_iova_ranges) : 1;
+	size_t nr = domain ? VM_ARRAY_SIZE(sim_type1_iova_ranges) : 1;
 	uint64_t align = 1;
 
 	if (length >= UINT64_MAX / 2)

@@ -10,6 +10,15 @@
  * The simulator is a library of its own: it uses only the public API of
  * libvfiomig and the uAPI layouts of lib/uapi.h, never the library's
  * internals, so it exercises the library exactly as the kernel would.
+ *
+ * Its files: sim.c (simulator lifetime, event logs, adding devices),
+ * sim_fd.c (fd table, objects, fd ops, the kernel ops table), sim_paths.c
+ * (sysfs and /dev: open, readlink, readdir), sim_group.c (IOMMU groups,
+ * group files), sim_iommu.c (type1 containers, iommufds), sim_device.c
+ * (regions, config space, device ioctls), sim_devfile.c (device files,
+ * cdev binding), sim_caps.c (info capability chains), sim_mig.c
+ * (migration), sim_dirty.c (DMA mappings, dirty tracking), sim_spec.c
+ * (device spec strings), fault.c (fault injection).
  */
 #ifndef VFIOMIG_SIM_INTERNAL_H
 #define VFIOMIG_SIM_INTERNAL_H
@@ -23,26 +32,23 @@
 
 #include <vfiomig/sim.h>
 
+#include "../sized.h"
 #include "../uapi.h"
 
-#define SIM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define SIM_OFFSETOFEND(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
-
-/* ------------------------------------------------------- sized structs */
+/* ------------------------------------------------------------ helpers */
 
 /*
- * The caller's struct of caller size sz: NULL is fine (defaults); sz must
- * cover the sz field; bytes past what we know must be zero (a newer
- * caller asking for something we cannot do gets -EINVAL).
+ * sim.c: grow an array to hold `need` elements (new ones zeroed);
+ * returns the (maybe moved) array, or NULL with the old one intact.
  */
-int sim_opts_check(const void *opts, size_t known_sz);
+void *sim_grow(void *arr, size_t *cap, size_t need, size_t elem);
 
-#define SIM_OPTS_HAS(opts, type, field) \
-	((opts) && *(const size_t *)(opts) >= SIM_OFFSETOFEND(type, field))
-#define SIM_OPTS_GET(opts, type, field, dflt) \
-	(SIM_OPTS_HAS(opts, type, field) ? (opts)->field : (dflt))
+static inline size_t sim_min(size_t a, size_t b)
+{
+	return a < b ? a : b;
+}
 
-/* -------------------------------------------------------- fd objects */
+/* ------------------------------------------------ fd objects (sim_fd.c) */
 
 /* sim_obj.type */
 #define SIM_OBJ_CONTAINER 1 /* /dev/vfio/vfio */
@@ -96,8 +102,22 @@ void sim_obj_put(struct sim_obj *obj);
 int sim_fd_install(struct vfiomig_sim *sim, struct sim_obj *obj);
 /* The object behind a simulated fd, or NULL. */
 struct sim_obj *sim_fd_lookup(const struct vfiomig_sim *sim, int fd);
+/* sim_fd_install for a freshly created object (refs 0): on failure it is released. */
+int sim_fd_install_new(struct vfiomig_sim *sim, struct sim_obj *obj);
+/* Is fd a real open fd of this process (for -EBADFD vs -EBADF)? */
+bool sim_fd_is_real(int fd);
+/* Close every simulated fd and unmap every live mapping (simulator teardown). */
+void sim_fd_close_all(struct vfiomig_sim *sim);
 
-/* ------------------------------------------------------------ regions */
+/*
+ * sim_paths.c: the path ops of the kernel ops table (sim_fd.c holds the
+ * table): open a /dev node, read a sysfs link, list a directory.
+ */
+int sim_op_open(void *user, const char *path, int flags);
+ssize_t sim_op_readlink(void *user, const char *path, char *buf, size_t len);
+int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_user);
+
+/* ----------------------------------------------- regions (sim_device.c) */
 
 struct sim_region;
 struct vfiomig_sim_device;
@@ -111,6 +131,7 @@ typedef ssize_t (*sim_region_rw_fn)(struct vfiomig_sim_device *dev, struct sim_r
 				    void *buf, size_t len, uint64_t off, bool write);
 
 #define SIM_MAX_SPARSE_AREAS 8
+#define SIM_BAR0_MAX (16ull << 30) /* largest region: regions are 64 GiB apart in the file */
 
 struct sim_region {
 	uint32_t index;
@@ -140,6 +161,17 @@ struct sim_region {
  * index or -errno.
  */
 int sim_device_add_region(struct vfiomig_sim_device *dev, const struct sim_region *tmpl);
+
+/* The region holding device-file offset off, or NULL. */
+struct sim_region *sim_region_at(struct vfiomig_sim_device *dev, uint64_t off);
+
+/*
+ * pread (write false) / pwrite at device-file offset off, under the
+ * region's rules: it must allow the direction; its rw handler, or plain
+ * memory. Returns the bytes moved or -errno.
+ */
+ssize_t sim_device_rw(struct vfiomig_sim_device *dev, void *buf, size_t len, uint64_t off,
+		      bool write);
 
 /* ------------------------------------------------------------ devices */
 
@@ -195,8 +227,26 @@ struct vfiomig_sim_device {
 	struct sim_devfile *cdev_file; /* the cdev file bound to an iommufd, or NULL */
 };
 
-/* Is the device bound to the VFIO driver of its kind? */
+/* Is the device bound to the VFIO driver of its kind? (sim_group.c) */
 bool sim_device_vfio_bound(const struct vfiomig_sim_device *dev);
+
+/*
+ * sim_device.c: a new device's standard vfio-pci regions (BARs, ROM,
+ * config space, VGA: from dev->flags and bar0_size), its config space
+ * once its IDs are set (devindex picks its fake bus addresses), the
+ * VFIO_DEVICE_* ioctls, and freeing a device with all it owns.
+ */
+int sim_device_init_regions(struct vfiomig_sim_device *dev);
+void sim_config_init(struct vfiomig_sim_device *dev, size_t devindex);
+int sim_device_ioctl(struct vfiomig_sim_device *dev, unsigned long req, void *arg);
+void sim_device_free(struct vfiomig_sim_device *dev);
+
+/*
+ * sim_devfile.c: a new device file on dev (refs 0, access not granted
+ * yet), and opening the device's cdev (/dev/vfio/devices/vfioN).
+ */
+struct sim_devfile *sim_devfile_new(struct vfiomig_sim_device *dev);
+int sim_cdev_open(struct vfiomig_sim *sim, struct vfiomig_sim_device *dev);
 
 /* ------------------------------------------------- groups, containers */
 
@@ -261,7 +311,30 @@ struct sim_devfile {
 	uint32_t pt_id;             /* attached IOAS, 0: none */
 };
 
-/* ---------------------------------------------------------- simulator */
+/*
+ * sim_group.c: a group by number, or NULL; a new group (numbered from
+ * sim->next_group; NULL when out of memory); whether a device's driver
+ * takes the DMA ownership a VFIO user needs; whether a group is viable
+ * (no such driver on any of its devices); whether /dev/vfio/<num> exists
+ * (some device bound to VFIO); opening it.
+ */
+struct sim_group *sim_group_find(const struct vfiomig_sim *sim, int num);
+struct sim_group *sim_group_new(struct vfiomig_sim *sim, bool emulated);
+bool sim_driver_claims_dma(const struct vfiomig_sim_device *dev);
+bool sim_group_viable(const struct vfiomig_sim *sim, const struct sim_group *g);
+bool sim_group_has_vfio(const struct vfiomig_sim *sim, const struct sim_group *g);
+int sim_group_open(struct vfiomig_sim *sim, struct sim_group *g);
+
+/*
+ * sim_iommu.c: open /dev/vfio/vfio or /dev/iommu; a group leaves its
+ * container (dropping its reference; the last group to leave takes the
+ * IOMMU and its mappings with it).
+ */
+int sim_container_open(struct vfiomig_sim *sim);
+int sim_iommufd_open(struct vfiomig_sim *sim);
+void sim_group_detach(struct sim_group *g);
+
+/* ---------------------------------------------------- simulator (sim.c) */
 
 #define SIM_EVENT_LEN  160
 #define SIM_EVENTS_MAX 4096
@@ -345,7 +418,7 @@ void sim_mig_free(struct vfiomig_sim_device *dev);
 /* ------------------------------------------------ iommufd object table */
 
 /*
- * sim.c: the id table of an iommufd. alloc takes the lowest free id;
+ * sim_iommu.c: the id table of an iommufd. alloc takes the lowest free id;
  * remove frees the id's state (sim_iommufd_id_free). Entries move when
  * ids come and go: look them up again after an alloc or a remove.
  */
@@ -399,7 +472,7 @@ int sim_dmalog_setup(struct vfiomig_sim_device *dev);
 void sim_dmalog_closed(struct vfiomig_sim_device *dev);
 void sim_dmalog_free(struct vfiomig_sim_device *dev);
 
-/* ------------------------------------------------- info capability chains */
+/* ------------------------------------- info capability chains (sim_caps.c) */
 
 /* A capability chain being built (offsets relative to the chain start). */
 struct sim_caps {

@@ -1127,10 +1127,10 @@ int sim_mig_check_opts(struct vfiomig_sim *sim, const struct vfiomig_sim_device_
 			       VFIOMIG_SIM_MIG_ENOMSG | VFIOMIG_SIM_MIG_NO_DATA_SIZE;
 	const uint32_t v2only = VFIOMIG_SIM_MIG_P2P | VFIOMIG_SIM_MIG_PRE_COPY |
 				VFIOMIG_SIM_MIG_ENOMSG | VFIOMIG_SIM_MIG_NO_DATA_SIZE;
-	uint32_t mig = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, migration, 0);
-	uint32_t autod = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, auto_dirty_pages, 0);
-	uint64_t state = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, state_size, 0);
-	uint64_t v1d = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, v1_data_size, 0);
+	uint32_t mig = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, migration, 0);
+	uint32_t autod = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, auto_dirty_pages, 0);
+	uint64_t state = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, state_size, 0);
+	uint64_t v1d = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, v1_data_size, 0);
 
 	if (mig & ~known) {
 		sim_set_error(sim, "migration flags 0x%x: unknown bits", mig);
@@ -1208,9 +1208,9 @@ static int mig_add_v1_region(struct sim_mig *m)
 
 int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_device_opts *opts)
 {
-	uint32_t mig = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, migration, 0);
-	uint64_t state = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, state_size, 0);
-	uint64_t v1d = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, v1_data_size, 0);
+	uint32_t mig = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, migration, 0);
+	uint64_t state = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, state_size, 0);
+	uint64_t v1d = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, v1_data_size, 0);
 	struct sim_mig *m;
 	void *p;
 
@@ -1223,7 +1223,7 @@ int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_devic
 	m->opts = mig;
 	m->size = state ? state : MIG_STATE_DEFAULT;
 	m->npages = m->size / MIG_PAGE;
-	m->auto_dirty = SIM_OPTS_GET(opts, struct vfiomig_sim_device_opts, auto_dirty_pages, 0);
+	m->auto_dirty = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, auto_dirty_pages, 0);
 	m->rng = mig_seed(dev->name);
 	m->state = VU_STATE_RUNNING;
 	m->v1_index = -1;

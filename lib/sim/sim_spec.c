@@ -86,7 +86,7 @@ static bool spec_mig(const char *s, uint32_t *out)
 		  VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P | VFIOMIG_SIM_MIG_PRE_COPY },
 	};
 
-	for (size_t i = 0; i < SIM_ARRAY_SIZE(kinds); i++) {
+	for (size_t i = 0; i < VM_ARRAY_SIZE(kinds); i++) {
 		if (strcmp(s, kinds[i].name) == 0) {
 			*out = kinds[i].flags;
 			return true;
@@ -149,10 +149,10 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 			return -EINVAL;
 		}
 		*val++ = '\0';
-		for (k = 0; k < SIM_ARRAY_SIZE(keys); k++)
+		for (k = 0; k < VM_ARRAY_SIZE(keys); k++)
 			if (strcmp(key, keys[k]) == 0)
 				break;
-		if (k == SIM_ARRAY_SIZE(keys)) {
+		if (k == VM_ARRAY_SIZE(keys)) {
 			sim_set_error(sim, "device spec \"%.200s\": unknown key \"%.64s\"", spec,
 				      key);
 			return -EINVAL;

@@ -599,7 +599,7 @@ static bool edu_dma_dirty_tracking(struct env *e, char *why, size_t whylen)
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_dirty *d = NULL;
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	uint64_t bm[1] = { 0 }, cmd = 1;
 	unsigned char *mem = MAP_FAILED;
 	int ret, spins = 0;
@@ -684,7 +684,7 @@ static bool mtty_type1_dirty_is_clean(struct env *e, char *why, size_t whylen)
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_dirty *d = NULL;
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	uint64_t bm[1] = { 0 };
 	unsigned char *mem = MAP_FAILED;
 	bool ok = false, mapped = false;
@@ -2525,7 +2525,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	struct vfiomig_dma_range r[DMA_NR];
 	static struct vfiomig_dma_range many[300];
 	static struct k_dma_range kr[300];
-	VFIOMIG_OPTS(dirty_probe, p);
+	VFIOMIG_OPTS(dirty_info, p);
 	uint8_t *mem[DMA_NR] = { NULL };
 	uint64_t bm[4];
 	char log[4096];
