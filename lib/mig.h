@@ -24,7 +24,7 @@ struct vfiomig_mig {
 	uint32_t role;               /* VFIOMIG_ROLE_SAVE / _LOAD */
 	uint32_t flags;              /* VFIOMIG_MIG_* */
 	const struct vm_proto *proto;
-	uint32_t state;              /* current device state (VFIOMIG_STATE_*) */
+	uint32_t state;              /* current device state (VFIOMIG_DEVICE_STATE_*) */
 	bool vm_running;             /* as last reported by the VMM */
 	bool precopy;                /* PRE_COPY in use for this save */
 	bool setup_done;
@@ -60,7 +60,7 @@ struct vfiomig_mig {
 /*
  * A kernel protocol. All return 0 / a count, or -errno having logged.
  *
- * set_state: move the device to `target` (a VFIOMIG_STATE_*), updating
+ * set_state: move the device to `target` (a VFIOMIG_DEVICE_STATE_*), updating
  *   m->state; on failure m->state holds the device's real state as read
  *   back from the device (or ERROR).
  * recover: put the device in `target` (RUNNING or STOP) by any means:

@@ -909,13 +909,13 @@ int vfiomig_mig_set_add(struct vfiomig_mig_set *set, struct vfiomig_mig *m)
 	if (m->ctx != set->ctx)
 		return vm_err(set->ctx, -EINVAL, "device %s: its migration belongs to another "
 			      "context than the set", m->dev->name);
+	if (set->n && set->members[0]->role != m->role)
+		return vm_err(set->ctx, -EINVAL, "device %s: a set holds saves or loads, not both",
+			      m->dev->name);
 	if (m->set == set)
 		return vm_err(set->ctx, -EEXIST, "device %s: already in the set", m->dev->name);
 	if (m->set)
 		return vm_err(set->ctx, -EBUSY, "device %s: its migration is in another set",
-			      m->dev->name);
-	if (set->n && set->members[0]->role != m->role)
-		return vm_err(set->ctx, -EINVAL, "device %s: a set holds saves or loads, not both",
 			      m->dev->name);
 	for (size_t i = 0; i < set->n; i++)
 		if (set->members[i]->dev == m->dev)

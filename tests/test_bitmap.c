@@ -1,15 +1,16 @@
 /* SPDX-License-Identifier: MIT */
-/* Bitmap helpers, checked against a bit-at-a-time reference on random bitmaps. */
-#include <criterion/criterion.h>
+/*
+ * Bitmap helpers, checked against a bit-at-a-time reference on random
+ * bitmaps. Every test ends with assert_no_leaks(): heap blocks and fds
+ * as at the mark the suite's .init takes (see testutil.h).
+ */
+#include "testutil.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <vfiomig/dirty.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#endif
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
@@ -41,6 +42,8 @@ static uint64_t *random_bitmap(uint64_t nbits, int density)
 	return bm;
 }
 
+TestSuite(bitmap, .init = leak_baseline);
+
 Test(bitmap, count_matches_reference_and_ignores_bits_past_the_end)
 {
 	static const uint64_t sizes[] = { 0, 1, 63, 64, 65, 127, 128, 1000, 4097 };
@@ -58,6 +61,7 @@ Test(bitmap, count_matches_reference_and_ignores_bits_past_the_end)
 		}
 	}
 	cr_assert_eq(vfiomig_bitmap_count(NULL, 10), 0);
+	assert_no_leaks();
 }
 
 struct runs {
@@ -98,6 +102,7 @@ Test(bitmap, runs_rebuild_the_bitmap_exactly)
 			free(bm);
 		}
 	}
+	assert_no_leaks();
 }
 
 static int stop_at_two(void *user, uint64_t first, uint64_t count)
@@ -115,6 +120,7 @@ Test(bitmap, run_callback_can_stop_the_walk)
 	cr_assert_eq(vfiomig_bitmap_for_each_run(bm, 128, stop_at_two, &calls), 42);
 	cr_assert_eq(calls, 2);
 	cr_assert_eq(vfiomig_bitmap_for_each_run(NULL, 1, stop_at_two, &calls), -EINVAL);
+	assert_no_leaks();
 }
 
 Test(bitmap, set_range_or_and_clear_respect_bounds)
@@ -143,6 +149,7 @@ Test(bitmap, set_range_or_and_clear_respect_bounds)
 	cr_assert_eq(bm[0], 0);
 	cr_assert_eq(bm[1], ~0ull << 6, "clear touched bits past 70");
 	cr_assert_eq(bm[2], ~0ull);
+	assert_no_leaks();
 }
 
 Test(bitmap, convert_matches_a_bit_by_bit_reference)
@@ -174,6 +181,7 @@ Test(bitmap, convert_matches_a_bit_by_bit_reference)
 			}
 		}
 	}
+	assert_no_leaks();
 }
 
 Test(bitmap, convert_to_coarser_and_finer_pages)
@@ -199,7 +207,5 @@ Test(bitmap, convert_to_coarser_and_finer_pages)
 	cr_assert_eq(dst[1], src[1]);
 	cr_assert_eq(vfiomig_bitmap_convert(src, 128, 3000, dst, 4096), -EINVAL);
 	cr_assert_eq(vfiomig_bitmap_convert(src, 128, 4096, dst, 0), -EINVAL);
-#if defined(__SANITIZE_ADDRESS__)
-	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0);
-#endif
+	assert_no_leaks();
 }

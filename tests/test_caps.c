@@ -5,9 +5,11 @@
  * chain (each must fail with one error log line), and a seeded random
  * robustness run meant for ASan/UBSan builds. Also owns the fuzzing seeds
  * in tests/data/caps/: the builders here are their source (set
- * VFIOMIG_WRITE_CAPS_SEEDS=DIR to write them out again).
+ * VFIOMIG_WRITE_CAPS_SEEDS=DIR to write them out again). Every test ends
+ * with assert_no_leaks(): heap blocks and fds as at the mark the suite's
+ * .init takes (see testutil.h).
  */
-#include <criterion/criterion.h>
+#include "testutil.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -15,23 +17,6 @@
 #include <string.h>
 
 #include <vfiomig/vfiomig.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#define HAVE_LSAN 1
-#endif
-
-#ifdef HAVE_LSAN
-/*
- * criterion 2.4 keeps a strdup of CRITERION_OUTPUTS for the whole run;
- * LSan's report of it at exit would drop the buffered TAP output that
- * `make check` reads.
- */
-__attribute__((visibility("default"))) const char *__lsan_default_suppressions(void)
-{
-	return "leak:criterion_handle_args\n";
-}
-#endif
 
 #ifndef TEST_DATA_DIR
 #define TEST_DATA_DIR "tests/data"
@@ -353,6 +338,8 @@ static void expect_bad_payload(const struct bld *b, const char *what)
 
 /* ------------------------------------------------------ well-formed chains */
 
+TestSuite(caps, .init = leak_baseline);
+
 Test(caps, type1_migration_cap_gives_dirty_page_limits)
 {
 	struct vfiomig_iommu_migration mig;
@@ -370,6 +357,7 @@ Test(caps, type1_migration_cap_gives_dirty_page_limits)
 	expect_no_log(&l);
 	ebuf_free(&e);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, type1_dma_avail_cap_gives_remaining_mappings)
@@ -383,6 +371,7 @@ Test(caps, type1_dma_avail_cap_gives_remaining_mappings)
 	cr_assert_eq(vfiomig_cap_dma_avail(NULL, e.p, e.len, &avail), 0);
 	cr_assert_eq(avail, 65535);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, type1_iova_ranges_are_copied_with_inclusive_ends)
@@ -404,6 +393,7 @@ Test(caps, type1_iova_ranges_are_copied_with_inclusive_ends)
 	/* Entries past the count are left alone. */
 	cr_assert_eq(r[2].start, 0xa5a5a5a5a5a5a5a5ull);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, iova_ranges_count_first_then_partial_copy)
@@ -425,6 +415,7 @@ Test(caps, iova_ranges_count_first_then_partial_copy)
 	cr_assert_eq(r[0].end, 0xfedfffffull);
 	cr_assert_eq(r[1].start, 0xa5a5a5a5a5a5a5a5ull, "max 1 wrote a second range");
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, type1_chain_walks_in_kernel_order_with_unaligned_offsets)
@@ -452,6 +443,7 @@ Test(caps, type1_chain_walks_in_kernel_order_with_unaligned_offsets)
 	cr_assert_eq(i, 3);
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, e.p, e.len), 3);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, region_sparse_mmap_gives_areas_around_msix_table)
@@ -478,6 +470,7 @@ Test(caps, region_sparse_mmap_gives_areas_around_msix_table)
 	cr_assert_eq(vfiomig_caps_validate(ctx, b.kind, e.p, e.len), 1);
 	ebuf_free(&e);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, region_type_identifies_v1_migration_region)
@@ -498,6 +491,7 @@ Test(caps, region_type_identifies_v1_migration_region)
 	cr_assert_eq(a[0].size, 0xff000);
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, e.p, e.len), 2);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, msix_mappable_reports_one_when_present)
@@ -510,6 +504,7 @@ Test(caps, msix_mappable_reports_one_when_present)
 	cr_assert_eq(vfiomig_cap_msix_mappable(NULL, e.p, e.len), 1);
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, e.p, e.len), 1);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, device_info_chain_of_unknown_ids_is_counted)
@@ -526,6 +521,7 @@ Test(caps, device_info_chain_of_unknown_ids_is_counted)
 	cr_assert_eq(cap.len, 16);
 	cr_assert_eq(cap.next, 0);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, find_by_id_works_in_unusual_order)
@@ -569,6 +565,7 @@ Test(caps, find_by_id_works_in_unusual_order)
 	cr_assert_eq(vfiomig_cap_region_type(NULL, e.p, e.len, &type, &subtype), 0);
 	cr_assert_eq(type, 3);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, newer_versions_of_known_caps_are_accepted)
@@ -587,6 +584,7 @@ Test(caps, newer_versions_of_known_caps_are_accepted)
 	cr_assert_eq(mig.pgsize_bitmap, 0x1000);
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, e.p, e.len), 1);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, no_caps_flag_means_no_chain_and_no_log)
@@ -623,6 +621,7 @@ Test(caps, no_caps_flag_means_no_chain_and_no_log)
 	expect_no_log(&l);
 	ebuf_free(&e);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, caps_flag_with_zero_offset_means_no_chain)
@@ -636,6 +635,7 @@ Test(caps, caps_flag_with_zero_offset_means_no_chain)
 	cr_assert_eq(vfiomig_caps_first(NULL, b.kind, e.p, e.len, &cap), -ENOENT);
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, e.p, e.len), 0);
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, data_ends_at_argsz_when_buffer_is_larger)
@@ -654,6 +654,7 @@ Test(caps, data_ends_at_argsz_when_buffer_is_larger)
 				       &cap), 0);
 	cr_assert_eq(cap.len, 116 - 68, "the last capability ends at argsz, not at len");
 	ebuf_free(&e);
+	assert_no_leaks();
 }
 
 Test(caps, next_and_first_reject_null_cap)
@@ -664,6 +665,7 @@ Test(caps, next_and_first_reject_null_cap)
 	cr_assert_eq(vfiomig_caps_first(NULL, b.kind, b.b, b.len, NULL), -EINVAL);
 	cr_assert_eq(vfiomig_caps_next(NULL, b.kind, b.b, b.len, NULL), -EINVAL);
 	cr_assert_eq(vfiomig_caps_find(NULL, b.kind, b.b, b.len, 1, NULL), -EINVAL);
+	assert_no_leaks();
 }
 
 Test(caps, next_refuses_a_cap_edited_to_go_backwards)
@@ -679,6 +681,7 @@ Test(caps, next_refuses_a_cap_edited_to_go_backwards)
 	cr_assert_eq(vfiomig_caps_next(ctx, b.kind, b.b, b.len, &cap), -EINVAL);
 	expect_one_err(&l, "does not move forward");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, accessors_reject_missing_outputs)
@@ -704,6 +707,7 @@ Test(caps, accessors_reject_missing_outputs)
 	cr_assert_eq(vfiomig_cap_sparse_mmap(ctx, b.b, b.len, NULL, 2, &nr), -EINVAL);
 	expect_one_err(&l, "sparse mmap");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 /* ---------------------------------------------------- header-level errors */
@@ -717,6 +721,7 @@ Test(caps, rejects_unknown_kind)
 	expect_bad_chain(&b, b.len, -EINVAL, "unknown info kind 0");
 	b.kind = 4;
 	expect_bad_chain(&b, b.len, -EINVAL, "unknown info kind 4");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_empty_and_one_byte_buffers)
@@ -739,6 +744,7 @@ Test(caps, rejects_empty_and_one_byte_buffers)
 	cr_assert_eq(vfiomig_cap_msix_mappable(ctx, &one, 1), -EINVAL);
 	expect_one_err(&l, "region info: buffer of 1 bytes");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, rejects_buffer_shorter_than_header)
@@ -748,6 +754,7 @@ Test(caps, rejects_buffer_shorter_than_header)
 	build_region_bar(&b);
 	expect_bad_chain(&b, 31, -EINVAL, "region info: buffer of 31 bytes is shorter than the "
 			 "32-byte header");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_argsz_below_header_size)
@@ -757,6 +764,7 @@ Test(caps, rejects_argsz_below_header_size)
 	build_region_bar(&b);
 	put32(&b, 0, 16);
 	expect_bad_chain(&b, b.len, -EINVAL, "region info: argsz 16 is smaller than the 32-byte");
+	assert_no_leaks();
 }
 
 Test(caps, truncated_info_asks_for_a_bigger_buffer)
@@ -785,6 +793,7 @@ Test(caps, truncated_info_asks_for_a_bigger_buffer)
 	build_type1(&b);
 	expect_bad_chain(&b, b.len - 10, -ENOSPC, "argsz 116 is larger than the 106-byte buffer");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 /* ----------------------------------------------------- chain-level errors */
@@ -798,6 +807,7 @@ Test(caps, rejects_offset_past_the_buffer)
 	expect_bad_chain(&b, b.len, -EINVAL,
 			 "IOMMU type1 info: capability at offset 4096 is past the end of the data "
 			 "at 116");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_offset_inside_fixed_header)
@@ -808,6 +818,7 @@ Test(caps, rejects_offset_inside_fixed_header)
 	put32(&b, 12, 8);
 	expect_bad_chain(&b, b.len, -EINVAL,
 			 "region info: capability at offset 8 is inside the 32-byte header");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_cap_header_crossing_the_end)
@@ -820,6 +831,7 @@ Test(caps, rejects_cap_header_crossing_the_end)
 	expect_bad_chain(&b, b.len, -EINVAL,
 			 "capability at offset 76: its 8-byte header crosses the end of the data "
 			 "at 80");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_next_with_no_room_before_the_end)
@@ -829,6 +841,7 @@ Test(caps, rejects_next_with_no_room_before_the_end)
 	build_type1(&b);
 	put32(&b, 56 + 4, 112); /* DMA_AVAIL -> 4 bytes before argsz */
 	expect_bad_chain(&b, b.len, -EINVAL, "capability 3 at offset 56: next 112 leaves no room");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_next_pointing_into_slack_past_argsz)
@@ -839,6 +852,7 @@ Test(caps, rejects_next_pointing_into_slack_past_argsz)
 	build_type1(&b);
 	put32(&b, 68 + 4, 150); /* beyond argsz 116, still inside the 200-byte buffer */
 	expect_bad_chain(&b, 200, -EINVAL, "next 150 leaves no room");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_self_loop)
@@ -849,6 +863,7 @@ Test(caps, rejects_self_loop)
 	put32(&b, 32 + 4, 32);
 	expect_bad_chain(&b, b.len, -EINVAL,
 			 "region info: capability 1 at offset 32: next 32 does not move forward");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_backward_next_loop)
@@ -860,6 +875,7 @@ Test(caps, rejects_backward_next_loop)
 	expect_bad_chain(&b, b.len, -EINVAL,
 			 "IOMMU type1 info: capability 1 at offset 68: next 24 does not move "
 			 "forward");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_next_overlapping_own_header)
@@ -869,6 +885,7 @@ Test(caps, rejects_next_overlapping_own_header)
 	build_type1(&b);
 	put32(&b, 24 + 4, 28);
 	expect_bad_chain(&b, b.len, -EINVAL, "capability 2 at offset 24: next 28 overlaps");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_more_than_caps_max)
@@ -881,6 +898,7 @@ Test(caps, rejects_more_than_caps_max)
 	cr_assert_eq(vfiomig_caps_validate(NULL, b.kind, b.b, b.len), VFIOMIG_CAPS_MAX);
 	bld_cap(&b, 0x100, 1, 0);
 	expect_bad_chain(&b, b.len, -EINVAL, "more than 256 capabilities");
+	assert_no_leaks();
 }
 
 /* ---------------------------------------------------- payload-level errors */
@@ -912,6 +930,7 @@ Test(caps, rejects_payload_crossing_the_end)
 	expect_one_err(&l, "needs at least 32");
 	ebuf_free(&e);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 /* Each known id squeezed by the next cap to one byte less than it needs. */
@@ -971,6 +990,7 @@ Test(caps, rejects_payload_shorter_than_id_needs)
 		ebuf_free(&e);
 	}
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, rejects_absurd_nr_iovas)
@@ -997,6 +1017,7 @@ Test(caps, rejects_absurd_nr_iovas)
 	put32(&b, 68 + 8, 3);
 	expect_bad_payload(&b, "absurd nr_iovas 3");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, rejects_absurd_nr_areas)
@@ -1018,6 +1039,7 @@ Test(caps, rejects_absurd_nr_areas)
 	expect_one_err(&l, "absurd nr_areas");
 	ebuf_free(&e);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, rejects_iova_range_ending_before_it_starts)
@@ -1029,6 +1051,7 @@ Test(caps, rejects_iova_range_ending_before_it_starts)
 	put64(&b, 68 + 16 + 24, 0xfeefffffull);
 	expect_bad_payload(&b, "range 1 starts at 0xfef00000, after its inclusive "
 			   "end 0xfeefffff");
+	assert_no_leaks();
 }
 
 Test(caps, rejects_sparse_area_overflowing)
@@ -1046,6 +1069,7 @@ Test(caps, rejects_sparse_area_overflowing)
 	cr_assert_eq(vfiomig_cap_sparse_mmap(ctx, b.b, b.len, NULL, 0, &nr), -EINVAL);
 	expect_one_err(&l, "overflows");
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 Test(caps, rejects_version_zero_of_known_caps_only)
@@ -1067,6 +1091,7 @@ Test(caps, rejects_version_zero_of_known_caps_only)
 	cr_assert_eq(vfiomig_caps_validate(ctx, b.kind, b.b, b.len), 2);
 	expect_no_log(&l);
 	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------- seeds for the fuzzer */
@@ -1162,6 +1187,7 @@ Test(caps, seed_files_match_their_builders)
 		cr_assert_eq(memcmp(got, want, n), 0, "seed %s differs from its builder",
 			     seeds[i].name);
 	}
+	assert_no_leaks();
 }
 
 /* -------------------------------------------------- random robustness */
@@ -1331,7 +1357,5 @@ Test(caps, random_and_mutated_buffers_never_misbehave)
 		ebuf_free(&e);
 	}
 	vfiomig_ctx_unref(ctx);
-#ifdef HAVE_LSAN
-	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks");
-#endif
+	assert_no_leaks();
 }

@@ -5,12 +5,14 @@
  * kernel's group / container / device sequence and errno for each wrong
  * step, argsz growth and capability chains, region offsets and access
  * rules, mmap of sparse areas, the cdev + iommufd flow, sysfs lookups,
- * fd / map accounting, spec strings, and fault injection.
+ * fd / map accounting, spec strings, and fault injection. Every test
+ * ends with assert_no_leaks(): heap blocks and fds as at the mark the
+ * suite's .init takes (see testutil.h).
  *
  * White-box: the event log and the spec error text are private for now
  * (lib/sim/sim_internal.h), so this test links the simulator's sources.
  */
-#include <criterion/criterion.h>
+#include "testutil.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -22,8 +24,6 @@
 #include <vfiomig/sim.h>
 
 #include "sim/sim_internal.h"
-
-int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 
 #define K (vfiomig_sim_kernel_ops())
 
@@ -131,6 +131,8 @@ static int close_all(struct vfiomig_sim *sim, const int *fds, size_t n)
 
 /* ------------------------------------------------- group / container path */
 
+TestSuite(sim, .init = leak_baseline);
+
 Test(sim, container_group_device_sequence_errnos)
 {
 	struct vfiomig_sim *sim = sim_make(0);
@@ -194,6 +196,7 @@ Test(sim, container_group_device_sequence_errnos)
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	cr_assert_eq(K->close(sim, c), -EBADF);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, event_log_records_kernel_steps_in_order)
@@ -219,6 +222,7 @@ Test(sim, event_log_records_kernel_steps_in_order)
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	cr_assert_geq(sim_event_find(sim, 0, "close device 0000:03:00.0"), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, group_opens_once_and_device_files_hold_it)
@@ -240,6 +244,7 @@ Test(sim, group_opens_once_and_device_files_hold_it)
 	cr_assert_eq(close_all(sim, (int[]){ g2, c }, 2), 0);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, group_not_viable_with_foreign_driver)
@@ -280,6 +285,7 @@ Test(sim, group_not_viable_with_foreign_driver)
 	cr_assert_eq(vfiomig_sim_device_set_driver(a, "vfio-pci"), 0);
 	cr_assert_eq(vfiomig_sim_device_set_driver(a, "bad/name"), -EINVAL);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, set_driver_refused_while_device_open)
@@ -293,6 +299,7 @@ Test(sim, set_driver_refused_while_device_open)
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	cr_assert_eq(vfiomig_sim_device_set_driver(dev, "e1000e"), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ sysfs, names */
@@ -380,6 +387,7 @@ Test(sim, sysfs_links_and_directories)
 	cr_assert_eq(kopen(sim, "/dev/vfio/nothing"), -ENOENT);
 	cr_assert_eq(kopen(sim, "/etc/passwd"), -ENOENT);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, no_iommufd_hides_cdevs)
@@ -394,6 +402,7 @@ Test(sim, no_iommufd_hides_cdevs)
 	cr_assert_eq(K->readdir(sim, "/sys/bus/pci/devices/0000:03:00.0/vfio-dev", collect, list),
 		     -ENOENT);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, no_type1_refuses_iommu)
@@ -407,6 +416,7 @@ Test(sim, no_type1_refuses_iommu)
 	cr_assert_eq(kioctl_int(sim, c, VU_SET_IOMMU, VU_TYPE1v2_IOMMU), -ENODEV);
 	cr_assert_eq(close_all(sim, (int[]){ g, c }, 2), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, groups_from_10_and_generated_names)
@@ -426,6 +436,7 @@ Test(sim, groups_from_10_and_generated_names)
 	cr_assert(u[8] == '-' && u[13] == '-' && u[18] == '-' && u[23] == '-');
 	cr_assert_eq(strncmp(vfiomig_sim_device_sysfs_path(m), "/sys/bus/mdev/devices/", 22), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, device_add_validates_opts)
@@ -464,6 +475,7 @@ Test(sim, device_add_validates_opts)
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &d), -EINVAL);
 	cr_assert_eq(vfiomig_sim_device_add(sim, NULL, NULL), -EINVAL);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* -------------------------------------------------------------- IOMMU info */
@@ -542,6 +554,7 @@ Test(sim, iommu_info_argsz_growth_and_caps)
 
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, iommu_info_emulated_only_container)
@@ -558,6 +571,7 @@ Test(sim, iommu_info_emulated_only_container)
 	cr_assert_eq(info.iova_pgsizes, ~((uint64_t)sysconf(_SC_PAGESIZE) - 1));
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ device info */
@@ -595,6 +609,7 @@ Test(sim, device_info_fields_and_argsz)
 	cr_assert_eq(kioctl(sim, d2, VU_DEVICE_RESET, NULL), -EINVAL);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c, d2, g2, c2 }, 6), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, irq_info_and_feature_answers)
@@ -637,6 +652,7 @@ Test(sim, irq_info_and_feature_answers)
 	cr_assert_eq(sim_feature_check(VU_DEVICE_FEATURE_GET, 8, VU_DEVICE_FEATURE_GET, 8), 1);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ region info */
@@ -697,6 +713,7 @@ Test(sim, region_info_growth_and_sparse_cap)
 	}
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, region_info_msix_mappable_after_sparse)
@@ -742,6 +759,7 @@ Test(sim, region_info_msix_mappable_after_sparse)
 	cr_assert_eq(ri.cap_offset, 0);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c, d2, g2, c2, d3, g3, c3 }, 9), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, region_table_offsets_and_sizes)
@@ -780,6 +798,7 @@ Test(sim, region_table_offsets_and_sizes)
 	cr_assert_eq(x.size, 0);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c, d2, g2, c2 }, 6), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, device_specific_region_with_type_cap)
@@ -810,6 +829,7 @@ Test(sim, device_specific_region_with_type_cap)
 	cr_assert_eq(ct.subtype, 1);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ region I/O */
@@ -853,6 +873,7 @@ Test(sim, pread_pwrite_bounds)
 	cr_assert_eq(K->pread(sim, 999999, in, 4, 0), -EBADF);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 static uint32_t cfg_read32(struct vfiomig_sim *sim, int d, uint64_t base, uint64_t off)
@@ -902,6 +923,7 @@ Test(sim, config_space_ids_read_only_and_bar_sizing)
 	cr_assert_eq(cfg_read32(sim, d, cfg.offset, 0x18), 0xfffff000);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, reset_restores_command_and_bar_memory)
@@ -925,6 +947,7 @@ Test(sim, reset_restores_command_and_bar_memory)
 	cr_assert_eq(cfg_read32(sim, d, cfg.offset, 4) & 0xffff, 0);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------------ mmap */
@@ -981,6 +1004,7 @@ Test(sim, mmap_only_inside_sparse_areas_and_coherent)
 	cr_assert_eq(vfiomig_sim_live_maps(sim), 0);
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, mmap_whole_region_without_sparse_cap)
@@ -1007,6 +1031,7 @@ Test(sim, mmap_whole_region_without_sparse_cap)
 	cr_assert_eq(close_all(sim, (int[]){ d, g, c }, 3), 0);
 	cr_assert_eq(vfiomig_sim_live_maps(sim), 1);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------------ dup */
@@ -1038,6 +1063,7 @@ Test(sim, dup_refers_to_the_same_object)
 	cr_assert_eq(close_all(sim, (int[]){ g2, c }, 2), 0);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------- cdev + iommufd */
@@ -1144,6 +1170,7 @@ Test(sim, cdev_bind_attach_flow)
 	cr_assert_eq(K->close(sim, c), 0);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, ioas_destroy_after_detach)
@@ -1170,6 +1197,7 @@ Test(sim, ioas_destroy_after_detach)
 	cr_assert_geq(ifd, 0);
 	cr_assert_eq(K->close(sim, ifd), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, cdev_and_group_paths_exclude_each_other)
@@ -1190,6 +1218,7 @@ Test(sim, cdev_and_group_paths_exclude_each_other)
 	cr_assert_eq(bind(sim, dfd, ifd, NULL), -EBUSY);
 	cr_assert_eq(close_all(sim, (int[]){ dfd, ifd, d, g, c }, 5), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, group_with_iommufd_as_container)
@@ -1209,6 +1238,7 @@ Test(sim, group_with_iommufd_as_container)
 	cr_assert_eq(K->close(sim, g), 0);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ leaks, ctx */
@@ -1239,8 +1269,7 @@ Test(sim, counters_return_to_zero_and_free_closes_leftovers)
 	cr_assert_eq(fcntl(d, F_GETFD) != -1, 1);
 	vfiomig_sim_free(sim);
 	cr_assert_eq(fcntl(d, F_GETFD), -1, "the real fd was closed");
-	if (__lsan_do_recoverable_leak_check)
-		cr_assert_eq(__lsan_do_recoverable_leak_check(), 0);
+	assert_no_leaks();
 }
 
 Test(sim, ctx_new_installs_the_sim_ops)
@@ -1262,6 +1291,7 @@ Test(sim, ctx_new_installs_the_sim_ops)
 	vfiomig_ctx_unref(ctx);
 	cr_assert_eq(vfiomig_sim_ctx_new(NULL, NULL, &ctx), -EINVAL);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, sim_new_refuses_unknown_flags)
@@ -1273,6 +1303,7 @@ Test(sim, sim_new_refuses_unknown_flags)
 	cr_assert_null(sim);
 	cr_assert_eq(vfiomig_sim_new(NULL, &sim), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------------ spec */
@@ -1311,6 +1342,7 @@ Test(sim, spec_builds_the_described_device)
 	cr_assert_eq(len, 8192);
 	cr_assert_eq(vfiomig_sim_device_add_spec(sim, NULL, "sim:pci", &dev), 0);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim, spec_refuses_bad_strings)
@@ -1351,6 +1383,7 @@ Test(sim, spec_refuses_bad_strings)
 	cr_assert_eq(vfiomig_sim_device_add_spec(sim, NULL, "sim:pci,name=0000:05:00.0", &dev),
 		     -EEXIST);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ fault injector */
@@ -1381,6 +1414,8 @@ static void fault_teardown(struct fault_fx *x)
 	vfiomig_sim_free(x->sim);
 }
 
+TestSuite(fault, .init = leak_baseline);
+
 Test(fault, fails_the_second_pread_with_eintr)
 {
 	VFIOMIG_OPTS(fault_spec, s, .op = VFIOMIG_KOP_PREAD, .nth = 2, .error = -EINTR);
@@ -1399,6 +1434,7 @@ Test(fault, fails_the_second_pread_with_eintr)
 	cr_assert_eq(vfiomig_fault_calls(x.f, VFIOMIG_KOP_IOCTL), 1);
 	cr_assert_eq(vfiomig_fault_calls(x.f, 99), 0);
 	fault_teardown(&x);
+	assert_no_leaks();
 }
 
 Test(fault, shortens_transfers)
@@ -1421,6 +1457,7 @@ Test(fault, shortens_transfers)
 	cr_assert_eq(x.F->pread(x.f, x.d, in, 8, x.bar0), 8);
 	cr_assert_eq(vfiomig_fault_fired(x.f), 2);
 	fault_teardown(&x);
+	assert_no_leaks();
 }
 
 Test(fault, ioctl_request_filter_and_times)
@@ -1441,6 +1478,7 @@ Test(fault, ioctl_request_filter_and_times)
 	cr_assert_eq(vfiomig_fault_fired(x.f), 2);
 	cr_assert_eq(vfiomig_fault_calls(x.f, VFIOMIG_KOP_IOCTL), 5);
 	fault_teardown(&x);
+	assert_no_leaks();
 }
 
 Test(fault, counts_from_when_armed_and_clear_disarms)
@@ -1473,6 +1511,7 @@ Test(fault, counts_from_when_armed_and_clear_disarms)
 	cr_assert_eq(vfiomig_fault_calls(x.f, VFIOMIG_KOP_CLOSE), 3);
 	cr_assert_eq(vfiomig_fault_fired(x.f), 2);
 	fault_teardown(&x);
+	assert_no_leaks();
 }
 
 Test(fault, add_validates_the_spec)
@@ -1511,6 +1550,7 @@ Test(fault, add_validates_the_spec)
 	cr_assert_eq(vfiomig_fault_add(f, NULL), -EINVAL);
 	vfiomig_fault_free(f);
 	cr_assert_eq(vfiomig_fault_new(NULL, NULL, &f), -EINVAL);
+	assert_no_leaks();
 }
 
 Test(fault, short_inner_table_gives_enosys)
@@ -1530,4 +1570,5 @@ Test(fault, short_inner_table_gives_enosys)
 	cr_assert_eq(vfiomig_fault_kernel_ops()->close(f, fd), 0);
 	vfiomig_fault_free(f);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }

@@ -7,9 +7,11 @@
  * DMA_AVAIL count; device DMA logging with vfio's validation, page-size
  * conversion and a lost log; iommufd IOAS_MAP / UNMAP, GET_HW_INFO,
  * HWPT_ALLOC, automatic HWPTs, dirty tracking through a HWPT; and the
- * dmalog spec key. Every test ends with no simulated fd or mapping left.
+ * dmalog spec key. Every test ends with no simulated fd or mapping left,
+ * then assert_no_leaks(): heap blocks and fds as at the mark the suite's
+ * .init takes (see testutil.h).
  */
-#include <criterion/criterion.h>
+#include "testutil.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,8 +21,6 @@
 #include <vfiomig/sim.h>
 
 #include "sim/sim_internal.h"
-
-int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 
 #define K  (vfiomig_sim_kernel_ops())
 #define PG 4096ull
@@ -46,14 +46,15 @@ static struct vfiomig_sim_device *dev_make(struct vfiomig_sim *sim, uint32_t kin
 	return dev;
 }
 
-/* No simulated fd or mapping left, nothing leaked. */
+/*
+ * No simulated fd or mapping left. The heap is checked once per test, at
+ * its end: a test may run more than one simulator.
+ */
 static void finish(struct vfiomig_sim *sim)
 {
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	cr_assert_eq(vfiomig_sim_live_maps(sim), 0);
 	vfiomig_sim_free(sim);
-	if (__lsan_do_recoverable_leak_check)
-		cr_assert_eq(__lsan_do_recoverable_leak_check(), 0);
 }
 
 static int kopen(struct vfiomig_sim *sim, const char *path)
@@ -206,6 +207,8 @@ static uint32_t dma_avail(struct vfiomig_sim *sim, int c)
 
 /* ------------------------------------------------------------ type1 map */
 
+TestSuite(type1, .init = leak_baseline);
+
 Test(type1, map_validates_like_the_kernel)
 {
 	struct vfiomig_sim *sim = sim_make(0);
@@ -250,6 +253,7 @@ Test(type1, map_validates_like_the_kernel)
 	cr_assert_eq(dma_avail(sim, t.c), 65535 - 5);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, emulated_container_has_no_iova_ranges)
@@ -271,6 +275,7 @@ Test(type1, emulated_container_has_no_iova_ranges)
 	kclose(sim, g2);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, dma_avail_counts_down_to_enospc)
@@ -298,6 +303,7 @@ Test(type1, dma_avail_counts_down_to_enospc)
 	cr_assert_eq(map_dma(sim, t.c, 0, 0x10000000, PG, RW), 0);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, unmap_whole_mappings_only_and_reports_the_size)
@@ -336,6 +342,7 @@ Test(type1, unmap_whole_mappings_only_and_reports_the_size)
 	cr_assert_eq(dma_avail(sim, t.c), 65535);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, v1_unmap_keeps_the_old_granularity_rules)
@@ -356,6 +363,7 @@ Test(type1, v1_unmap_keeps_the_old_granularity_rules)
 	cr_assert_eq(dirty_op(sim, t.c, VU_IOMMU_DIRTY_PAGES_FLAG_START), -EACCES);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 /* ---------------------------------------------------------- type1 dirty */
@@ -388,6 +396,7 @@ Test(type1, dirty_pages_takes_exactly_one_operation)
 	cr_assert_eq(get_bitmap(sim, t.c, 0x100000, 8 * PG, PG, bm, 8), -EINVAL);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, get_bitmap_validates_range_page_size_and_bitmap)
@@ -431,6 +440,7 @@ Test(type1, get_bitmap_validates_range_page_size_and_bitmap)
 	cr_assert_eq(get_bitmap(sim, t.c, 0x100000, 8 * PG, PG, NULL, 8), -EFAULT);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, coarse_for_an_iommu_backed_group)
@@ -459,6 +469,7 @@ Test(type1, coarse_for_an_iommu_backed_group)
 	cr_assert_eq(bm[0], 0x3ull << 3);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, precise_for_an_emulated_group_written_and_pinned)
@@ -504,6 +515,7 @@ Test(type1, precise_for_an_emulated_group_written_and_pinned)
 	cr_assert_eq(bm[0], 1ull << 9);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, a_pci_group_in_the_container_makes_it_coarse)
@@ -531,6 +543,7 @@ Test(type1, a_pci_group_in_the_container_makes_it_coarse)
 	kclose(sim, g2);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, unmap_hands_over_dirty_bits)
@@ -574,6 +587,7 @@ Test(type1, unmap_hands_over_dirty_bits)
 	cr_assert_eq(bm[0], 0);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(type1, dma_write_and_pin_need_a_mapping)
@@ -605,6 +619,7 @@ Test(type1, dma_write_and_pin_need_a_mapping)
 	cr_assert_eq(vfiomig_sim_device_pin(pci, 0x100000, PG), -EINVAL);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 /* --------------------------------------------------------- DMA logging */
@@ -658,6 +673,8 @@ static int log_report(struct vfiomig_sim *sim, int d, uint64_t iova, uint64_t le
 	return feature(sim, d, GET_REPORT, &r, sizeof(r), NULL);
 }
 
+TestSuite(dmalog, .init = leak_baseline);
+
 Test(dmalog, devices_without_logging_answer_enotty)
 {
 	struct vfiomig_sim *sim = sim_make(0);
@@ -691,6 +708,7 @@ Test(dmalog, devices_without_logging_answer_enotty)
 		t1_close(sim, &t);
 	}
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, probe_and_get_set_direction)
@@ -714,6 +732,7 @@ Test(dmalog, probe_and_get_set_direction)
 	cr_assert_eq(feature(sim, t.d, SET_STOP, NULL, 0, NULL), 0, "stop when stopped");
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, start_validates_like_the_core)
@@ -768,6 +787,7 @@ Test(dmalog, start_validates_like_the_core)
 	}
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, report_reads_and_clears_tracked_writes)
@@ -817,6 +837,7 @@ Test(dmalog, report_reads_and_clears_tracked_writes)
 	cr_assert_eq(log_report(sim, t.d, 0x100000, 16 * PG, PG, bm), -EINVAL, "stopped");
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, report_converts_between_page_sizes)
@@ -851,6 +872,7 @@ Test(dmalog, report_converts_between_page_sizes)
 	cr_assert_eq(bm[1], 0);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, a_failed_report_loses_the_log)
@@ -878,6 +900,7 @@ Test(dmalog, a_failed_report_loses_the_log)
 	cr_assert_eq(bm[0], 1ull << 7);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(dmalog, closing_the_device_stops_logging)
@@ -902,6 +925,7 @@ Test(dmalog, closing_the_device_stops_logging)
 	cr_assert_eq(log_start(sim, t.d, PG, &r, 1, NULL), 0);
 	t1_close(sim, &t);
 	finish(sim);
+	assert_no_leaks();
 }
 
 /* --------------------------------------------------------------- iommufd */
@@ -1028,6 +1052,8 @@ static struct cdev cdev_open(struct vfiomig_sim *sim, struct vfiomig_sim_device 
 	return x;
 }
 
+TestSuite(iommufd, .init = leak_baseline);
+
 Test(iommufd, ioas_map_validates_like_the_kernel)
 {
 	struct vfiomig_sim *sim = sim_make(0);
@@ -1088,6 +1114,7 @@ Test(iommufd, ioas_map_validates_like_the_kernel)
 	kclose(sim, x.dfd);
 	kclose(sim, x.ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(iommufd, ioas_unmap_whole_areas)
@@ -1113,6 +1140,7 @@ Test(iommufd, ioas_unmap_whole_areas)
 	cr_assert_eq(n, 4 * PG);
 	kclose(sim, ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(iommufd, hw_info_reports_dirty_tracking)
@@ -1156,6 +1184,7 @@ Test(iommufd, hw_info_reports_dirty_tracking)
 		kclose(sim, x.ifd);
 		finish(sim);
 	}
+	assert_no_leaks();
 }
 
 Test(iommufd, hwpt_alloc_validates_and_shares_the_id_space)
@@ -1204,6 +1233,7 @@ Test(iommufd, hwpt_alloc_validates_and_shares_the_id_space)
 	kclose(sim, x.dfd);
 	kclose(sim, x.ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(iommufd, attach_to_an_ioas_makes_an_automatic_hwpt)
@@ -1257,6 +1287,7 @@ Test(iommufd, attach_to_an_ioas_makes_an_automatic_hwpt)
 	kclose(sim, x.dfd);
 	kclose(sim, x.ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(iommufd, hwpt_dirty_tracking_reads_and_clears)
@@ -1336,6 +1367,7 @@ Test(iommufd, hwpt_dirty_tracking_reads_and_clears)
 	cr_assert_eq(destroy(sim, x.ifd, hw), 0);
 	kclose(sim, x.ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(iommufd, dirty_hwpt_alloc_refuses_a_cut_mapping)
@@ -1351,9 +1383,12 @@ Test(iommufd, dirty_hwpt_alloc_refuses_a_cut_mapping)
 	kclose(sim, x.dfd);
 	kclose(sim, x.ifd);
 	finish(sim);
+	assert_no_leaks();
 }
 
 /* ----------------------------------------------------------- spec, flags */
+
+TestSuite(spec, .init = leak_baseline);
 
 Test(spec, dmalog_key)
 {
@@ -1375,6 +1410,7 @@ Test(spec, dmalog_key)
 	cr_assert_eq(vfiomig_sim_device_add_spec(sim, NULL, "sim:pci,dmalog=1,dmalog=1", &dev),
 		     -EINVAL);
 	finish(sim);
+	assert_no_leaks();
 }
 
 Test(spec, new_flags_are_known)
@@ -1387,4 +1423,5 @@ Test(spec, new_flags_are_known)
 	cr_assert_eq(vfiomig_sim_new(&o, &sim), 0);
 	dev_make(sim, VFIOMIG_DEVKIND_MDEV, VFIOMIG_SIM_DEV_DMA_LOGGING, 0);
 	finish(sim);
+	assert_no_leaks();
 }

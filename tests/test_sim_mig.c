@@ -7,11 +7,13 @@
  * ERROR and reset, pre-copy reads and PRECOPY_INFO, MIG_DATA_SIZE, saves
  * restored by hand in odd piece sizes, refused images, the v1 region
  * (register widths, reserved bits, chunks by pread and by mmap), spec
- * keys, self-dirtying devices and the fault knobs.
+ * keys, self-dirtying devices and the fault knobs. Every test ends with
+ * assert_no_leaks(): heap blocks and fds as at the mark the suite's .init
+ * takes (see testutil.h).
  *
  * White-box: links the simulator's sources for the private event log.
  */
-#include <criterion/criterion.h>
+#include "testutil.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -24,8 +26,6 @@
 #include <vfiomig/vfiomig.h>
 
 #include "sim/sim_internal.h"
-
-int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 
 #define K (vfiomig_sim_kernel_ops())
 
@@ -42,12 +42,6 @@ static const char *const names[NSTATES] = { "ERROR", "STOP", "RUNNING", "STOP_CO
 					    "PRE_COPY_P2P" };
 
 /* ------------------------------------------------------------- helpers */
-
-static void no_leaks(void)
-{
-	if (__lsan_do_recoverable_leak_check)
-		cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks (see the LSan report)");
-}
 
 static struct vfiomig_sim *sim_make(void)
 {
@@ -392,6 +386,8 @@ static bool makes_fd(int to, const char *path)
 	       ((to == SC || to == RES) && strcmp(prev, "STOP") == 0);
 }
 
+TestSuite(sim_mig, .init = leak_baseline);
+
 Test(sim_mig, arcs_follow_the_kernel_table_from_every_state)
 {
 	static const uint32_t variants[] = {
@@ -465,7 +461,7 @@ Test(sim_mig, arcs_follow_the_kernel_table_from_every_state)
 	hclose(&hs);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
-	no_leaks();
+	assert_no_leaks();
 }
 
 Test(sim_mig, skipped_states_log_direct_arcs)
@@ -497,6 +493,7 @@ Test(sim_mig, skipped_states_log_direct_arcs)
 	}
 	hclose(&h);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------- data_fd */
@@ -572,7 +569,7 @@ Test(sim_mig, data_fd_created_kept_and_invalidated)
 	hclose(&h);
 	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
 	vfiomig_sim_free(sim);
-	no_leaks();
+	assert_no_leaks();
 }
 
 Test(sim_mig, stop_copy_to_pre_copy_is_refused_with_an_event)
@@ -605,6 +602,7 @@ Test(sim_mig, stop_copy_to_pre_copy_is_refused_with_an_event)
 	hclose(&h);
 	hclose(&hn);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim_mig, failed_set_copies_back_and_get_reports_the_real_state)
@@ -654,6 +652,7 @@ Test(sim_mig, failed_set_copies_back_and_get_reports_the_real_state)
 	cr_assert_eq(vfiomig_sim_device_corrupt_data(NULL, 0), -EINVAL);
 	hclose(&h);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim_mig, reset_zeroes_the_state_and_resets_are_logged_for_every_device)
@@ -702,6 +701,7 @@ Test(sim_mig, reset_zeroes_the_state_and_resets_are_logged_for_every_device)
 	hclose(&h);
 	hclose(&hp);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim_mig, feature_probe_and_argsz_rules)
@@ -744,6 +744,7 @@ Test(sim_mig, feature_probe_and_argsz_rules)
 	hclose(&h);
 	hclose(&ho);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------- pre-copy */
@@ -828,11 +829,13 @@ static void precopy_reads(uint32_t extra, ssize_t nothing)
 Test(sim_mig, precopy_reads_initial_then_dirty_and_returns_0_when_idle)
 {
 	precopy_reads(0, 0);
+	assert_no_leaks();
 }
 
 Test(sim_mig, precopy_reads_answer_enomsg_when_asked_to)
 {
 	precopy_reads(VFIOMIG_SIM_MIG_ENOMSG, -ENOMSG);
+	assert_no_leaks();
 }
 
 Test(sim_mig, stop_copy_sends_the_rest_then_the_end)
@@ -869,6 +872,7 @@ Test(sim_mig, stop_copy_sends_the_rest_then_the_end)
 	kclose(sim, &fd);
 	hclose(&h);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* -------------------------------------------------------- save, restore */
@@ -916,7 +920,7 @@ Test(sim_mig, save_restore_by_hand_in_odd_pieces)
 	hclose(&hs);
 	hclose(&hd);
 	vfiomig_sim_free(sim);
-	no_leaks();
+	assert_no_leaks();
 }
 
 Test(sim_mig, a_new_save_session_starts_clean)
@@ -962,6 +966,7 @@ Test(sim_mig, a_new_save_session_starts_clean)
 	hclose(&hs);
 	hclose(&hd);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim_mig, a_64mib_state_moves_whole)
@@ -1002,7 +1007,7 @@ Test(sim_mig, a_64mib_state_moves_whole)
 	hclose(&hs);
 	hclose(&hd);
 	vfiomig_sim_free(sim);
-	no_leaks();
+	assert_no_leaks();
 }
 
 /* An image of a 2-page device with changed content, for the refusal tests. */
@@ -1114,7 +1119,7 @@ Test(sim_mig, bad_images_are_refused_leaving_resuming)
 	cr_assert_eq(get_state(&p.hd), RUN);
 	kclose(p.sim, &fd);
 	pair_fini(&p);
-	no_leaks();
+	assert_no_leaks();
 }
 
 Test(sim_mig, corrupt_data_knob_is_caught_by_the_destination)
@@ -1153,6 +1158,7 @@ Test(sim_mig, corrupt_data_knob_is_caught_by_the_destination)
 		cr_assert_eq(memcmp(img, p.img, n), 0);
 	}
 	pair_fini(&p);
+	assert_no_leaks();
 }
 
 Test(sim_mig, fail_data_knob_errors_or_truncates_reads)
@@ -1184,6 +1190,7 @@ Test(sim_mig, fail_data_knob_errors_or_truncates_reads)
 	kclose(p.sim, &fd);
 	expect_refused(&p, img, n, "a record cut short");
 	pair_fini(&p);
+	assert_no_leaks();
 }
 
 /* --------------------------------------------------------------------- v1 */
@@ -1369,6 +1376,7 @@ Test(sim_mig, v1_region_layout_and_register_widths)
 	}
 	v1_close(&v);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 Test(sim_mig, v1_reserved_bits_survive_and_bad_states_are_refused)
@@ -1401,6 +1409,7 @@ Test(sim_mig, v1_reserved_bits_survive_and_bad_states_are_refused)
 	cr_assert_eq(v1_reg(&v, 0, 4), 1);
 	v1_close(&v);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 static void v1_round_trip(bool src_map, bool dst_map, size_t chunk)
@@ -1458,17 +1467,18 @@ static void v1_round_trip(bool src_map, bool dst_map, size_t chunk)
 	free(buf);
 	cr_assert_eq(vfiomig_sim_live_maps(sim), 0);
 	vfiomig_sim_free(sim);
-	no_leaks();
 }
 
 Test(sim_mig, v1_save_by_pread_restore_through_mmap)
 {
 	v1_round_trip(false, true, 3 * PG);
+	assert_no_leaks();
 }
 
 Test(sim_mig, v1_save_through_mmap_restore_by_pwrite_in_odd_chunks)
 {
 	v1_round_trip(true, false, 4095);
+	assert_no_leaks();
 }
 
 Test(sim_mig, v1_refuses_bad_data_and_failed_writes_keep_or_break_the_state)
@@ -1565,6 +1575,7 @@ Test(sim_mig, v1_refuses_bad_data_and_failed_writes_keep_or_break_the_state)
 	v1_close(&vs);
 	v1_close(&vd);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------- running devices */
@@ -1596,6 +1607,7 @@ Test(sim_mig, run_is_deterministic_per_name_and_needs_a_running_device)
 	hclose(&h);
 	vfiomig_sim_free(s1);
 	vfiomig_sim_free(s2);
+	assert_no_leaks();
 }
 
 Test(sim_mig, auto_dirty_pages_change_the_device_on_reads)
@@ -1642,6 +1654,7 @@ Test(sim_mig, auto_dirty_pages_change_the_device_on_reads)
 	v1_close(&v);
 	hclose(&h);
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 /* ------------------------------------------------------------ options, specs */
@@ -1689,6 +1702,7 @@ Test(sim_mig, device_add_validates_migration_opts)
 		cr_assert_eq(vfiomig_sim_device_run(big, 2), 0);
 	}
 	vfiomig_sim_free(sim);
+	assert_no_leaks();
 }
 
 struct dirlist {
@@ -1704,14 +1718,14 @@ static int dir_collect(void *user, const char *name)
 	return 0;
 }
 
-struct logcap {
+struct speclog {
 	int n;
 	char last[512];
 };
 
-static void logcap_fn(void *user, int prio, const char *msg)
+static void speclog_fn(void *user, int prio, const char *msg)
 {
-	struct logcap *lc = user;
+	struct speclog *lc = user;
 
 	lc->n++;
 	snprintf(lc->last, sizeof(lc->last), "%s", msg);
@@ -1720,8 +1734,8 @@ static void logcap_fn(void *user, int prio, const char *msg)
 Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 {
 	struct vfiomig_sim *sim = sim_make();
-	struct logcap lc = { 0 };
-	VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &lc);
+	struct speclog lc = { 0 };
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = speclog_fn, .log_user = &lc);
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_sim_device *d = NULL;
 	struct vu_device_info di = { .argsz = sizeof(di) };
@@ -1814,7 +1828,7 @@ Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 	}
 	vfiomig_ctx_unref(ctx);
 	vfiomig_sim_free(sim);
-	no_leaks();
+	assert_no_leaks();
 }
 
 Test(sim_mig, freeing_the_simulator_releases_live_sessions)
@@ -1830,5 +1844,5 @@ Test(sim_mig, freeing_the_simulator_releases_live_sessions)
 	cr_assert_eq(K->close(sim, fb), 0); /* the device still holds its session */
 	cr_assert_geq(fa, 0);
 	vfiomig_sim_free(sim); /* closes fa and the device fds */
-	no_leaks();
+	assert_no_leaks();
 }
