@@ -172,12 +172,21 @@ static void vm_vlog(struct vfiomig_ctx *ctx, int priority, const char *suffix, c
 	char msg[1024];
 	int n;
 
-	if (!ctx || priority > ctx->log_priority)
+	/* ERR lines are kept even when filtered out: they are a failure's reason (return path). */
+	if (!ctx || (priority > ctx->log_priority && priority != VFIOMIG_LOG_ERR))
 		return;
 	n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (n >= 0 && suffix && (size_t)n < sizeof(msg))
 		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", suffix);
-	ctx->log_fn(ctx->log_user, priority, msg);
+	if (priority == VFIOMIG_LOG_ERR) {
+		/* Cut to fit (the return path carries at most 255 bytes of it). */
+		size_t len = strnlen(msg, sizeof(ctx->err_msg) - 1);
+
+		memcpy(ctx->err_msg, msg, len);
+		ctx->err_msg[len] = '\0';
+	}
+	if (priority <= ctx->log_priority)
+		ctx->log_fn(ctx->log_user, priority, msg);
 }
 
 void vfiomig_ctx_log(struct vfiomig_ctx *ctx, int priority, const char *msg)

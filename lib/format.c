@@ -9,45 +9,11 @@
 #include "internal.h"
 #include "crc32c.h"
 #include "format.h"
+#include "bytes.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* ------------------------------------------------------- byte order */
-
-static inline void put_be16(unsigned char *p, uint16_t v)
-{
-	p[0] = (unsigned char)(v >> 8);
-	p[1] = (unsigned char)v;
-}
-
-static inline void put_be32(unsigned char *p, uint32_t v)
-{
-	put_be16(p, (uint16_t)(v >> 16));
-	put_be16(p + 2, (uint16_t)v);
-}
-
-static inline void put_be64(unsigned char *p, uint64_t v)
-{
-	put_be32(p, (uint32_t)(v >> 32));
-	put_be32(p + 4, (uint32_t)v);
-}
-
-static inline uint16_t get_be16(const unsigned char *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static inline uint32_t get_be32(const unsigned char *p)
-{
-	return (uint32_t)get_be16(p) << 16 | get_be16(p + 2);
-}
-
-static inline uint64_t get_be64(const unsigned char *p)
-{
-	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
 
 /* ------------------------------------------------------- shared bits */
 
@@ -87,6 +53,21 @@ static inline uint64_t get_be64(const unsigned char *p)
 #define TRL_BYTES   16
 #define TRL_CRC     24
 
+/*
+ * Cancel body field offsets (from CNC_BODY). After the reason: the
+ * stream CRC, then the record's own CRC, always the last CRC_LEN bytes.
+ */
+#define CNC_BODY   (MARKER_LEN + SIZE_LEN)
+#define CNC_ERRNO  0
+#define CNC_REASON 4 /* be16 length, then the bytes */
+#define ERRNO_MAX  4095 /* what a negative errno can be */
+
+/* Every marker this format defines (mandatory or optional) shares these top bits. */
+#define RECORD_MARKER_MASK 0xfffffffffff00000ull
+#define RECORD_MARKER_BASE 0xffffffffef100000ull
+/* The magic read as a marker: a header where a record should be. */
+#define MAGIC_AS_MARKER    0x895646494f4d4947ull
+
 /* The public sizes in format.h follow from the layout above. */
 _Static_assert(VM_FMT_HDR_FIXED == HDR_STRINGS, "fixed header size");
 _Static_assert(VM_FMT_HDR_MIN == HDR_STRINGS + 2 * STRLEN_LEN + CRC_LEN, "minimal header size");
@@ -121,6 +102,8 @@ static const char *marker_name(uint64_t m)
 		return "STOPCOPY_STATE";
 	case VM_FMT_TRAILER:
 		return "TRAILER";
+	case VM_FMT_CANCEL:
+		return "CANCEL";
 	default:
 		return VM_FMT_IS_OPTIONAL(m) ? "optional" : "unknown";
 	}
@@ -154,14 +137,6 @@ static uint64_t phase_marker(uint32_t phase)
 	}
 }
 
-/* Strings travel as printable ASCII so log lines built from them stay sane. */
-static bool str_ok(const unsigned char *s, size_t len)
-{
-	for (size_t i = 0; i < len; i++)
-		if (s[i] < ' ' || s[i] > '~')
-			return false;
-	return true;
-}
 
 __attribute__((format(printf, 4, 5)))
 static int fmt_fail(struct vfiomig_stream *s, int *sticky, int err, const char *fmt, ...)
@@ -320,8 +295,8 @@ int vm_fmt_write_header(struct vm_fmt_writer *w, const struct vm_fmt_header *h)
 	tlen = strnlen(h->id.mdev_type, sizeof(h->id.mdev_type));
 	dlen = strnlen(h->id.driver, sizeof(h->id.driver));
 	if (tlen > VM_FMT_STR_MAX || dlen > VM_FMT_STR_MAX ||
-	    !str_ok((const unsigned char *)h->id.mdev_type, tlen) ||
-	    !str_ok((const unsigned char *)h->id.driver, dlen))
+	    !vm_printable((const unsigned char *)h->id.mdev_type, tlen) ||
+	    !vm_printable((const unsigned char *)h->id.driver, dlen))
 		return fmt_fail(w->s, NULL, -EINVAL,
 				"header: mdev type and driver must be printable ASCII of at most "
 				"%u bytes",
@@ -543,6 +518,49 @@ int vm_fmt_write_trailer(struct vm_fmt_writer *w)
 	return 0;
 }
 
+bool vm_fmt_can_cancel(const struct vm_fmt_writer *w)
+{
+	return w && w->s && !w->err && !w->body_left && w->state != ST_HEADER &&
+	       w->state != ST_DONE;
+}
+
+int vm_fmt_write_cancel(struct vm_fmt_writer *w, int error, const char *reason)
+{
+	unsigned char t[CNC_BODY + CNC_REASON + STRLEN_LEN + VM_FMT_STR_MAX + 2 * CRC_LEN];
+	size_t rlen = 0, pos;
+	int err = w_ready(w, "a CANCEL record");
+
+	if (err)
+		return err;
+	if (w->state == ST_HEADER || w->state == ST_DONE)
+		return fmt_fail(w->s, NULL, -EINVAL, "CANCEL %s",
+				w->state == ST_HEADER ? "before the header" : "after the trailer");
+	if (error >= 0 || error < -ERRNO_MAX)
+		return fmt_fail(w->s, NULL, -EINVAL, "CANCEL with error %d (a negative errno)",
+				error);
+	/* The reason is cut at the first byte the format does not carry, and at 255 bytes. */
+	while (reason && rlen < VM_FMT_STR_MAX && reason[rlen] &&
+	       vm_printable((const unsigned char *)reason + rlen, 1))
+		rlen++;
+	put_be64(t, VM_FMT_CANCEL);
+	pos = CNC_BODY;
+	put_be32(t + pos + CNC_ERRNO, (uint32_t)-error);
+	put_be16(t + pos + CNC_REASON, (uint16_t)rlen);
+	memcpy(t + pos + CNC_REASON + STRLEN_LEN, reason, rlen);
+	pos += CNC_REASON + STRLEN_LEN + rlen;
+	put_be32(t + pos, w->crc); /* what came before: the destination checks it too */
+	pos += CRC_LEN;
+	put_be64(t + MARKER_LEN, pos + CRC_LEN - CNC_BODY);
+	put_be32(t + pos, vm_crc32c(0, t, pos));
+	pos += CRC_LEN;
+	/* Like the trailer, outside the stream CRC it carries. */
+	err = w_out(w, t, pos, false);
+	if (err)
+		return err;
+	w->state = ST_DONE;
+	return 0;
+}
+
 /* ------------------------------------------------------------- reader */
 
 void vm_fmt_reader_init(struct vm_fmt_reader *r, struct vfiomig_stream *s)
@@ -615,7 +633,7 @@ static int parse_string(struct vm_fmt_reader *r, const unsigned char *hdr, size_
 			      VM_FMT_STR_MAX);
 	if (*pos + STRLEN_LEN + len > end)
 		return r_fail(r, -EBADMSG, "header: the %s runs past the header", what);
-	if (!str_ok(hdr + *pos + STRLEN_LEN, len))
+	if (!vm_printable(hdr + *pos + STRLEN_LEN, len))
 		return r_fail(r, -EBADMSG, "header: the %s is not printable ASCII", what);
 	memcpy(out, hdr + *pos + STRLEN_LEN, len);
 	out[len] = '\0';
@@ -636,10 +654,17 @@ static int r_header_prefix(struct vm_fmt_reader *r, unsigned char *prefix, uint3
 	err = r_in(r, prefix, HDR_PREFIX, true, "the header");
 	if (err)
 		return err;
+	if ((get_be64(prefix) & RECORD_MARKER_MASK) == RECORD_MARKER_BASE)
+		return r_fail(r, -EBADMSG,
+			      "a record marker (0x%016" PRIx64 ", %s) where the stream header "
+			      "should be: the stream was read at the wrong point (it was read "
+			      "before, or its start was lost)", get_be64(prefix),
+			      marker_name(get_be64(prefix)));
 	if (memcmp(prefix + HDR_MAGIC, VM_FMT_MAGIC, VM_FMT_MAGIC_LEN) != 0)
 		return r_fail(r, -EBADMSG,
 			      "not a libvfiomig stream (magic %02x %02x %02x %02x %02x %02x %02x "
-			      "%02x, expected 89 56 46 49 4f 4d 49 47)",
+			      "%02x, expected 89 56 46 49 4f 4d 49 47; or one read at the wrong "
+			      "point)",
 			      prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], prefix[5],
 			      prefix[6], prefix[7]);
 	version = get_be32(prefix + HDR_VERSION);
@@ -827,6 +852,57 @@ static int r_trailer(struct vm_fmt_reader *r, struct vm_fmt_record *rec)
 	return 0;
 }
 
+/*
+ * CANCEL: the source gave up. Checked like the trailer (its own CRC, and
+ * the CRC of everything before it), so a corrupt stream is never taken
+ * for a cancelled one; then the reader is done.
+ */
+static int r_cancel(struct vm_fmt_reader *r, struct vm_fmt_record *rec)
+{
+	unsigned char t[CNC_BODY + VM_FMT_CANCEL_MAX];
+	uint32_t stored, computed, scrc, error;
+	uint64_t size;
+	size_t tlen, rlen;
+	int err;
+
+	put_be64(t, VM_FMT_CANCEL);
+	err = r_in(r, t + MARKER_LEN, SIZE_LEN, false, "a CANCEL record");
+	if (err)
+		return err;
+	size = get_be64(t + MARKER_LEN);
+	if (size < VM_FMT_CANCEL_MIN || size > VM_FMT_CANCEL_MAX)
+		return r_fail(r, -EBADMSG, "CANCEL size %" PRIu64 " is out of range (%u..%u)", size,
+			      VM_FMT_CANCEL_MIN, VM_FMT_CANCEL_MAX);
+	tlen = CNC_BODY + (size_t)size;
+	err = r_in(r, t + CNC_BODY, (size_t)size, false, "a CANCEL record");
+	if (err)
+		return err;
+	stored = get_be32(t + tlen - CRC_LEN);
+	computed = vm_crc32c(0, t, tlen - CRC_LEN);
+	if (stored != computed)
+		return r_fail(r, -EBADMSG, "CANCEL record CRC32C is 0x%08x, computed 0x%08x: corrupt "
+			      "stream", stored, computed);
+	error = get_be32(t + CNC_BODY + CNC_ERRNO);
+	rlen = get_be16(t + CNC_BODY + CNC_REASON);
+	if (error == 0 || error > ERRNO_MAX || rlen > VM_FMT_STR_MAX ||
+	    CNC_REASON + STRLEN_LEN + rlen + 2 * CRC_LEN > size ||
+	    !vm_printable(t + CNC_BODY + CNC_REASON + STRLEN_LEN, rlen))
+		return r_fail(r, -EBADMSG, "CANCEL record at stream offset %" PRIu64 ": error %u, "
+			      "reason of %zu bytes: malformed", r->rec_offset, error, rlen);
+	scrc = get_be32(t + CNC_BODY + CNC_REASON + STRLEN_LEN + rlen);
+	if (scrc != r->crc)
+		return r_fail(r, -EBADMSG,
+			      "CANCEL: CRC32C of the %" PRIu64 " bytes before it is 0x%08x, it says "
+			      "0x%08x: corrupt stream", r->rec_offset, r->crc, scrc);
+	r->cancel_err = -(int)error;
+	memcpy(r->cancel_reason, t + CNC_BODY + CNC_REASON + STRLEN_LEN, rlen);
+	r->cancel_reason[rlen] = '\0';
+	r->state = ST_DONE;
+	rec->type = VM_FMT_REC_CANCEL;
+	rec->size = 0;
+	return 0;
+}
+
 /* Record step 1: a reader that may read a record, past what is left of the last body. */
 static int r_next_ready(struct vm_fmt_reader *r, const struct vm_fmt_record *rec)
 {
@@ -863,7 +939,7 @@ static int r_marker(struct vm_fmt_reader *r, uint64_t *marker)
 	if (err)
 		return err;
 	*marker = get_be64(buf);
-	if (*marker != VM_FMT_TRAILER)
+	if (*marker != VM_FMT_TRAILER && *marker != VM_FMT_CANCEL)
 		r->crc = vm_crc32c(r->crc, buf, sizeof(buf));
 	return 0;
 }
@@ -997,6 +1073,8 @@ int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec)
 	switch (marker) {
 	case VM_FMT_TRAILER:
 		return r_trailer(r, rec);
+	case VM_FMT_CANCEL:
+		return r_cancel(r, rec);
 	case VM_FMT_DEV_SETUP_STATE:
 	case VM_FMT_PRECOPY_STATE:
 	case VM_FMT_STOPCOPY_STATE:
@@ -1009,6 +1087,12 @@ int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec)
 	case VM_FMT_DEV_CONFIG_STATE:
 		return r_body_record(r, rec);
 	default:
+		if (marker == MAGIC_AS_MARKER)
+			return r_fail(r, -EBADMSG,
+				      "a stream header (magic \\x89VFIOMIG) at stream offset %" PRIu64
+				      " where a record should be: the stream was read at the wrong "
+				      "point (a second stream begins here: was it set up twice, or "
+				      "are two streams written into one channel?)", r->rec_offset);
 		/* Unknown records are skipped only when they say they may be. */
 		if (!VM_FMT_IS_OPTIONAL(marker))
 			return r_fail(r, -EPROTONOSUPPORT,

@@ -23,6 +23,9 @@
 /* ------------------------------------------------------ stream internals */
 
 struct vfiomig_ctx *vm_stream_ctx(const struct vfiomig_stream *s);
+/* Streams are reference counted: a migration set up on one holds it. */
+struct vfiomig_stream *vm_stream_get(struct vfiomig_stream *s);
+void vm_stream_put(struct vfiomig_stream *s);
 /* "fd stream 7", "memory stream", ... for log lines. */
 const char *vm_stream_desc(const struct vfiomig_stream *s);
 /* The ops->fd fast-path fd, or -ENOTSUP. */
@@ -61,6 +64,8 @@ int vm_stream_fd(struct vfiomig_stream *s);
 #define VM_FMT_PRECOPY_STATE    0xffffffffef100010ull
 #define VM_FMT_STOPCOPY_STATE   0xffffffffef100011ull
 #define VM_FMT_TRAILER          0xffffffffef1000ffull
+/* The source gave up: nothing follows (see docs/stream-format.md, "Cancel"). */
+#define VM_FMT_CANCEL           0xffffffffef100020ull
 /* Optional records: {marker, be64 size, body}; readers skip unknown ones. */
 #define VM_FMT_OPTIONAL_MASK    0xffffffffffff0000ull
 #define VM_FMT_OPTIONAL_BASE    0xffffffffef110000ull
@@ -74,6 +79,16 @@ int vm_stream_fd(struct vfiomig_stream *s);
  */
 #define VM_FMT_TRAILER_LEN     32u
 #define VM_FMT_TRAILER_MAX     4096u
+
+/*
+ * Cancel: be64 size, then `size` bytes: be32 errno (positive), be16
+ * reason length, the reason (printable ASCII, at most VM_FMT_STR_MAX),
+ * be32 CRC32C of every stream byte before the CANCEL marker, be32 CRC32C
+ * of the record from its marker up to here. Readers accept sizes up to
+ * VM_FMT_CANCEL_MAX, the record's own CRC always last.
+ */
+#define VM_FMT_CANCEL_MIN      14u
+#define VM_FMT_CANCEL_MAX      4096u
 
 /*
  * Largest record body the writer emits and the reader accepts by default.
@@ -159,6 +174,14 @@ int vm_fmt_write_optional(struct vm_fmt_writer *w, uint64_t marker, const void *
 int vm_fmt_write_init_data_sent(struct vm_fmt_writer *w);
 /* Last: the trailer, after the stop-copy phase has ended. Does not flush the stream. */
 int vm_fmt_write_trailer(struct vm_fmt_writer *w);
+/*
+ * Instead of the rest of the stream: a CANCEL record (err < 0, reason
+ * may be NULL; cut to VM_FMT_STR_MAX printable bytes). Any time after the
+ * header and before the trailer, between records. Does not flush.
+ */
+int vm_fmt_write_cancel(struct vm_fmt_writer *w, int err, const char *reason);
+/* True when a CANCEL record may be written now (between records, nothing failed). */
+bool vm_fmt_can_cancel(const struct vm_fmt_writer *w);
 
 /* ------------------------------------------------------------- the reader */
 
@@ -170,6 +193,7 @@ enum vm_fmt_rec_type {
 	VM_FMT_REC_INIT_DATA_SENT,
 	VM_FMT_REC_OPTIONAL,     /* rec.marker, rec.size body bytes; next() skips it if unread */
 	VM_FMT_REC_TRAILER,      /* verified: the stream is complete and intact */
+	VM_FMT_REC_CANCEL,       /* verified: the source cancelled; r->cancel_* say why */
 };
 
 struct vm_fmt_record {
@@ -195,6 +219,8 @@ struct vm_fmt_reader {
 	bool config_seen;
 	bool init_seen;
 	int err;               /* sticky */
+	int cancel_err;        /* after VM_FMT_REC_CANCEL: the source's negative errno */
+	char cancel_reason[VM_FMT_STR_MAX + 1]; /* and its reason ("" if none) */
 };
 
 /* The stream stays the caller's; the reader holds no allocation. */
@@ -211,7 +237,8 @@ int vm_fmt_read_header(struct vm_fmt_reader *r, struct vm_fmt_header *h);
 /*
  * The next record; an unread (rest of a) body is skipped first. On the
  * trailer it checks byte count, data counts and CRC32C and returns
- * VM_FMT_REC_TRAILER; after that the reader is done (-EINVAL). Errors:
+ * VM_FMT_REC_TRAILER; a CANCEL record, checked the same way, returns
+ * VM_FMT_REC_CANCEL; after either the reader is done (-EINVAL). Errors:
  * -EBADMSG (grammar, trailer mismatch), -EPROTONOSUPPORT (unknown
  * mandatory record), -EFBIG (body over max_record; nothing of it read),
  * -EPIPE (truncated), or the stream's -errno.

@@ -19,6 +19,7 @@ static uint32_t rec_type(enum vm_fmt_rec_type t)
 	case VM_FMT_REC_INIT_DATA_SENT: return VFIOMIG_REC_INIT_DATA_SENT;
 	case VM_FMT_REC_OPTIONAL: return VFIOMIG_REC_OPTIONAL;
 	case VM_FMT_REC_TRAILER: return VFIOMIG_REC_TRAILER;
+	case VM_FMT_REC_CANCEL: return VFIOMIG_REC_CANCEL;
 	}
 	return 0;
 }
@@ -84,6 +85,12 @@ int vfiomig_stream_inspect(struct vfiomig_stream *in, uint64_t max_record,
 			if (rec.phase == VM_FMT_PHASE_PRECOPY)
 				out.precopy_rounds++;
 			break;
+		case VM_FMT_REC_CANCEL:
+			out.cancelled = 1;
+			out.cancel_error = r.cancel_err;
+			snprintf(out.cancel_reason, sizeof(out.cancel_reason), "%s",
+				 r.cancel_reason);
+			break;
 		default:
 			break;
 		}
@@ -92,7 +99,11 @@ int vfiomig_stream_inspect(struct vfiomig_stream *in, uint64_t max_record,
 			if (ret)
 				break;
 		}
-	} while (rec.type != VM_FMT_REC_TRAILER);
+	} while (rec.type != VM_FMT_REC_TRAILER && rec.type != VM_FMT_REC_CANCEL);
+	if (!ret && out.cancelled)
+		ret = vm_err(vm_stream_ctx(in), -ECANCELED, "%s: the source cancelled the migration "
+			     "(%s)%s%s", vm_stream_desc(in), vfiomig_strerror(r.cancel_err),
+			     r.cancel_reason[0] ? ": " : "", r.cancel_reason);
 done:
 	out.bytes = r.offset;
 	out.data_records = r.data_records;

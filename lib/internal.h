@@ -29,6 +29,7 @@ struct vfiomig_ctx {
 	unsigned int api_depth;
 	bool err_logged;
 	unsigned int quiet;             /* vm_quiet_begin() nesting: ERR lines go to debug */
+	char err_msg[256];              /* the last ERR line delivered (a failure's reason) */
 	struct vfiomig_kernel_ops kops; /* full-size copy; missing ops are NULL */
 	void *kops_user;
 	struct vm_group *groups;        /* open groups, shared by their devices */
@@ -233,6 +234,7 @@ struct vfiomig_device {
 	bool info_valid;
 	struct vu_device_info info;
 	struct vm_region_cache *regions; /* num_regions entries, lazily filled */
+	struct vfiomig_mig *mig;         /* the migration object on this device, or NULL */
 };
 
 /*

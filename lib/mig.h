@@ -30,7 +30,20 @@ struct vfiomig_mig {
 	bool setup_done;
 	bool complete;               /* save: complete; load: trailer verified */
 	bool failed;
-	bool init_sent;              /* switchover-ack: initial data all sent */
+	bool init_sent;              /* switchover-ack: initial data all sent (load: all loaded) */
+	bool resumed;                /* save: the source VM resumed after a completed save */
+	int fail_err;                /* why the migration failed (negative errno), once failed */
+	char fail_reason[256];       /* and the ERR line that said so */
+	/* Return path (retpath.c). Load: what is due or sent; save: what arrived. */
+	bool ack_sent;
+	bool result_sent;
+	bool acked;                  /* save: the destination acknowledged switchover */
+	bool dest_loaded;            /* save: the destination loaded and verified the stream */
+	bool dest_failed;            /* save: the destination failed */
+	/* Load: the VMM config, staged until the trailer has verified it. */
+	unsigned char *cfg;
+	size_t cfg_len;
+	bool cfg_seen;
 	uint64_t chunk_size;
 	uint64_t max_record;
 	vfiomig_config_save_fn config_save;
@@ -55,6 +68,12 @@ struct vfiomig_mig {
 	uint64_t v1_size;
 	uint64_t v1_data_offset;     /* data section offset reported at load time */
 	struct vfiomig_region_map *v1_map; /* mmapped data section(s), or NULL */
+};
+
+struct vfiomig_mig_set {
+	struct vfiomig_ctx *ctx;     /* a reference */
+	struct vfiomig_mig **members;
+	size_t n, cap;
 };
 
 /*
@@ -91,6 +110,16 @@ struct vm_proto {
 
 extern const struct vm_proto vm_proto_v1;
 extern const struct vm_proto vm_proto_v2;
+
+/*
+ * Fail the migration (save: tell the destination, put the source back;
+ * load: reset the destination), and its set with it; `why` (or the
+ * context's last ERR line) is the reason the return path carries.
+ * Returns err.
+ */
+int vm_mig_fail(struct vfiomig_mig *m, int err, const char *why);
+/* Record the first failure of a migration that has nothing left to put back. */
+void vm_mig_note_failure(struct vfiomig_mig *m, int err, const char *why);
 
 /* "RUNNING", "PRE_COPY_P2P", ... */
 const char *vm_dev_state_name(uint32_t state);

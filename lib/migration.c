@@ -117,7 +117,7 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 {
 	const uint32_t known = VFIOMIG_MIG_F_ALLOW_V1 | VFIOMIG_MIG_F_NO_PRECOPY |
 			       VFIOMIG_MIG_F_PREFER_V1 | VFIOMIG_MIG_F_NEED_DIRTY_TRACKING |
-			       VFIOMIG_MIG_F_DIRTY_TRACKING;
+			       VFIOMIG_MIG_F_DIRTY_TRACKING | VFIOMIG_MIG_F_SWITCHOVER_ACK;
 	int ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_mig_opts, nr_dma_ranges);
 
 	if (ret)
@@ -159,6 +159,11 @@ int vfiomig_mig_check(struct vfiomig_device *dev, const struct vfiomig_mig_opts 
 /* Free the object's memory and drop its device (the protocol is already finished). */
 static void mig_release(struct vfiomig_mig *m)
 {
+	if (m->dev->mig == m)
+		m->dev->mig = NULL;
+	free(m->cfg);
+	vm_stream_put(m->w.s);
+	vm_stream_put(m->r.s);
 	vm_device_put(m->dev);
 	free(m->scratch);
 	free(m->dma_ranges);
@@ -197,6 +202,10 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 		return vm_err(dev->ctx, -EINVAL, "device %s: chunk_size %llu (at most %u and at most "
 			      "max_record)", dev->name, (unsigned long long)chunk, MAX_CHUNK);
 
+	if (dev->mig)
+		return vm_err(dev->ctx, -EBUSY, "device %s: it already has a %s migration object "
+			      "(free it first)", dev->name,
+			      dev->mig->role == VFIOMIG_ROLE_SAVE ? "save" : "load");
 	ret = choose(dev, flags, &proto, reason, sizeof(reason));
 	if (ret == -EOPNOTSUPP)
 		return vm_err(dev->ctx, ret, "migration blocked: %s", reason);
@@ -252,6 +261,7 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	}
 	vm_info(m->ctx, "device %s: %s migration, protocol %s, device %s", dev->name,
 		role == VFIOMIG_ROLE_SAVE ? "save" : "load", proto->name, vm_dev_state_name(m->state));
+	dev->mig = m;
 	*out = m;
 	return 0;
 }
@@ -266,36 +276,73 @@ static bool load_active(const struct vfiomig_mig *m)
 	return m->role == VFIOMIG_ROLE_LOAD && m->setup_done && !m->complete && !m->failed;
 }
 
+/* Remember why the migration failed: the return path tells the source. */
+static void note_failure(struct vfiomig_mig *m, int err, const char *why)
+{
+	if (m->failed)
+		return; /* the first failure is the reason */
+	m->failed = true;
+	m->fail_err = err < 0 ? err : -ECANCELED;
+	if (!why && err < 0 && m->ctx->err_msg[0])
+		why = m->ctx->err_msg;
+	if (why) {
+		size_t len = strnlen(why, sizeof(m->fail_reason) - 1); /* cut, on purpose */
+
+		memcpy(m->fail_reason, why, len);
+		m->fail_reason[len] = '\0';
+	} else {
+		snprintf(m->fail_reason, sizeof(m->fail_reason), "device %.64s: migration cancelled",
+			 m->dev->name);
+	}
+}
+
+static void fail_siblings(struct vfiomig_mig *m);
+
 /*
- * A save step failed, or the VMM gave up: put the source device back
- * (RUNNING, or STOP while the VM is stopped) and fail the migration.
+ * A save step failed, or the VMM gave up: tell the destination in-band
+ * (a CANCEL record, when the stream can still carry one), put the source
+ * device back (RUNNING, or STOP while the VM is stopped) and fail the
+ * migration, and the other members of its set with it.
  */
-static int fail_save(struct vfiomig_mig *m, int err)
+static int fail_save(struct vfiomig_mig *m, int err, const char *why)
 {
 	uint32_t target = m->vm_running ? VFIOMIG_DEVICE_STATE_RUNNING : VFIOMIG_DEVICE_STATE_STOP;
 	int ret;
 
 	if (m->failed)
 		return err;
-	m->failed = true;
+	note_failure(m, err, why);
+	if (vm_fmt_can_cancel(&m->w)) {
+		/* Best effort: a channel that already broke cannot carry it, and that is fine. */
+		vm_quiet_begin(m->ctx);
+		if (vm_fmt_write_cancel(&m->w, m->fail_err, m->fail_reason) == 0)
+			vfiomig_stream_flush(m->w.s);
+		vm_quiet_end(m->ctx);
+	}
 	ret = m->proto->recover(m, target);
 	if (ret < 0)
-		vm_err(m->ctx, ret, "device %s: could not put the source device back to %s",
-		       m->dev->name, vm_dev_state_name(target));
+		vm_warn(m->ctx, "device %s: could not put the source device back to %s: %s (the "
+			"device is in %s)", m->dev->name, vm_dev_state_name(target),
+			vfiomig_strerror(ret), vm_dev_state_name(m->state));
 	else
 		vm_info(m->ctx, "device %s: save failed; source device back to %s", m->dev->name,
 			vm_dev_state_name(m->state));
+	fail_siblings(m);
 	return err;
 }
 
-/* A load failed: the destination must never run with partial state. Reset it. */
-static int fail_load(struct vfiomig_mig *m, int err)
+/*
+ * A load failed: the destination must never run with partial state.
+ * Reset it, and the other members of its set (the VM cannot run without
+ * this device's state, whatever the others hold).
+ */
+static int fail_load(struct vfiomig_mig *m, int err, const char *why)
 {
 	int ret;
 
 	if (m->failed)
 		return err;
-	m->failed = true;
+	note_failure(m, err, why);
 	ret = m->proto->reset(m);
 	if (ret < 0)
 		vm_warn(m->ctx, "device %s: VFIO_DEVICE_RESET of the destination after a failed "
@@ -303,7 +350,45 @@ static int fail_load(struct vfiomig_mig *m, int err)
 			vm_dev_state_name(m->state));
 	else
 		vm_info(m->ctx, "device %s: load refused; destination device reset", m->dev->name);
+	m->complete = false;
+	fail_siblings(m);
 	return err;
+}
+
+int vm_mig_fail(struct vfiomig_mig *m, int err, const char *why)
+{
+	return m->role == VFIOMIG_ROLE_SAVE ? fail_save(m, err, why) : fail_load(m, err, why);
+}
+
+void vm_mig_note_failure(struct vfiomig_mig *m, int err, const char *why)
+{
+	note_failure(m, err, why);
+}
+
+/* One member of a set failed: so does the VM's migration, and every other member. */
+static void fail_siblings(struct vfiomig_mig *m)
+{
+	struct vfiomig_mig_set *set = m->set;
+	char why[300]; /* cut to the 255 bytes of a reason by note_failure() */
+
+	if (!set)
+		return;
+	snprintf(why, sizeof(why), "device %.48s of the same VM failed: %.180s", m->dev->name,
+		 m->fail_reason);
+	for (size_t i = 0; i < set->n; i++) {
+		struct vfiomig_mig *o = set->members[i];
+
+		if (o == m || o->failed)
+			continue;
+		vm_warn(o->ctx, "device %s: migration failed with the rest of its set (device %s "
+			"failed)", o->dev->name, m->dev->name);
+		if (o->role == VFIOMIG_ROLE_LOAD)
+			fail_load(o, -ECANCELED, why);
+		else if (o->setup_done && !o->complete)
+			fail_save(o, -ECANCELED, why);
+		else
+			note_failure(o, -ECANCELED, why); /* complete or not begun: follows the VM */
+	}
 }
 
 void vfiomig_mig_free(struct vfiomig_mig *m)
@@ -314,9 +399,9 @@ void vfiomig_mig_free(struct vfiomig_mig *m)
 	if (m->set)
 		vfiomig_mig_set_remove(m->set, m);
 	if (save_active(m))
-		fail_save(m, 0);
+		fail_save(m, -ECANCELED, "the source freed its migration before it completed");
 	else if (load_active(m))
-		fail_load(m, 0);
+		fail_load(m, -ECANCELED, "the destination freed its migration before it completed");
 	vfiomig_dirty_free(m->dirty);
 	m->proto->fini(m);
 	mig_release(m);
@@ -407,7 +492,7 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	if (ret)
 		return ret;
 
-	vm_fmt_writer_init(&m->w, out);
+	vm_fmt_writer_init(&m->w, vm_stream_get(out)); /* held until vfiomig_mig_free() */
 	ret = vm_fmt_write_header(&m->w, &h);
 	if (!ret)
 		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_SETUP);
@@ -424,14 +509,14 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 		/* Before PRE_COPY: no DMA write of the pre-copy phase may go untracked. */
 		ret = vfiomig_dirty_start(m->dev, &dopts, &m->dirty);
 		if (ret)
-			return fail_save(m, ret);
+			return fail_save(m, ret, NULL);
 	}
 	m->precopy = !(m->flags & VFIOMIG_MIG_F_NO_PRECOPY) && m->vm_running &&
 		     (m->proto == &vm_proto_v1 || (m->v2_flags & VFIOMIG_V2_PRE_COPY));
 	if (m->precopy) {
 		ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_PRE_COPY);
 		if (ret)
-			return fail_save(m, ret);
+			return fail_save(m, ret, NULL);
 	} else {
 		m->init_sent = true; /* nothing to wait for before switching over */
 	}
@@ -456,7 +541,7 @@ int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *
 	if (!ret)
 		ret = m->proto->stopcopy_size(m, &out.stopcopy);
 	if (ret)
-		return fail_save(m, ret);
+		return fail_save(m, ret, NULL);
 	vm_out_copy(p, &out, sizeof(out));
 	return 0;
 }
@@ -495,7 +580,7 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 		return ret;
 	ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_PRECOPY);
 	if (ret)
-		return fail_save(m, ret);
+		return fail_save(m, ret, NULL);
 	if (m->precopy && is_precopy(m->state)) {
 		uint64_t limit = budget;
 
@@ -507,29 +592,29 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 		if (!limit) {
 			ret = m->proto->precopy_info(m, &initial, &dirty);
 			if (ret)
-				return fail_save(m, ret);
+				return fail_save(m, ret, NULL);
 			limit = initial + dirty;
 			if (limit < initial || !limit)
 				limit = initial ? UINT64_MAX : m->chunk_size;
 		}
 		more = move_chunks(m, limit, &moved);
 		if (more < 0)
-			return fail_save(m, more);
+			return fail_save(m, more, NULL);
 		if (more == 1) {
 			/* The limit was reached: ask whether anything really remains. */
 			ret = m->proto->precopy_info(m, &initial, &dirty);
 			if (ret)
-				return fail_save(m, ret);
+				return fail_save(m, ret, NULL);
 			more = initial || dirty;
 		}
 		if (!m->init_sent) {
 			ret = m->proto->precopy_info(m, &initial, &dirty);
 			if (ret)
-				return fail_save(m, ret);
+				return fail_save(m, ret, NULL);
 			if (initial == 0) {
 				ret = vm_fmt_write_init_data_sent(&m->w);
 				if (ret)
-					return fail_save(m, ret);
+					return fail_save(m, ret, NULL);
 				m->init_sent = true;
 			}
 		}
@@ -538,7 +623,7 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 	if (!ret)
 		ret = vfiomig_stream_flush(out);
 	if (ret)
-		return fail_save(m, ret);
+		return fail_save(m, ret, NULL);
 	m->stats.precopy_rounds++;
 	m->stats.precopy_bytes += moved;
 	m->stats.device_bytes += moved;
@@ -600,10 +685,10 @@ int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	if (!ret)
 		ret = vfiomig_stream_flush(out);
 	if (ret)
-		return fail_save(m, ret);
+		return fail_save(m, ret, NULL);
 	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
 	if (ret)
-		return fail_save(m, ret);
+		return fail_save(m, ret, NULL);
 	m->complete = true;
 	m->stats.stopcopy_bytes += moved;
 	m->stats.device_bytes += moved;
@@ -621,6 +706,17 @@ int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 
 static int load_phase(struct vfiomig_mig *m);
 
+/*
+ * The stream was refused before the device was touched: nothing to reset,
+ * but the load has failed (the return path says so, the VM may not run).
+ */
+static int refuse_setup(struct vfiomig_mig *m, int err)
+{
+	m->setup_done = true;
+	note_failure(m, err, NULL);
+	return err;
+}
+
 int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 {
 	VM_API(m ? m->ctx : NULL);
@@ -637,27 +733,29 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 	if (m->role != VFIOMIG_ROLE_LOAD || m->setup_done || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: load setup twice, on a save or after a "
 			      "failure", m->dev->name);
-	vm_fmt_reader_init(&m->r, in);
+	vm_fmt_reader_init(&m->r, vm_stream_get(in)); /* held until vfiomig_mig_free() */
 	m->r.max_record = m->max_record;
 	ret = vm_fmt_read_header(&m->r, &h);
 	if (ret)
-		return vm_err(m->ctx, ret, "device %s: the stream header was refused", m->dev->name);
+		return refuse_setup(m, vm_err(m->ctx, ret, "device %s: the stream header was "
+					      "refused", m->dev->name));
 	ret = device_identity(m, &mine);
 	if (ret)
-		return ret;
+		return refuse_setup(m, ret);
 	snprintf(what, sizeof(what), "device %s", m->dev->name);
 	ret = vm_fmt_identity_check(m->ctx, what, &h.id, &mine);
 	if (ret)
-		return ret;
+		return refuse_setup(m, ret);
 
 	want = h.protocol == VM_FMT_PROTO_V1 ? &vm_proto_v1 : &vm_proto_v2;
 	if (want != m->proto) {
 		const struct vm_proto *old = m->proto;
 
 		if (want == &vm_proto_v1 && !(m->flags & VFIOMIG_MIG_F_ALLOW_V1))
-			return vm_err(m->ctx, -EOPNOTSUPP, "device %s: the stream uses the "
-				      "experimental v1 protocol; the VMM must opt in with "
-				      "VFIOMIG_MIG_F_ALLOW_V1", m->dev->name);
+			return refuse_setup(m, vm_err(m->ctx, -EOPNOTSUPP, "device %s: the stream "
+						      "uses the experimental v1 protocol; the VMM "
+						      "must opt in with VFIOMIG_MIG_F_ALLOW_V1",
+						      m->dev->name));
 		old->fini(m);
 		m->proto = want;
 		ret = want->init(m);
@@ -665,21 +763,23 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 			want->fini(m);
 			m->proto = old;
 			if (old->init(m) == 0)
-				return vm_err(m->ctx, -EPROTO, "device %s: the stream uses protocol "
-					      "%s, which the device does not offer", m->dev->name,
-					      want->name);
-			return ret;
+				return refuse_setup(m, vm_err(m->ctx, -EPROTO, "device %s: the "
+							      "stream uses protocol %s, which the "
+							      "device does not offer",
+							      m->dev->name, want->name));
+			return refuse_setup(m, ret);
 		}
 		m->stats.protocol = want->id;
 	}
 	if (m->state != VFIOMIG_DEVICE_STATE_RUNNING && m->state != VFIOMIG_DEVICE_STATE_STOP &&
 	    m->state != VFIOMIG_DEVICE_STATE_RUNNING_P2P)
-		return vm_err(m->ctx, -EBUSY, "device %s: load setup with the device in %s",
-			      m->dev->name, vm_dev_state_name(m->state));
+		return refuse_setup(m, vm_err(m->ctx, -EBUSY, "device %s: load setup with the "
+					      "device in %s", m->dev->name,
+					      vm_dev_state_name(m->state)));
 	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_RESUMING);
 	m->setup_done = true;
 	if (ret)
-		return fail_load(m, ret);
+		return fail_load(m, ret, NULL);
 	m->vm_running = false;
 	/* The setup phase travels with the header: take it now. */
 	ret = load_phase(m);
@@ -687,7 +787,66 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 		return ret;
 	if (ret == 0 || m->r.phase != VM_FMT_PHASE_SETUP)
 		return fail_load(m, vm_err(m->ctx, -EBADMSG, "device %s: the stream does not "
-					   "start with a setup phase", m->dev->name));
+					   "start with a setup phase", m->dev->name), NULL);
+	return 0;
+}
+
+/*
+ * The VMM's config record, staged (not handed over) until the trailer has
+ * verified the whole stream. The buffer grows as the bytes arrive, so a
+ * record that claims more than the stream holds costs no more memory than
+ * the bytes actually sent.
+ */
+#define CONFIG_PIECE (64u << 10)
+
+static int stage_config(struct vfiomig_mig *m, uint64_t size)
+{
+	while (size) {
+		size_t piece = size < CONFIG_PIECE ? (size_t)size : CONFIG_PIECE;
+		unsigned char *p = realloc(m->cfg, m->cfg_len + piece);
+		int ret;
+
+		if (!p)
+			return vm_enomem(m->ctx, "the VMM config record");
+		m->cfg = p;
+		ret = vm_fmt_read_body(&m->r, m->cfg + m->cfg_len, piece);
+		if (ret)
+			return ret;
+		m->cfg_len += piece;
+		size -= piece;
+	}
+	m->cfg_seen = true;
+	return 0;
+}
+
+/* The trailer verified the stream: hand the VMM its config, then leave RESUMING. */
+static int finish_load(struct vfiomig_mig *m)
+{
+	int ret;
+
+	if (m->config_load && !m->cfg_seen)
+		return vm_err(m->ctx, -EBADMSG, "device %s: the stream carries no VMM config record, "
+			      "but this destination expects one (config_load is set)",
+			      m->dev->name);
+	if (m->cfg_seen && m->config_load) {
+		ret = m->config_load(m->config_user, m->cfg, m->cfg_len);
+		if (ret)
+			return vm_err(m->ctx, ret < 0 ? ret : -EINVAL,
+				      "device %s: the VMM's config_load callback refused the config "
+				      "(%zu bytes)", m->dev->name, m->cfg_len);
+	} else if (m->cfg_seen) {
+		vm_warn(m->ctx, "device %s: the stream carries %zu bytes of VMM config but no "
+			"config_load hook is set", m->dev->name, m->cfg_len);
+	}
+	free(m->cfg);
+	m->cfg = NULL;
+	ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
+	if (ret)
+		return ret;
+	m->complete = true;
+	m->stats.bytes = m->r.offset;
+	vm_info(m->ctx, "device %s: load complete and verified: %llu stream bytes", m->dev->name,
+		(unsigned long long)m->stats.bytes);
 	return 0;
 }
 
@@ -695,15 +854,13 @@ int vfiomig_mig_load_setup(struct vfiomig_mig *m, struct vfiomig_stream *in)
 static int load_phase(struct vfiomig_mig *m)
 {
 	struct vm_fmt_record rec;
-	void *cfg;
-	size_t len;
 	int ret;
 
 	for (;;) {
 		ret = vm_fmt_next(&m->r, &rec);
 		if (ret)
 			return fail_load(m, vm_err(m->ctx, ret, "device %s: loading the stream",
-						   m->dev->name));
+						   m->dev->name), NULL);
 		switch (rec.type) {
 		case VM_FMT_REC_PHASE:
 		case VM_FMT_REC_OPTIONAL: /* skipped by the next vm_fmt_next() */
@@ -711,7 +868,7 @@ static int load_phase(struct vfiomig_mig *m)
 		case VM_FMT_REC_DATA:
 			ret = m->proto->load_chunk(m, rec.size);
 			if (ret)
-				return fail_load(m, ret);
+				return fail_load(m, ret, NULL);
 			m->stats.device_bytes += rec.size;
 			if (rec.phase == VM_FMT_PHASE_STOPCOPY)
 				m->stats.stopcopy_bytes += rec.size;
@@ -719,24 +876,12 @@ static int load_phase(struct vfiomig_mig *m)
 				m->stats.precopy_bytes += rec.size;
 			break;
 		case VM_FMT_REC_CONFIG:
-			ret = vm_fmt_read_body_alloc(&m->r, &cfg, &len);
+			ret = stage_config(m, rec.size);
 			if (ret)
-				return fail_load(m, ret);
-			if (m->config_load) {
-				ret = m->config_load(m->config_user, cfg, len);
-				if (ret)
-					vm_err(m->ctx, ret, "device %s: the VMM's config_load callback",
-					       m->dev->name);
-			} else {
-				vm_warn(m->ctx, "device %s: the stream carries %zu bytes of VMM "
-					"config but no config_load hook is set", m->dev->name, len);
-			}
-			free(cfg);
-			if (ret)
-				return fail_load(m, ret);
+				return fail_load(m, ret, NULL);
 			break;
 		case VM_FMT_REC_INIT_DATA_SENT:
-			m->init_sent = true;
+			m->init_sent = true; /* everything before it is loaded: switchover-ack due */
 			break;
 		case VM_FMT_REC_END:
 			if (rec.phase == VM_FMT_PHASE_PRECOPY)
@@ -746,15 +891,15 @@ static int load_phase(struct vfiomig_mig *m)
 			if (rec.phase != VM_FMT_PHASE_STOPCOPY)
 				return 1;
 			break;
-		case VM_FMT_REC_TRAILER:
-			ret = m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
-			if (ret)
-				return fail_load(m, ret);
-			m->complete = true;
+		case VM_FMT_REC_CANCEL:
 			m->stats.bytes = m->r.offset;
-			vm_info(m->ctx, "device %s: load complete and verified: %llu stream bytes",
-				m->dev->name, (unsigned long long)m->stats.bytes);
-			return 0;
+			ret = vm_err(m->ctx, -ECANCELED, "device %s: the source cancelled the migration "
+				     "(%s)%s%s", m->dev->name, vfiomig_strerror(m->r.cancel_err),
+				     m->r.cancel_reason[0] ? ": " : "", m->r.cancel_reason);
+			return fail_load(m, ret, NULL);
+		case VM_FMT_REC_TRAILER:
+			ret = finish_load(m);
+			return ret ? fail_load(m, ret, NULL) : 0;
 		}
 	}
 }
@@ -789,12 +934,20 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 		return -EINVAL;
 	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
 		return vm_err(m->ctx, -EINVAL, "device %s: VM state %u", m->dev->name, state);
-	if (load_active(m)) {
-		if (state == VFIOMIG_VM_RUNNING)
+	if (m->role == VFIOMIG_ROLE_LOAD && state == VFIOMIG_VM_RUNNING) {
+		if (load_active(m))
 			return vm_err(m->ctx, -EBUSY, "device %s: the VM cannot run while the device "
 				      "is still loading its state", m->dev->name);
-		return 0;
+		if (m->failed)
+			return vm_err(m->ctx, -ECANCELED, "device %s: the load failed (%s): the "
+				      "device holds no migrated state and must not run in this VM",
+				      m->dev->name, m->fail_reason);
+		if (!m->complete)
+			return vm_err(m->ctx, -EINVAL, "device %s: the VM cannot run: nothing has "
+				      "been loaded yet", m->dev->name);
 	}
+	if (load_active(m))
+		return 0; /* STOPPED while loading: the device is not running anyway */
 	if (m->failed && m->state == VFIOMIG_DEVICE_STATE_ERROR)
 		return vm_err(m->ctx, -EIO, "device %s: device is in ERROR", m->dev->name);
 	m->vm_running = state == VFIOMIG_VM_RUNNING;
@@ -803,15 +956,60 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 			/* The VM resumed mid-save: this migration cannot go on. */
 			vm_warn(m->ctx, "device %s: the VM resumed during the save: migration "
 				"cancelled", m->dev->name);
-			fail_save(m, -ECANCELED);
-			return m->state == VFIOMIG_DEVICE_STATE_RUNNING ? 0 : -EIO;
+			fail_save(m, -ECANCELED, "the source VM resumed during the save");
+			if (m->state != VFIOMIG_DEVICE_STATE_RUNNING)
+				return vm_err(m->ctx, -EIO, "device %s: could not resume the source "
+					      "device (it is in %s)", m->dev->name,
+					      vm_dev_state_name(m->state));
+			return 0;
 		}
 		ret = enter_stopcopy(m);
-		return ret ? fail_save(m, ret) : 0;
+		return ret ? fail_save(m, ret, NULL) : 0;
 	}
-	if (m->role == VFIOMIG_ROLE_SAVE && m->complete)
-		return 0; /* the source's device stays stopped: its state has left */
+	if (m->role == VFIOMIG_ROLE_SAVE && m->complete && m->vm_running) {
+		/*
+		 * The source VM resumes after its device state left (the destination
+		 * failed after switchover): the device still holds that state and
+		 * resumes with it. The migration is over, unsuccessfully.
+		 */
+		m->complete = false;
+		m->resumed = true;
+		note_failure(m, -ECANCELED, "the source VM resumed after the save completed");
+		vm_info(m->ctx, "device %s: the source VM resumed after the save completed: device "
+			"back to RUNNING", m->dev->name);
+	}
 	return follow_vm(m);
+}
+
+int vfiomig_mig_cancel(struct vfiomig_mig *m, int error, const char *reason)
+{
+	VM_API(m ? m->ctx : NULL);
+	char why[256];
+
+	if (!m)
+		return -EINVAL;
+	if (error >= 0 || error < -4095)
+		return vm_err(m->ctx, -EINVAL, "device %s: cancel with error %d (a negative errno)",
+			      m->dev->name, error);
+	snprintf(why, sizeof(why), "%s", reason && reason[0] ? reason : "cancelled by the VMM");
+	if (save_active(m))
+		fail_save(m, error, why);
+	else if (load_active(m))
+		fail_load(m, error, why);
+	else if (!m->failed && !m->complete)
+		note_failure(m, error, why); /* not begun: nothing to put back */
+	return 0;
+}
+
+int vfiomig_mig_switchover_ready(const struct vfiomig_mig *m)
+{
+	if (!m || m->role != VFIOMIG_ROLE_SAVE)
+		return -EINVAL;
+	if (m->failed)
+		return -ECANCELED;
+	/* Without pre-copy there is no initial data for the destination to acknowledge. */
+	return m->init_sent && (!(m->flags & VFIOMIG_MIG_F_SWITCHOVER_ACK) || m->acked ||
+				!m->precopy);
 }
 
 int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
@@ -825,23 +1023,34 @@ int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 		vm_dbg(m->ctx, "device %s: migration event %u", m->dev->name, event);
 		return 0;
 	case VFIOMIG_EVENT_COMPLETED:
+		if (m->failed)
+			return vm_err(m->ctx, -ECANCELED, "device %s: COMPLETED, but the migration "
+				      "failed: %s", m->dev->name, m->fail_reason);
 		if (!m->complete)
 			return vm_err(m->ctx, -EINVAL, "device %s: COMPLETED before the %s completed",
 				      m->dev->name, m->role == VFIOMIG_ROLE_SAVE ? "save" : "load");
+		if (m->role == VFIOMIG_ROLE_SAVE && m->dest_failed)
+			return vm_err(m->ctx, -ECANCELED, "device %s: COMPLETED, but the destination "
+				      "reported a failure", m->dev->name);
 		return 0;
 	case VFIOMIG_EVENT_FAILED:
-	case VFIOMIG_EVENT_CANCELLED:
+	case VFIOMIG_EVENT_CANCELLED: {
+		const char *why = event == VFIOMIG_EVENT_FAILED ? "the VMM reported the migration "
+								  "failed" :
+								  "cancelled by the VMM";
+
 		if (save_active(m))
-			fail_save(m, 0);
-		else if (load_active(m))
-			fail_load(m, 0);
+			fail_save(m, -ECANCELED, why);
+		else if (load_active(m) || (m->role == VFIOMIG_ROLE_LOAD && m->complete))
+			fail_load(m, -ECANCELED, why);
 		else if (m->role == VFIOMIG_ROLE_SAVE && m->complete) {
-			/* The destination failed after our stop-copy: the source VM carries on. */
+			/* After our stop-copy: the device follows the VM (vm_state RUNNING resumes it). */
 			m->complete = false;
-			m->failed = true;
+			note_failure(m, -ECANCELED, why);
 			return follow_vm(m);
 		}
 		return 0;
+	}
 	default:
 		return vm_err(m->ctx, -EINVAL, "device %s: migration event %u", m->dev->name, event);
 	}
@@ -863,12 +1072,6 @@ int vfiomig_mig_get_stats(const struct vfiomig_mig *m, struct vfiomig_mig_stats 
 }
 
 /* ----------------------------------------------------------- sets */
-
-struct vfiomig_mig_set {
-	struct vfiomig_ctx *ctx;     /* a reference */
-	struct vfiomig_mig **members;
-	size_t n, cap;
-};
 
 int vfiomig_mig_set_new(struct vfiomig_ctx *ctx, struct vfiomig_mig_set **out)
 {
@@ -1014,6 +1217,15 @@ int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 		return -EINVAL;
 	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
 		return vm_err(set->ctx, -EINVAL, "device set: VM state %u", state);
+	/* A VM whose migration failed on one device must not run on the destination at all. */
+	for (i = 0; state == VFIOMIG_VM_RUNNING && i < set->n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+
+		if (m->role == VFIOMIG_ROLE_LOAD && (m->failed || !m->complete))
+			return vm_err(set->ctx, -ECANCELED, "device set: the VM cannot run here: "
+				      "device %s %s", m->dev->name,
+				      m->failed ? m->fail_reason : "has not loaded its state");
+	}
 
 	/* Step 1: every P2P-capable member to its P2P state, before any goes further. */
 	for (i = 0; i < set->n; i++) {

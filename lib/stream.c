@@ -41,6 +41,7 @@ struct mem_stream {
 };
 
 struct vfiomig_stream {
+	unsigned int refs;             /* the caller's, plus one per migration set up on it */
 	struct vfiomig_ctx *ctx;
 	struct vfiomig_stream_ops ops; /* full-size copy; missing ops are NULL */
 	void *user;
@@ -217,8 +218,15 @@ static struct vfiomig_stream *stream_alloc(struct vfiomig_ctx *ctx, enum stream_
 		vm_enomem(ctx, "stream");
 		return NULL;
 	}
+	s->refs = 1;
 	s->ctx = vfiomig_ctx_ref(ctx);
 	s->kind = kind;
+	return s;
+}
+
+struct vfiomig_stream *vm_stream_get(struct vfiomig_stream *s)
+{
+	s->refs++;
 	return s;
 }
 
@@ -260,11 +268,11 @@ int vfiomig_stream_new(struct vfiomig_ctx *ctx, const struct vfiomig_stream_ops 
 	return 0;
 }
 
-void vfiomig_stream_free(struct vfiomig_stream *s)
+void vm_stream_put(struct vfiomig_stream *s)
 {
-	VM_API(s ? s->ctx : NULL);
-	if (!s)
+	if (!s || --s->refs)
 		return;
+	VM_API(s->ctx);
 	switch (s->kind) {
 	case STREAM_CUSTOM:
 		if (s->ops.release)
@@ -281,6 +289,11 @@ void vfiomig_stream_free(struct vfiomig_stream *s)
 		break;
 	}
 	stream_release(s);
+}
+
+void vfiomig_stream_free(struct vfiomig_stream *s)
+{
+	vm_stream_put(s);
 }
 
 int vfiomig_stream_set_name(struct vfiomig_stream *s, const char *name)

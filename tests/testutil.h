@@ -26,6 +26,7 @@ struct logcap {
 	int count;      /* messages at or above (numerically below) LOG_WARNING */
 	int errors;     /* VFIOMIG_LOG_ERR messages */
 	char last[1024];
+	char last_err[1024]; /* the last VFIOMIG_LOG_ERR message */
 };
 
 static inline void logcap_fn(void *user, int prio, const char *msg)
@@ -34,8 +35,10 @@ static inline void logcap_fn(void *user, int prio, const char *msg)
 
 	if (prio <= VFIOMIG_LOG_WARNING)
 		lc->count++;
-	if (prio == VFIOMIG_LOG_ERR)
+	if (prio == VFIOMIG_LOG_ERR) {
 		lc->errors++;
+		snprintf(lc->last_err, sizeof(lc->last_err), "%s", msg);
+	}
 	snprintf(lc->last, sizeof(lc->last), "%s", msg);
 }
 

@@ -8,42 +8,64 @@
  * (VFIO_DEVICE_FEATURE_MIGRATION with a data_fd, Linux 5.18+) and, when
  * the VMM opts in, the experimental v1 region protocol (5.8-5.17).
  *
- * Source, in the order a VMM calls them:
+ * The flow between two VMMs (docs/migration-flow.md has the diagram).
+ * The forward stream carries the device state source -> destination; the
+ * return path, optional, carries a few messages back over any channel
+ * the VMMs have (the same socket in the other direction will do).
  *
- *   vfiomig_mig_save_setup()     header + setup phase; RUNNING -> PRE_COPY
- *                                 when the device and the VMM allow pre-copy
- *   vfiomig_mig_save_pending()   estimates, to decide when to stop the VM
- *   vfiomig_mig_save_iterate()   one pre-copy round, within a byte budget
- *   vfiomig_mig_vm_state(STOPPED)  the VM stopped: device -> STOP_COPY
- *   vfiomig_mig_save_complete()  stop-and-copy: the rest of the device
- *                                 state, the VMM's config, the trailer;
- *                                 device -> STOP
- *   vfiomig_mig_event(COMPLETED) / vfiomig_mig_free()
+ *   source                                destination
+ *   vfiomig_mig_save_setup()     ------>  vfiomig_mig_load_setup()
+ *     header + setup phase;                 reads the header AND the whole
+ *     RUNNING -> PRE_COPY                   setup phase: call it when the
+ *                                           source's save_setup bytes are
+ *                                           there; device -> RESUMING
+ *   loop:                                 loop:
+ *     vfiomig_mig_save_pending()            vfiomig_mig_load()  one phase
+ *     vfiomig_mig_save_iterate() ------>    vfiomig_mig_return_send()
+ *     vfiomig_mig_return_recv()  <------      (SWITCHOVER_ACK once the
+ *   until vfiomig_mig_switchover_ready()      initial data is loaded)
+ *     and the pending bytes fit the
+ *     downtime the VMM allows
+ *   vfiomig_mig_vm_state(STOPPED)
+ *     device -> STOP_COPY
+ *   vfiomig_mig_save_complete()  ------>  vfiomig_mig_load() == 0
+ *     the rest of the device state,         trailer verified; only then
+ *     the VMM's config, the trailer;        config_load() sees the config;
+ *     device -> STOP                        device -> STOP
+ *   vfiomig_mig_return_recv()    <------  vfiomig_mig_return_send()
+ *     LOADED: event(COMPLETED), free        LOADED (or FAILED + reason)
+ *     FAILED: vm_state(RUNNING): the      vfiomig_mig_vm_state(RUNNING)
+ *     source VM and device resume           device -> RUNNING
  *
- * Destination:
- *
- *   vfiomig_mig_load_setup()     read and check the header (right kind
- *                                 of device?); device -> RESUMING
- *   vfiomig_mig_load()           one phase at a time, as it arrives; the
- *                                 last call verifies the trailer (counts
- *                                 and CRC32C); device -> STOP
- *   vfiomig_mig_vm_state(RUNNING)  the VM starts: device -> RUNNING
+ * Either side may give up at any step: vfiomig_mig_cancel() (or an event
+ * FAILED / CANCELLED). A source that gives up writes a CANCEL record into
+ * the forward stream when the stream can still carry one, so the
+ * destination's load fails with -ECANCELED and the source's reason,
+ * instead of meeting a truncated stream; a destination that gives up
+ * sends FAILED with its errno and reason on the return path.
  *
  * Failure rules. Every function returns 0 (or a documented positive
  * value) or a negative errno with one log line. When any step of a save
- * fails, or the VMM reports FAILED or CANCELLED, the library puts the
+ * fails, or the VMM cancels or reports FAILED, the library puts the
  * source device back at once: RUNNING if the VM runs (STOP while it is
  * stopped, RUNNING when vfiomig_mig_vm_state(RUNNING) follows), with its
  * state intact; only if the kernel refuses that does it reset the device
- * (logged as an error: the device state is then lost). A destination
- * whose stream fails any check (format, identity, size limits, integrity)
- * is never moved to RUNNING: it is reset to a clean device and the
- * migration object is failed.
+ * (a warning says the device state is lost). vfiomig_mig_vm_state(RUNNING)
+ * after a completed save resumes the source device with its state too
+ * (the destination failed after switchover). A destination whose stream
+ * fails any check (format, identity, size limits, integrity, a CANCEL)
+ * is never moved to RUNNING: it is reset to a clean device, the migration
+ * object is failed, and vfiomig_mig_vm_state(RUNNING) refuses it.
+ *
+ * One migration object per device (-EBUSY for a second one).
  *
  * Several devices of one VM: group them in a `struct vfiomig_mig_set`
  * and report VM state changes to the set, which quiesces every device to
  * a P2P state before any device is stopped (and back), as the kernel
- * requires for peer-to-peer DMA between devices.
+ * requires for peer-to-peer DMA between devices. When one member fails,
+ * the VM's migration has failed: every other member of the set fails
+ * with it (saves are put back as above, loads are reset), and the set
+ * refuses to run the VM on the destination.
  *
  * Threads: a migration object is used by one thread at a time; objects of
  * different devices may be driven from different threads only if their
@@ -87,6 +109,13 @@ struct vfiomig_mig_set;
  * Implies VFIOMIG_MIG_F_NEED_DIRTY_TRACKING.
  */
 #define VFIOMIG_MIG_F_DIRTY_TRACKING (1u << 4)
+/*
+ * Save: the destination acknowledges switchover (QEMU's switchover-ack)
+ * over the return path: vfiomig_mig_switchover_ready() is 1 only once its
+ * SWITCHOVER_ACK has arrived through vfiomig_mig_return_recv(), so the VM
+ * is stopped only when the destination has loaded the initial data.
+ */
+#define VFIOMIG_MIG_F_SWITCHOVER_ACK (1u << 5)
 
 /*
  * The VMM's own device configuration (PCI config space, interrupt setup):
@@ -97,8 +126,13 @@ struct vfiomig_mig_set;
  * save: store a pointer to the bytes and their count; they must stay valid
  * until vfiomig_mig_save_complete() returns (the VMM owns them). Return 0
  * or -errno (fails the save). len 0 writes an empty record.
- * load: receives the bytes (valid during the call only); 0 or -errno
- * (fails the load).
+ * load: receives the bytes (valid during the call only) only after the
+ * whole stream has been verified (trailer counts and CRC32C): the library
+ * stages the config record until then, so the VMM never applies bytes a
+ * corrupt stream delivered. It is called from the vfiomig_mig_load() that
+ * reads the trailer, before the device leaves RESUMING. 0 or -errno (fails
+ * the load). A destination that sets config_load requires the record: a
+ * stream without one is refused (-EBADMSG).
  */
 typedef int (*vfiomig_config_save_fn)(void *user, const void **data, size_t *len);
 typedef int (*vfiomig_config_load_fn)(void *user, const void *data, size_t len);
@@ -204,13 +238,21 @@ VFIOMIG_API int vfiomig_mig_save_complete(struct vfiomig_mig *mig, struct vfiomi
 
 /* -------------------------------------------------------- destination */
 
-/* Read and check the stream header (identity, protocol, version); device -> RESUMING. */
+/*
+ * Read and check the stream header (identity, protocol, version), move the
+ * device to RESUMING, and read the whole setup phase that follows the
+ * header (both are what the source's vfiomig_mig_save_setup() wrote): call
+ * it when those bytes can be read, and on a stream nothing has read from.
+ */
 VFIOMIG_API int vfiomig_mig_load_setup(struct vfiomig_mig *mig, struct vfiomig_stream *in);
 
 /*
- * Load the next phase (records up to END_OF_STATE). Returns 1 when more
- * phases follow, 0 when the stream is complete, its trailer verified and
- * the device moved to STOP, or -errno (the device is reset).
+ * Load the next phase (records up to END_OF_STATE): one pre-copy round,
+ * or the stop-and-copy phase and the trailer. Returns 1 when more phases
+ * follow, 0 when the stream is complete, its trailer verified, the config
+ * handed to config_load and the device moved to STOP, or -errno (the
+ * device is reset): -ECANCELED when the source cancelled (the log line
+ * gives its reason).
  */
 VFIOMIG_API int vfiomig_mig_load(struct vfiomig_mig *mig, struct vfiomig_stream *in);
 
@@ -222,8 +264,13 @@ VFIOMIG_API int vfiomig_mig_load(struct vfiomig_mig *mig, struct vfiomig_stream 
 
 /*
  * The VM's run state changed. Source during a save: STOPPED moves the
- * device to STOP_COPY. Destination after a complete load: RUNNING moves
- * it to RUNNING. Otherwise the device follows the VM (RUNNING / STOP).
+ * device to STOP_COPY; RUNNING cancels the save and resumes the device.
+ * Source after a completed save: RUNNING resumes the device with its
+ * state (the migration failed after switchover); the migration is over
+ * and COMPLETED is refused. Destination: RUNNING is refused while the
+ * load runs (-EBUSY) and after it failed (-ECANCELED); after a complete
+ * load it moves the device to RUNNING. Otherwise the device follows the
+ * VM (RUNNING / STOP).
  */
 VFIOMIG_API int vfiomig_mig_vm_state(struct vfiomig_mig *mig, uint32_t state);
 
@@ -234,8 +281,78 @@ VFIOMIG_API int vfiomig_mig_vm_state(struct vfiomig_mig *mig, uint32_t state);
 #define VFIOMIG_EVENT_FAILED    4
 #define VFIOMIG_EVENT_CANCELLED 5
 
-/* The migration's progress as the VMM sees it; FAILED / CANCELLED put the device back. */
+/*
+ * The migration's progress as the VMM sees it. FAILED / CANCELLED are
+ * vfiomig_mig_cancel() with -ECANCELED and a generic reason (and, after a
+ * completed load, reset the destination: the VM will not run there).
+ * COMPLETED is refused (-ECANCELED) for a migration that failed, or whose
+ * destination reported FAILED on the return path.
+ */
 VFIOMIG_API int vfiomig_mig_event(struct vfiomig_mig *mig, uint32_t event);
+
+/*
+ * Give up this migration, with a reason for the other side. Save: a
+ * CANCEL record carrying error and reason goes into the forward stream
+ * (when it can still carry one: not after a stream error, not in the
+ * middle of a record), and the source device is put back. Load: the
+ * destination device is reset and vfiomig_mig_return_send() reports
+ * FAILED with error and reason. error: a negative errno; reason: printable
+ * ASCII, cut at 255 bytes (NULL: "cancelled by the VMM"). 0, or -EINVAL.
+ * A migration that already completed or failed is left as it is.
+ */
+VFIOMIG_API int vfiomig_mig_cancel(struct vfiomig_mig *mig, int error, const char *reason);
+
+/*
+ * Source: 1 when the VM may be stopped for switchover: all of the initial
+ * pre-copy data has been sent (at once without pre-copy) and, with
+ * VFIOMIG_MIG_F_SWITCHOVER_ACK, the destination has acknowledged it; 0 if
+ * not yet; -ECANCELED after a failure; -EINVAL on a load. The VMM weighs
+ * it with vfiomig_mig_save_pending() against the downtime it allows.
+ */
+VFIOMIG_API int vfiomig_mig_switchover_ready(const struct vfiomig_mig *mig);
+
+/* ---------------------------------------------------- the return path */
+
+/* Return-path messages (docs/stream-format.md, "Return path"). */
+#define VFIOMIG_RETURN_SWITCHOVER_ACK 1 /* the initial pre-copy data is loaded */
+#define VFIOMIG_RETURN_LOADED         2 /* the whole stream is loaded and verified */
+#define VFIOMIG_RETURN_FAILED         3 /* the destination failed: error, reason */
+
+/* A message as the source received it; set sz first. */
+struct vfiomig_return_msg {
+	size_t sz;
+	uint64_t bytes;    /* forward-stream bytes the destination had read */
+	uint32_t type;     /* VFIOMIG_RETURN_* */
+	int32_t error;     /* FAILED: the destination's negative errno */
+	char reason[256];  /* FAILED: the destination's error line */
+};
+
+/*
+ * Destination: write to `rp` what the source is owed now, and flush it:
+ * SWITCHOVER_ACK once the INIT_DATA_SENT record has been loaded; LOADED
+ * once the stream is loaded and verified (with its byte count, data
+ * counts and CRC32C, so the source knows it was its stream); FAILED with
+ * the failure's errno and its ERR line once the load failed or was
+ * cancelled. Each is sent once; call it after every vfiomig_mig_load()
+ * (and after a failure). Returns the number of messages written (0-2) or
+ * -errno.
+ */
+VFIOMIG_API int vfiomig_mig_return_send(struct vfiomig_mig *mig, struct vfiomig_stream *rp);
+
+/*
+ * Source: read the next message from `rp` (blocking like any stream read:
+ * poll the VMM's channel first if it must not wait), check it and apply
+ * it: SWITCHOVER_ACK makes vfiomig_mig_switchover_ready() possible;
+ * LOADED is checked against what this save wrote (-EBADMSG for another
+ * stream); FAILED during the save fails it (the device is put back at
+ * once), after the save completed it refuses COMPLETED and the VMM
+ * resumes the VM (vfiomig_mig_vm_state(RUNNING)). Unknown message types
+ * from a newer destination are skipped. Returns 0 with *msg filled,
+ * -ENODATA when `rp` ended cleanly (no line logged), or -errno
+ * (-EBADMSG: corrupt or out-of-step messages).
+ */
+VFIOMIG_API int vfiomig_mig_return_recv(struct vfiomig_mig *mig, struct vfiomig_stream *rp,
+					struct vfiomig_return_msg *msg);
 
 struct vfiomig_mig_stats {
 	size_t sz;

@@ -49,8 +49,10 @@ struct vfiomig_stream;
  * fd stays the stream's. Reserved for a zero-copy fast path; the library
  * may ignore it.
  *
- * release (optional): called once by vfiomig_stream_free() to let go of
- * `user` (never called when vfiomig_stream_new() fails).
+ * release (optional): called once when the stream is gone, to let go of
+ * `user` (never called when vfiomig_stream_new() fails). That is at
+ * vfiomig_stream_free(), or later if a migration still holds the stream
+ * (see vfiomig_stream_free()): keep `user` valid until release.
  */
 struct vfiomig_stream_ops {
 	size_t sz;
@@ -157,9 +159,13 @@ VFIOMIG_API uint64_t vfiomig_stream_bytes_written(const struct vfiomig_stream *s
 VFIOMIG_API uint64_t vfiomig_stream_bytes_read(const struct vfiomig_stream *s);
 
 /*
- * Free a stream: calls ops->release for a callback stream, closes the fd
- * of an fd stream made with VFIOMIG_STREAM_FD_TAKE, frees a growable
- * memory stream's buffer. Does not flush. NULL is accepted.
+ * Free a stream: drops the caller's handle. A migration set up on the
+ * stream (vfiomig_mig_save_setup / _load_setup) holds it until
+ * vfiomig_mig_free(), and may still write a CANCEL record into it when it
+ * fails; the stream really goes with the last holder: then ops->release
+ * is called for a callback stream, the fd of an fd stream made with
+ * VFIOMIG_STREAM_FD_TAKE is closed, a growable memory stream's buffer is
+ * freed. Does not flush. NULL is accepted.
  */
 VFIOMIG_API void vfiomig_stream_free(struct vfiomig_stream *s);
 VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_stream, vfiomig_stream_free)
@@ -174,6 +180,7 @@ VFIOMIG_DEFINE_CLEANUP_(struct vfiomig_stream, vfiomig_stream_free)
 #define VFIOMIG_REC_INIT_DATA_SENT 5 /* switchover-ack: initial pre-copy data all sent */
 #define VFIOMIG_REC_OPTIONAL       6 /* a skippable record (known or from a newer writer) */
 #define VFIOMIG_REC_TRAILER        7 /* counts and CRC32C verified */
+#define VFIOMIG_REC_CANCEL         8 /* the source cancelled: nothing follows (CRCs verified) */
 
 /* Phases */
 #define VFIOMIG_PHASE_SETUP    1
@@ -206,6 +213,8 @@ struct vfiomig_stream_info {
 	uint32_t class_code;
 	uint32_t has_config;     /* 1: a VMM config record was found */
 	uint32_t init_data_sent; /* 1: a switchover-ack INIT_DATA_SENT record was found */
+	uint32_t cancelled;      /* 1: the stream ends in a CANCEL record (see cancel_*) */
+	int32_t cancel_error;    /* the source's negative errno when cancelled */
 	uint32_t reserved;
 	uint64_t bytes;          /* the whole stream, trailer included */
 	uint64_t data_records;
@@ -216,6 +225,7 @@ struct vfiomig_stream_info {
 	uint64_t config_bytes;   /* size of the VMM config record (0: none) */
 	char mdev_type[256];
 	char driver[256];
+	char cancel_reason[256]; /* the source's reason when cancelled ("" if none) */
 };
 
 /*
@@ -225,7 +235,8 @@ struct vfiomig_stream_info {
  * (may be NULL; what was learnt so far is filled even on failure) and
  * calls fn (may be NULL) per record. Returns 0 for an intact stream, or
  * the first error: -EBADMSG, -EPROTONOSUPPORT, -EFBIG, -EPIPE, the
- * stream's -errno, or fn's non-zero value.
+ * stream's -errno, -ECANCELED for an intact stream the source cancelled
+ * (info->cancelled and cancel_* say why), or fn's non-zero value.
  */
 VFIOMIG_API int vfiomig_stream_inspect(struct vfiomig_stream *in, uint64_t max_record,
 				       struct vfiomig_stream_info *info, vfiomig_record_fn fn,
