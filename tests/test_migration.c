@@ -23,7 +23,7 @@ static void setup(void)
 static void assert_no_forbidden_arc(void)
 {
 	for (size_t i = 0; i < vfiomig_sim_event_count(env.sim); i++)
-		test_check(!strstr(vfiomig_sim_event(env.sim, i), "hang"), "event %zu: %s", i,
+		test_check(!strstr(vfiomig_sim_event(env.sim, i), "real kernels hang here"), "event %zu: %s", i,
 			   vfiomig_sim_event(env.sim, i));
 }
 
@@ -590,7 +590,8 @@ Test(mig, truncated_and_corrupted_streams_are_refused_and_destination_reset)
 		cr_assert_lt(load_bytes(&p, buf, cut), 0, "a stream cut at %zu was accepted", cut);
 		/* Never resumed: the destination is a clean, running device again. */
 		cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
-		cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), 0);
+		/* And the VM may not run with it: the failed load refuses RUNNING. */
+		cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), -ECANCELED);
 	}
 	/* One flipped bit, in the header, in the device data and in the trailer. */
 	for (int k = 0; k < 3; k++) {
@@ -975,32 +976,5 @@ Test(mig, golden_stream_from_0_1_loads_forever)
 	cr_assert(same_state(ref, dst), "the golden stream loaded a different state");
 	vfiomig_mig_free(m);
 	vfiomig_stream_free(s);
-	vfiomig_device_close(dev);
-}
-
-/* TEMPORARY MUTATION: request the forbidden STOP_COPY -> PRE_COPY arc by hand. */
-#include "uapi.h"
-Test(mig, mutation_forbidden_arc)
-{
-	VFIOMIG_OPTS(sim_device_opts, so, .name = "0000:03:00.0",
-		     .migration = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P | VFIOMIG_SIM_MIG_PRE_COPY);
-	struct vfiomig_sim_device *sd;
-	struct vfiomig_device *dev;
-	struct {
-		struct vu_device_feature h;
-		struct vu_feature_mig_state s;
-	} f = { .h = { .argsz = sizeof(f), .flags = VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE },
-		.s = { .device_state = VU_STATE_STOP_COPY, .data_fd = -1 } };
-	const struct vfiomig_kernel_ops *k = vfiomig_sim_kernel_ops();
-
-	cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd), 0);
-	cr_assert_eq(vfiomig_device_open(env.ctx, "0000:03:00.0", NULL, &dev), 0);
-	cr_assert_eq(k->ioctl(env.sim, vfiomig_device_fd(dev), VU_DEVICE_FEATURE, &f), 0);
-	cr_assert_geq(f.s.data_fd, 0);
-	cr_assert_eq(k->close(env.sim, f.s.data_fd), 0);
-	f.s.device_state = VU_STATE_PRE_COPY;
-	cr_assert_eq(k->ioctl(env.sim, vfiomig_device_fd(dev), VU_DEVICE_FEATURE, &f), -EDEADLK);
-	f.s.device_state = VU_STATE_RUNNING;
-	cr_assert_eq(k->ioctl(env.sim, vfiomig_device_fd(dev), VU_DEVICE_FEATURE, &f), 0);
 	vfiomig_device_close(dev);
 }
