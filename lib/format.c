@@ -1155,3 +1155,90 @@ int vm_fmt_read_body_alloc(struct vm_fmt_reader *r, void **buf, size_t *len)
 	*len = n;
 	return 0;
 }
+
+/* ------------------------------------------------------- the return path */
+
+/* Message markers: the top bits are the stream format's, in a range of their own. */
+#define RP_ACK          (VM_RP_MARKER_BASE | VFIOMIG_RETURN_SWITCHOVER_ACK)
+#define RP_LOADED       (VM_RP_MARKER_BASE | VFIOMIG_RETURN_LOADED)
+#define RP_FAILED       (VM_RP_MARKER_BASE | VFIOMIG_RETURN_FAILED)
+
+
+/* Bodies (version 1); readers accept longer ones and ignore what follows. */
+#define RP_ACK_LEN      8u                 /* be64 stream bytes loaded */
+#define RP_LOADED_LEN   (8u + 8u + 8u + 4u) /* bytes, data records, data bytes, stream CRC */
+#define RP_FAILED_MIN   (8u + 4u + 2u)     /* bytes, errno, reason length (+ reason) */
+
+size_t vm_rp_encode(const struct vm_rp_msg *msg, unsigned char *buf)
+{
+	unsigned char *b = buf + VM_RP_HDR;
+	size_t len = 0, rlen = 0;
+
+	switch (msg->type) {
+	case VFIOMIG_RETURN_SWITCHOVER_ACK:
+		put_be64(b, msg->bytes);
+		len = RP_ACK_LEN;
+		break;
+	case VFIOMIG_RETURN_LOADED:
+		put_be64(b, msg->bytes);
+		put_be64(b + 8, msg->records);
+		put_be64(b + 16, msg->data_bytes);
+		put_be32(b + 24, msg->crc);
+		len = RP_LOADED_LEN;
+		break;
+	default: /* FAILED */
+		while (rlen < VM_FMT_STR_MAX && msg->reason[rlen] &&
+		       vm_printable((const unsigned char *)msg->reason + rlen, 1))
+			rlen++;
+		put_be64(b, msg->bytes);
+		put_be32(b + 8, (uint32_t)-msg->error);
+		put_be16(b + 12, (uint16_t)rlen);
+		memcpy(b + RP_FAILED_MIN, msg->reason, rlen);
+		len = RP_FAILED_MIN + rlen;
+		break;
+	}
+	put_be64(buf, VM_RP_MARKER_BASE | msg->type);
+	put_be32(buf + 8, (uint32_t)len);
+	put_be32(buf + VM_RP_HDR + len, vm_crc32c(0, buf, VM_RP_HDR + len));
+	return VM_RP_HDR + len + VM_RP_CRC;
+}
+
+int vm_rp_decode(const unsigned char *hdr, const unsigned char *body, uint32_t len,
+		 struct vm_rp_msg *out)
+{
+	uint64_t marker = get_be64(hdr);
+	size_t rlen;
+
+	memset(out, 0, sizeof(*out));
+	out->type = (uint32_t)(marker & ~VM_RP_MARKER_MASK);
+	switch (marker) {
+	case RP_ACK:
+		if (len < RP_ACK_LEN)
+			return -EBADMSG;
+		out->bytes = get_be64(body);
+		return 0;
+	case RP_LOADED:
+		if (len < RP_LOADED_LEN)
+			return -EBADMSG;
+		out->bytes = get_be64(body);
+		out->records = get_be64(body + 8);
+		out->data_bytes = get_be64(body + 16);
+		out->crc = get_be32(body + 24);
+		return 0;
+	case RP_FAILED:
+		if (len < RP_FAILED_MIN)
+			return -EBADMSG;
+		out->bytes = get_be64(body);
+		out->error = -(int32_t)get_be32(body + 8);
+		rlen = get_be16(body + 12);
+		if (out->error == 0 || out->error < -ERRNO_MAX ||
+		    rlen > VM_FMT_STR_MAX || RP_FAILED_MIN + rlen > len ||
+		    !vm_printable(body + RP_FAILED_MIN, rlen))
+			return -EBADMSG;
+		memcpy(out->reason, body + RP_FAILED_MIN, rlen);
+		out->reason[rlen] = '\0';
+		return 0;
+	default:
+		return 1; /* a type from a newer writer: skip it */
+	}
+}

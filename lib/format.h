@@ -254,4 +254,46 @@ int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len);
  */
 int vm_fmt_read_body_alloc(struct vm_fmt_reader *r, void **buf, size_t *len);
 
+/* ------------------------------------------------------- the return path */
+
+/*
+ * A return-path message (docs/stream-format.md, "Return path"), as
+ * retpath.c encodes and decodes it. type: VFIOMIG_RETURN_*. ACK carries
+ * bytes; LOADED bytes, records, data_bytes, crc; FAILED bytes, error
+ * (negative errno) and reason.
+ */
+struct vm_rp_msg {
+	uint32_t type;
+	int32_t error;
+	uint64_t bytes;
+	uint64_t records;
+	uint64_t data_bytes;
+	uint32_t crc;
+	char reason[256];
+};
+
+/*
+ * {be64 marker, be32 body length, body, be32 CRC32C of all before it}.
+ * Markers: VM_RP_MARKER_BASE | type (the stream format's top bits, in a
+ * range of their own).
+ */
+#define VM_RP_MARKER_BASE 0xffffffffef120000ull
+#define VM_RP_MARKER_MASK 0xffffffffffff0000ull
+#define VM_RP_HDR         12u
+#define VM_RP_CRC         4u
+#define VM_RP_BODY_MAX    4096u
+/* The largest encoded message. */
+#define VM_RP_MAX (VM_RP_HDR + VM_RP_BODY_MAX + VM_RP_CRC)
+
+/* Encode into buf (VM_RP_MAX bytes); returns the message's length. */
+size_t vm_rp_encode(const struct vm_rp_msg *msg, unsigned char *buf);
+
+/*
+ * Decode a message whose 12-byte header (marker, length) and CRC the
+ * caller has checked: 0, 1 for a type this library does not know (skip
+ * it), or -EBADMSG.
+ */
+int vm_rp_decode(const unsigned char *hdr, const unsigned char *body, uint32_t len,
+		 struct vm_rp_msg *out);
+
 #endif

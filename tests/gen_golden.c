@@ -3,11 +3,13 @@
  * Writes the golden streams of tests/data/streams/ (run once, by hand;
  * not part of `make check`). The files it wrote are committed and must
  * never change: test_format.c loads them forever, so every later
- * libvfiomig proves it still reads what 0.1 wrote. It refuses to
- * overwrite an existing file; a new golden stream gets a new name.
+ * libvfiomig proves it still reads what 0.1 wrote. It never overwrites
+ * an existing file (it says it kept it); a new golden stream gets a new
+ * name.
  *
- *   gcc -std=gnu11 -I. -include config.h -Iinclude -Ilib tests/gen_golden.c \
- *       lib/ctx.c lib/kops.c lib/stream.c lib/format.c -o /tmp/gen_golden
+ *   gcc -std=gnu11 -I. -Ibuild/include -include build/config.h -Iinclude -Ilib \
+ *       tests/gen_golden.c lib/ctx.c lib/kops.c lib/stream.c lib/format.c \
+ *       lib/crc32c.c -o /tmp/gen_golden
  *   /tmp/gen_golden tests/data/streams
  *
  * Body bytes follow golden_byte() so the test can recompute them.
@@ -50,6 +52,10 @@ static void save(const char *dir, const char *name, const void *buf, size_t len)
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0 && errno == EEXIST) {
+		printf("kept %s (golden files are never rewritten)\n", path);
+		return;
+	}
 	if (fd < 0) {
 		fprintf(stderr, "gen_golden: %s: %s (golden files are never rewritten)\n", path,
 			strerror(errno));
@@ -136,6 +142,52 @@ static void precopy(struct vm_fmt_writer *w)
 	check(vm_fmt_write_config(w, "config-blob!", 12), "config");
 	check(vm_fmt_end_phase(w), "end");
 	check(vm_fmt_write_trailer(w), "trailer");
+}
+
+/* A v2 PCI function whose source gave up in the first pre-copy round. */
+static void cancelled(struct vm_fmt_writer *w)
+{
+	struct vm_fmt_header h = {
+		.protocol = VM_FMT_PROTO_V2,
+		.id = {
+			.kind = VM_FMT_ID_PCI,
+			.vendor = 0x1af4,
+			.device = 0x10f0,
+			.subvendor = 0x1af4,
+			.subdevice = 0x1100,
+			.class_code = 0x020000,
+			.driver = "vfio-pci",
+		},
+	};
+
+	check(vm_fmt_write_header(w, &h), "header");
+	check(vm_fmt_begin_phase(w, VM_FMT_PHASE_SETUP), "setup");
+	check(vm_fmt_end_phase(w), "end");
+	check(vm_fmt_begin_phase(w, VM_FMT_PHASE_PRECOPY), "pre-copy");
+	data(w, 8, 24);
+	check(vm_fmt_write_cancel(w, -EINTR, "cancelled by the operator"), "cancel");
+}
+
+/*
+ * The three return-path messages, one after the other: SWITCHOVER_ACK
+ * after 4096 bytes, LOADED for proto1-mdev-tiny.bin (170 bytes, one data
+ * record of 16 bytes, stream CRC32C 0x2890fbb7), FAILED with -ENODEV.
+ */
+static size_t return_path(unsigned char *b)
+{
+	struct vm_rp_msg ack = { .type = VFIOMIG_RETURN_SWITCHOVER_ACK, .bytes = 4096 };
+	struct vm_rp_msg loaded = { .type = VFIOMIG_RETURN_LOADED, .bytes = 170, .records = 1,
+				    .data_bytes = 16, .crc = 0x2890fbb7 };
+	struct vm_rp_msg failed = {
+		.type = VFIOMIG_RETURN_FAILED, .bytes = 58, .error = -ENODEV,
+		.reason = "device 0000:04:00.0: stream is for PCI 1af4:10f0, device is PCI 8086:10f0",
+	};
+	size_t len = 0;
+
+	len += vm_rp_encode(&ack, b + len);
+	len += vm_rp_encode(&loaded, b + len);
+	len += vm_rp_encode(&failed, b + len);
+	return len;
 }
 
 /*
@@ -278,5 +330,12 @@ int main(int argc, char **argv)
 	written(argv[1], "proto2-pci-precopy.bin", precopy);
 	len = extended(buf, sizeof(buf));
 	save(argv[1], "proto2-pci-extended.bin", buf, len);
+	written(argv[1], "proto2-pci-cancelled.bin", cancelled);
+	{
+		unsigned char rp[3 * VM_RP_MAX];
+
+		len = return_path(rp);
+		save(argv[1], "return-path.bin", rp, len);
+	}
 	return 0;
 }

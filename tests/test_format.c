@@ -119,6 +119,8 @@ struct parsed {
 	struct seen rec[64];
 	size_t n;
 	uint64_t consumed; /* stream bytes read */
+	int cancel_err;    /* after a CANCEL record */
+	char cancel_reason[256];
 };
 
 /* Parse a whole stream held in memory; 0 only when its trailer verified. */
@@ -156,6 +158,11 @@ static int parse(struct vfiomig_ctx *ctx, const void *buf, size_t len, uint64_t 
 		}
 		if (rec.type == VM_FMT_REC_TRAILER)
 			break;
+		if (rec.type == VM_FMT_REC_CANCEL) {
+			p->cancel_err = r.cancel_err;
+			memcpy(p->cancel_reason, r.cancel_reason, sizeof(p->cancel_reason));
+			break;
+		}
 	}
 	p->consumed = vfiomig_stream_bytes_read(s);
 	vfiomig_stream_free(s);
@@ -1305,6 +1312,117 @@ Test(golden, tiny_stream_parses)
 	cr_assert_eq(p.rec[5].type, VM_FMT_REC_TRAILER);
 	cr_assert_eq(p.rec[5].offset, 122);
 	cr_assert_eq(p.consumed, len);
+}
+
+/* proto2-pci-cancelled.bin: a source that gave up in its first pre-copy round. */
+Test(golden, cancelled_stream_parses_and_says_why)
+{
+	unsigned char buf[4096], body[24];
+	size_t len = load("proto2-pci-cancelled.bin", buf, sizeof(buf));
+	static struct parsed p;
+	VFIOMIG_OPTS(stream_info, info);
+	struct vfiomig_stream *in;
+
+	cr_assert_eq(len, 175);
+	cr_assert_eq(parse(NULL, buf, len, 0, &p), 0);
+	cr_assert_eq(p.h.protocol, VM_FMT_PROTO_V2);
+	cr_assert_str_eq(p.h.id.driver, "vfio-pci");
+	cr_assert_eq(p.n, 5);
+	cr_assert_eq(p.rec[2].type, VM_FMT_REC_PHASE);
+	cr_assert_eq(p.rec[2].phase, VM_FMT_PHASE_PRECOPY);
+	cr_assert_eq(p.rec[3].type, VM_FMT_REC_DATA);
+	fill(body, 24, 8);
+	cr_assert(memcmp(p.rec[3].body, body, 24) == 0);
+	cr_assert_eq(p.rec[4].type, VM_FMT_REC_CANCEL);
+	cr_assert_eq(p.rec[4].marker, VM_FMT_CANCEL);
+	cr_assert_eq(p.rec[4].offset, 0x78);
+	cr_assert_eq(p.cancel_err, -EINTR);
+	cr_assert_str_eq(p.cancel_reason, "cancelled by the operator");
+	cr_assert_eq(p.consumed, len, "nothing follows a CANCEL");
+	/* The public inspection says the same. */
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(NULL, buf, len, VFIOMIG_STREAM_MEM_READ, &in), 0);
+	cr_assert_eq(vfiomig_stream_inspect(in, 0, &info, NULL, NULL), -ECANCELED);
+	cr_assert_eq(info.cancelled, 1);
+	cr_assert_eq(info.cancel_error, -EINTR);
+	cr_assert_str_eq(info.cancel_reason, "cancelled by the operator");
+	cr_assert_eq(info.data_records, 1);
+	vfiomig_stream_free(in);
+	/* This version's writer produces these bytes. */
+	{
+		struct vm_fmt_header h = {
+			.protocol = VM_FMT_PROTO_V2,
+			.id = { .kind = VM_FMT_ID_PCI, .vendor = 0x1af4, .device = 0x10f0,
+				.subvendor = 0x1af4, .subdevice = 0x1100, .class_code = 0x020000,
+				.driver = "vfio-pci" },
+		};
+		struct vfiomig_stream *s;
+		struct vm_fmt_writer w;
+		const void *got;
+		size_t glen;
+
+		cr_assert_eq(vfiomig_stream_mem_new(NULL, &s), 0);
+		vm_fmt_writer_init(&w, s);
+		cr_assert_eq(vm_fmt_write_header(&w, &h), 0);
+		cr_assert_eq(vm_fmt_begin_phase(&w, VM_FMT_PHASE_SETUP), 0);
+		cr_assert_eq(vm_fmt_end_phase(&w), 0);
+		cr_assert_eq(vm_fmt_begin_phase(&w, VM_FMT_PHASE_PRECOPY), 0);
+		cr_assert_eq(vm_fmt_write_data(&w, body, 24), 0);
+		cr_assert(vm_fmt_can_cancel(&w));
+		cr_assert_eq(vm_fmt_write_cancel(&w, -EINTR, "cancelled by the operator"), 0);
+		cr_assert(!vm_fmt_can_cancel(&w), "nothing follows a CANCEL");
+		cr_assert_eq(vfiomig_stream_mem_data(s, &got, &glen), 0);
+		cr_assert_eq(glen, len);
+		cr_assert(memcmp(got, buf, len) == 0);
+		vfiomig_stream_free(s);
+	}
+	/* Any flipped bit is corruption, never a believable cancel. */
+	for (size_t i = 0; i < len; i++)
+		for (int bit = 0; bit < 8; bit++) {
+			buf[i] ^= (unsigned char)(1u << bit);
+			cr_assert_neq(parse(NULL, buf, len, 0, &p), 0, "flip at %zu.%d", i, bit);
+			cr_assert(p.n == 0 || p.rec[p.n - 1].type != VM_FMT_REC_CANCEL ||
+					  p.cancel_err == -EINTR,
+				  "flip at %zu.%d made another cancel", i, bit);
+			buf[i] ^= (unsigned char)(1u << bit);
+		}
+	assert_no_leaks();
+}
+
+/* return-path.bin: SWITCHOVER_ACK, LOADED, FAILED, each decoded and re-encoded byte for byte. */
+Test(golden, return_path_messages_are_byte_exact)
+{
+	unsigned char buf[4096], enc[VM_RP_MAX];
+	size_t len = load("return-path.bin", buf, sizeof(buf)), pos = 0;
+	struct vm_rp_msg m[3];
+
+	cr_assert_eq(len, 171);
+	for (int i = 0; i < 3; i++) {
+		uint32_t blen = (uint32_t)buf[pos + 8] << 24 | (uint32_t)buf[pos + 9] << 16 |
+				(uint32_t)buf[pos + 10] << 8 | buf[pos + 11];
+		size_t mlen = VM_RP_HDR + blen + VM_RP_CRC;
+
+		cr_assert_leq(pos + mlen, len);
+		cr_assert_eq(vm_crc32c(0, buf + pos, mlen - VM_RP_CRC),
+			     (uint32_t)buf[pos + mlen - 4] << 24 | (uint32_t)buf[pos + mlen - 3] << 16 |
+				     (uint32_t)buf[pos + mlen - 2] << 8 | buf[pos + mlen - 1]);
+		cr_assert_eq(vm_rp_decode(buf + pos, buf + pos + VM_RP_HDR, blen, &m[i]), 0);
+		cr_assert_eq(vm_rp_encode(&m[i], enc), mlen);
+		cr_assert(memcmp(enc, buf + pos, mlen) == 0, "message %d re-encodes", i);
+		pos += mlen;
+	}
+	cr_assert_eq(pos, len);
+	cr_assert_eq(m[0].type, VFIOMIG_RETURN_SWITCHOVER_ACK);
+	cr_assert_eq(m[0].bytes, 4096);
+	cr_assert_eq(m[1].type, VFIOMIG_RETURN_LOADED);
+	cr_assert_eq(m[1].bytes, 170);
+	cr_assert_eq(m[1].records, 1);
+	cr_assert_eq(m[1].data_bytes, 16);
+	cr_assert_eq(m[1].crc, 0x2890fbb7, "the stream CRC of proto1-mdev-tiny.bin");
+	cr_assert_eq(m[2].type, VFIOMIG_RETURN_FAILED);
+	cr_assert_eq(m[2].error, -ENODEV);
+	cr_assert_str_eq(m[2].reason,
+			 "device 0000:04:00.0: stream is for PCI 1af4:10f0, device is PCI 8086:10f0");
+	assert_no_leaks();
 }
 
 Test(golden, precopy_stream_parses)
