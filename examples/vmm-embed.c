@@ -9,6 +9,9 @@
  *  - a device set, so both devices are quiesced through the P2P states
  *    before either is stopped,
  *  - pre-copy rounds driven by the VMM's own loop and budget,
+ *  - the return path: the destination acknowledges switchover once it
+ *    has loaded the initial data, and says "loaded" (or "failed, and
+ *    why") at the end; the source stops its VM only after the ack,
  *  - the VM run-state and migration-event hooks.
  *
  * No hardware here, so the devices come from libvfiomig-sim; with real
@@ -109,13 +112,14 @@ int main(void)
 	static const char *const dst_names[2] = { "0000:83:00.0", "0000:83:00.1" };
 	struct vmm_dev vsrc[2] = { { .name = "nic" }, { .name = "gpu" } };
 	struct vmm_dev vdst[2] = { { .name = "nic" }, { .name = "gpu" } };
-	struct channel chan[2] = { { 0 } };
+	struct channel chan[2] = { { 0 } }, back[2] = { { 0 } };
 	struct vfiomig_sim *sim = NULL;
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_sim_device *ssrc[2], *sdst[2];
 	struct vfiomig_device *src[2] = { 0 }, *dst[2] = { 0 };
 	struct vfiomig_mig *ms[2] = { 0 }, *md[2] = { 0 };
 	struct vfiomig_stream *out[2] = { 0 }, *in[2] = { 0 };
+	struct vfiomig_stream *rp_out[2] = { 0 }, *rp_in[2] = { 0 }; /* the return path */
 	struct vfiomig_mig_set *save_set = NULL, *load_set = NULL;
 	char reason[256];
 	int rc = 1, more;
@@ -140,13 +144,17 @@ int main(void)
 		/* One channel per device: the VMM multiplexes them as it likes. */
 		CHECK(vfiomig_stream_new(ctx, &ops, &chan[i], &out[i]));
 		CHECK(vfiomig_stream_new(ctx, &ops, &chan[i], &in[i]));
+		/* And one channel back, for the destination's answers. */
+		CHECK(vfiomig_stream_new(ctx, &ops, &back[i], &rp_out[i]));
+		CHECK(vfiomig_stream_new(ctx, &ops, &back[i], &rp_in[i]));
 	}
 
 	/* Source side: one migration per device, grouped so P2P quiescing works. */
 	CHECK(vfiomig_mig_set_new(ctx, &save_set));
 	CHECK(vfiomig_mig_set_new(ctx, &load_set));
 	for (int i = 0; i < 2; i++) {
-		VFIOMIG_OPTS(mig_opts, so, .config_save = config_save, .config_user = &vsrc[i]);
+		VFIOMIG_OPTS(mig_opts, so, .config_save = config_save, .config_user = &vsrc[i],
+			     .flags = VFIOMIG_MIG_F_SWITCHOVER_ACK);
 		VFIOMIG_OPTS(mig_opts, lo, .config_load = config_load, .config_user = &vdst[i]);
 
 		CHECK(vfiomig_mig_new(src[i], VFIOMIG_ROLE_SAVE, &so, &ms[i]));
@@ -164,29 +172,46 @@ int main(void)
 		CHECK(vfiomig_mig_load_setup(md[i], in[i]));
 	}
 
-	/* Pre-copy: the VMM's loop, 256 KiB per device per round, guest still running. */
+	/*
+	 * Pre-copy: the VMM's loop, 256 KiB per device per round, guest still
+	 * running; the destination answers after every phase it loads, and the
+	 * source stops the VM once every device's switchover is acknowledged.
+	 */
 	for (int round = 0; round < 20; round++) {
-		more = 0;
+		int ready = 1;
+
 		for (int i = 0; i < 2; i++) {
-			int r;
+			VFIOMIG_OPTS(return_msg, msg);
 
 			CHECK(vfiomig_sim_device_run(ssrc[i], 8));
-			CHECK(r = vfiomig_mig_save_iterate(ms[i], out[i], 256 * 1024));
-			more |= r;
+			CHECK(vfiomig_mig_save_iterate(ms[i], out[i], 256 * 1024));
 			CHECK(vfiomig_mig_load(md[i], in[i]));
+			CHECK(more = vfiomig_mig_return_send(md[i], rp_out[i]));
+			while (more-- > 0)
+				CHECK(vfiomig_mig_return_recv(ms[i], rp_in[i], &msg));
+			ready &= vfiomig_mig_switchover_ready(ms[i]) == 1;
 		}
-		if (!more && vfiomig_mig_initial_data_sent(ms[0]) &&
-		    vfiomig_mig_initial_data_sent(ms[1]))
+		if (ready)
 			break;
 	}
 
 	/* Switch over: stop the VM (both devices quiesced to P2P first), copy the rest. */
 	CHECK(vfiomig_mig_set_vm_state(save_set, VFIOMIG_VM_STOPPED));
 	for (int i = 0; i < 2; i++) {
+		VFIOMIG_OPTS(return_msg, msg);
+
 		CHECK(vfiomig_mig_save_complete(ms[i], out[i]));
 		do
 			CHECK(more = vfiomig_mig_load(md[i], in[i]));
 		while (more == 1);
+		/* "Loaded and verified", with the stream's CRC the source checks against its own. */
+		CHECK(vfiomig_mig_return_send(md[i], rp_out[i]));
+		CHECK(vfiomig_mig_return_recv(ms[i], rp_in[i], &msg));
+		if (msg.type != VFIOMIG_RETURN_LOADED) {
+			fprintf(stderr, "vmm-embed: the destination failed: %s\n", msg.reason);
+			CHECK(vfiomig_mig_set_vm_state(save_set, VFIOMIG_VM_RUNNING));
+			goto out;
+		}
 	}
 	CHECK(vfiomig_mig_set_event(save_set, VFIOMIG_EVENT_COMPLETED));
 	CHECK(vfiomig_mig_set_vm_state(load_set, VFIOMIG_VM_RUNNING));
@@ -217,6 +242,9 @@ out:
 		vfiomig_mig_free(md[i]);
 		vfiomig_stream_free(out[i]);
 		vfiomig_stream_free(in[i]);
+		vfiomig_stream_free(rp_out[i]);
+		vfiomig_stream_free(rp_in[i]);
+		free(back[i].buf);
 		vfiomig_device_close(src[i]);
 		vfiomig_device_close(dst[i]);
 		free(chan[i].buf);
