@@ -62,32 +62,6 @@ static void side_close(struct side *s)
 	vfiomig_device_close(s->dev);
 }
 
-static void *snapshot(struct vfiomig_sim_device *d, size_t *len)
-{
-	const void *p = vfiomig_sim_device_state(d, len);
-	void *copy = malloc(*len);
-
-	cr_assert_not_null(copy);
-	memcpy(copy, p, *len);
-	return copy;
-}
-
-static bool state_is(struct vfiomig_sim_device *d, const void *snap, size_t len)
-{
-	size_t l;
-	const void *p = vfiomig_sim_device_state(d, &l);
-
-	return l == len && memcmp(p, snap, len) == 0;
-}
-
-static bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_device *b)
-{
-	size_t la;
-	const void *pa = vfiomig_sim_device_state(a, &la);
-
-	return state_is(b, pa, la);
-}
-
 /* The whole save into `out`: setup, one pre-copy round, stop, complete. */
 static void save_all(struct side *s, struct vfiomig_stream *out)
 {

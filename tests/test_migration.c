@@ -77,33 +77,6 @@ static void pair_close(struct pair *p)
 	vfiomig_device_close(p->dst);
 }
 
-static bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_device *b)
-{
-	size_t la, lb;
-	const void *pa = vfiomig_sim_device_state(a, &la);
-	const void *pb = vfiomig_sim_device_state(b, &lb);
-
-	return la == lb && memcmp(pa, pb, la) == 0;
-}
-
-static void *snapshot(struct vfiomig_sim_device *d, size_t *len)
-{
-	const void *p = vfiomig_sim_device_state(d, len);
-	void *copy = malloc(*len);
-
-	cr_assert_not_null(copy);
-	memcpy(copy, p, *len);
-	return copy;
-}
-
-static bool state_is(struct vfiomig_sim_device *d, const void *snap, size_t len)
-{
-	size_t l;
-	const void *p = vfiomig_sim_device_state(d, &l);
-
-	return l == len && memcmp(p, snap, len) == 0;
-}
-
 /* Pre-copy rounds while the source keeps changing, then stop-and-copy; returns rounds. */
 static int migrate(struct pair *p, int max_rounds, uint64_t run_pages)
 {

@@ -436,4 +436,33 @@ static inline void fault(struct simenv *e, uint32_t op, uint64_t nth, int err, u
 	cr_assert_eq(vfiomig_fault_add(e->fault, &fs), 0);
 }
 
+
+/* Simulated device state: equal between two devices, a copy (free it), equal to a copy. */
+static inline bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_device *b)
+{
+	size_t la, lb;
+	const void *pa = vfiomig_sim_device_state(a, &la);
+	const void *pb = vfiomig_sim_device_state(b, &lb);
+
+	return la == lb && memcmp(pa, pb, la) == 0;
+}
+
+static inline void *snapshot(struct vfiomig_sim_device *d, size_t *len)
+{
+	const void *p = vfiomig_sim_device_state(d, len);
+	void *copy = malloc(*len);
+
+	cr_assert_not_null(copy);
+	memcpy(copy, p, *len);
+	return copy;
+}
+
+static inline bool state_is(struct vfiomig_sim_device *d, const void *snap, size_t len)
+{
+	size_t l;
+	const void *p = vfiomig_sim_device_state(d, &l);
+
+	return l == len && memcmp(p, snap, len) == 0;
+}
+
 #endif
