@@ -34,6 +34,9 @@ struct vfiomig_mig {
 	bool resumed;                /* save: the source VM resumed after a completed save */
 	int fail_err;                /* why the migration failed (negative errno), once failed */
 	char fail_reason[256];       /* and the ERR line that said so */
+	uint32_t fail_origin;        /* VFIOMIG_FAILURE_*: whose failure it was */
+	int peer_err;                /* FAILURE_PEER: the errno and reason the peer sent */
+	char peer_reason[256];
 	/* Return path (retpath.c). Load: what is due or sent; save: what arrived. */
 	bool ack_sent;
 	bool result_sent;
@@ -120,6 +123,11 @@ extern const struct vm_proto vm_proto_v2;
 int vm_mig_fail(struct vfiomig_mig *m, int err, const char *why);
 /* Record the first failure of a migration that has nothing left to put back. */
 void vm_mig_note_failure(struct vfiomig_mig *m, int err, const char *why);
+/*
+ * The other side failed and said why (a CANCEL record, a FAILED message):
+ * call before failing the migration, so its failure is the peer's.
+ */
+void vm_mig_peer_failed(struct vfiomig_mig *m, int err, const char *reason);
 
 /* "RUNNING", "PRE_COPY_P2P", ... */
 const char *vm_dev_state_name(uint32_t state);

@@ -283,6 +283,8 @@ static void note_failure(struct vfiomig_mig *m, int err, const char *why)
 		return; /* the first failure is the reason */
 	m->failed = true;
 	m->fail_err = err < 0 ? err : -ECANCELED;
+	if (!m->fail_origin)
+		m->fail_origin = VFIOMIG_FAILURE_LOCAL;
 	if (!why && err < 0 && m->ctx->err_msg[0])
 		why = m->ctx->err_msg;
 	if (why) {
@@ -363,6 +365,37 @@ int vm_mig_fail(struct vfiomig_mig *m, int err, const char *why)
 void vm_mig_note_failure(struct vfiomig_mig *m, int err, const char *why)
 {
 	note_failure(m, err, why);
+}
+
+void vm_mig_peer_failed(struct vfiomig_mig *m, int err, const char *reason)
+{
+	if (m->failed)
+		return;
+	m->fail_origin = VFIOMIG_FAILURE_PEER;
+	m->peer_err = err;
+	snprintf(m->peer_reason, sizeof(m->peer_reason), "%s", reason);
+}
+
+int vfiomig_mig_failure(const struct vfiomig_mig *m, uint32_t *origin, char *reason, size_t len)
+{
+	const char *why;
+	int err;
+
+	if (origin)
+		*origin = 0;
+	if (len && reason)
+		reason[0] = '\0';
+	if (!m || (len && !reason))
+		return -EINVAL;
+	if (!m->failed)
+		return 0;
+	err = m->fail_origin == VFIOMIG_FAILURE_PEER ? m->peer_err : m->fail_err;
+	why = m->fail_origin == VFIOMIG_FAILURE_PEER ? m->peer_reason : m->fail_reason;
+	if (origin)
+		*origin = m->fail_origin;
+	if (len)
+		snprintf(reason, len, "%s", why);
+	return err;
 }
 
 /* One member of a set failed: so does the VM's migration, and every other member. */
@@ -893,6 +926,7 @@ static int load_phase(struct vfiomig_mig *m)
 			break;
 		case VM_FMT_REC_CANCEL:
 			m->stats.bytes = m->r.offset;
+			vm_mig_peer_failed(m, m->r.cancel_err, m->r.cancel_reason);
 			ret = vm_err(m->ctx, -ECANCELED, "device %s: the source cancelled the migration "
 				     "(%s)%s%s", m->dev->name, vfiomig_strerror(m->r.cancel_err),
 				     m->r.cancel_reason[0] ? ": " : "", m->r.cancel_reason);

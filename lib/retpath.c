@@ -154,6 +154,7 @@ static void apply_failed(struct vfiomig_mig *m, const struct vm_rp_msg *msg)
 	char why[300];
 
 	m->dest_failed = true;
+	vm_mig_peer_failed(m, msg->error, msg->reason);
 	vm_warn(m->ctx, "device %s: the destination failed (%s)%s%s", m->dev->name,
 		vfiomig_strerror(msg->error), msg->reason[0] ? ": " : "", msg->reason);
 	snprintf(why, sizeof(why), "the destination failed: %s", msg->reason);

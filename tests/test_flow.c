@@ -314,6 +314,18 @@ static void cancel_in(enum phase ph)
 	cr_assert_eq(vfiomig_sim_device_mig_state(d.sd), VFIOMIG_DEVICE_STATE_RUNNING,
 		     "the destination was reset");
 	cr_assert_eq(vfiomig_mig_vm_state(d.m, VFIOMIG_VM_RUNNING), -ECANCELED);
+	{
+		char why[256];
+		uint32_t origin;
+
+		/* Whose failure, and the source's own words, without reading the log. */
+		cr_assert_eq(vfiomig_mig_failure(d.m, &origin, why, sizeof(why)), -EINTR);
+		cr_assert_eq(origin, VFIOMIG_FAILURE_PEER);
+		cr_assert_str_eq(why, "the operator pressed ^C");
+		cr_assert_eq(vfiomig_mig_failure(s.m, &origin, why, sizeof(why)), -EINTR);
+		cr_assert_eq(origin, VFIOMIG_FAILURE_LOCAL);
+		cr_assert_str_eq(why, "the operator pressed ^C");
+	}
 	/* inspect says the same. */
 	cr_assert_eq(vfiomig_stream_mem_data(wire, &data, &len), 0);
 	{
@@ -351,6 +363,16 @@ Test(flow, a_source_device_failure_is_sent_to_the_destination)
 	cr_assert_eq(vfiomig_mig_save_setup(s.m, wire), 0);
 	cr_assert_eq(vfiomig_mig_save_iterate(s.m, wire, 0), -EIO);
 	cr_assert_eq(vfiomig_sim_device_mig_state(s.sd), VFIOMIG_DEVICE_STATE_RUNNING);
+	{
+		char why[256];
+		uint32_t origin;
+
+		cr_assert_eq(vfiomig_mig_failure(s.m, &origin, why, sizeof(why)), -EIO);
+		cr_assert_eq(origin, VFIOMIG_FAILURE_LOCAL);
+		cr_assert(strstr(why, "data_fd"), "the ERR line: %s", why);
+		cr_assert_eq(vfiomig_mig_failure(d.m, &origin, why, sizeof(why)), 0,
+			     "the load has not failed yet");
+	}
 	cr_assert_eq(load_all(&d, wire), -ECANCELED, "%s", env.log.last_err);
 	cr_assert(strstr(env.log.last_err, "data_fd"), "the source's own error line travelled: %s",
 		  env.log.last_err);
@@ -537,6 +559,14 @@ static void refused(bool during_precopy)
 	cr_assert_eq(vfiomig_mig_return_recv(s.m, rp, &msg), 0, "%s", env.log.last_err);
 	cr_assert_eq(msg.type, VFIOMIG_RETURN_FAILED);
 	cr_assert_eq(msg.error, -ENODEV);
+	{
+		char why[256];
+		uint32_t origin;
+
+		cr_assert_eq(vfiomig_mig_failure(s.m, &origin, why, sizeof(why)), -ENODEV);
+		cr_assert_eq(origin, VFIOMIG_FAILURE_PEER);
+		cr_assert_str_eq(why, msg.reason);
+	}
 	cr_assert(strstr(msg.reason, "8086"), "the destination's reason travelled: %s",
 		  msg.reason);
 	if (during_precopy) {

@@ -201,7 +201,14 @@ struct vfiomig_mig_pending {
 	size_t sz;
 	uint64_t precopy_initial; /* PRE_COPY: initial bytes still to send (0 = switchover OK) */
 	uint64_t precopy_dirty;   /* PRE_COPY: bytes re-dirtied since sent */
-	uint64_t stopcopy;        /* estimated bytes of the stop-and-copy phase (0 if unknown) */
+	/*
+	 * Estimated bytes of the stop-and-copy phase if the VM stopped now (0 if
+	 * the kernel cannot say: before 6.2). It already includes what
+	 * precopy_initial and precopy_dirty count (the kernel's MIG_DATA_SIZE
+	 * is everything still to move): a downtime estimate uses stopcopy when
+	 * it is known, else precopy_initial + precopy_dirty — never the sum.
+	 */
+	uint64_t stopcopy;
 };
 
 /* Estimates (VFIO_MIG_GET_PRECOPY_INFO, VFIO_DEVICE_FEATURE_MIG_DATA_SIZE; v1: pending_bytes). */
@@ -311,6 +318,19 @@ VFIOMIG_API int vfiomig_mig_cancel(struct vfiomig_mig *mig, int error, const cha
  */
 VFIOMIG_API int vfiomig_mig_switchover_ready(const struct vfiomig_mig *mig);
 
+/* vfiomig_mig_failure() origins */
+#define VFIOMIG_FAILURE_LOCAL 1 /* this side failed, or its VMM cancelled */
+#define VFIOMIG_FAILURE_PEER  2 /* the other side said so: a CANCEL record (load), FAILED (save) */
+
+/*
+ * Why the migration failed: returns 0 if it has not, else the negative
+ * errno of the first failure, with *origin (may be NULL) saying whose it
+ * was and `reason` (may be NULL when len is 0; cut to len) its words: this
+ * side's ERR line, or exactly the reason the other side sent.
+ */
+VFIOMIG_API int vfiomig_mig_failure(const struct vfiomig_mig *mig, uint32_t *origin,
+				    char *reason, size_t len);
+
 /* ---------------------------------------------------- the return path */
 
 /* Return-path messages (docs/stream-format.md, "Return path"). */
@@ -341,7 +361,9 @@ VFIOMIG_API int vfiomig_mig_return_send(struct vfiomig_mig *mig, struct vfiomig_
 
 /*
  * Source: read the next message from `rp` (blocking like any stream read:
- * poll the VMM's channel first if it must not wait), check it and apply
+ * poll the VMM's channel first if it must not wait; the destination
+ * writes each message with one write, so a readable channel holds one
+ * whole, up to 4112 bytes), check it and apply
  * it: SWITCHOVER_ACK makes vfiomig_mig_switchover_ready() possible;
  * LOADED is checked against what this save wrote (-EBADMSG for another
  * stream); FAILED during the save fails it (the device is put back at
