@@ -7,6 +7,7 @@
  *   vfiomig save DEVICE -o FILE [--no-precopy] [--allow-v1] [--rounds N]
  *   vfiomig load DEVICE -i FILE [--allow-v1]
  *   vfiomig inspect FILE [--records] [--json]
+ *   vfiomig migrate DEVICE... --to ADDR | --listen ADDR DEVICE...  (tools/migrate.c)
  *   vfiomig help [COMMAND]            (= vfiomig COMMAND --help)
  *
  * DEVICE is anything vfiomig_device_open() accepts (PCI address, mdev
@@ -41,23 +42,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *prog = "vfiomig";
+#include "tool.h"
 
-/* Returned by argument parsers when the command should go on. */
-#define ARGS_OK (-1)
-
-struct command {
-	const char *name;
-	int (*run)(const struct command *cmd, int argc, char **argv);
-	const char *args;    /* the synopsis after "vfiomig NAME" */
-	const char *summary; /* one line, for the global usage */
-	const char *help;    /* the rest of "vfiomig NAME --help" */
-};
+const char *const prog = "vfiomig";
 
 /* ------------------------------------------------------ messages */
 
 __attribute__((format(printf, 2, 3)))
-static int usage_error(const struct command *cmd, const char *fmt, ...)
+int usage_error(const struct command *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -69,14 +61,14 @@ static int usage_error(const struct command *cmd, const char *fmt, ...)
 	return 2;
 }
 
-static int help(const struct command *cmd)
+int help(const struct command *cmd)
 {
 	printf("usage: %s %s%s%s\n\n%s", prog, cmd->name, cmd->args[0] ? " " : "", cmd->args,
 	       cmd->help);
 	return 0;
 }
 
-static bool is_help(const char *arg)
+bool is_help(const char *arg)
 {
 	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
 }
@@ -87,11 +79,7 @@ static bool is_help(const char *arg)
  * (the cause: later ones follow from it). Errors nobody reported (logged
  * during cleanup, or on a path that went on) are printed at exit.
  */
-static struct {
-	bool verbose;       /* VFIOMIG_LOG asked for more than errors: print all as they come */
-	unsigned int count; /* errors since the last report */
-	char first[512];
-} lib_err;
+struct tool_lib_err lib_err;
 
 static void tool_log(void *user, int priority, const char *msg)
 {
@@ -111,7 +99,7 @@ static void lib_err_flush(void)
 
 /* "vfiomig CMD: SUBJECT: why"; returns 1, the exit status of a failed operation. */
 __attribute__((format(printf, 3, 4)))
-static int report(const struct command *cmd, const char *subject, const char *fmt, ...)
+int report(const struct command *cmd, const char *subject, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -126,7 +114,7 @@ static int report(const struct command *cmd, const char *subject, const char *fm
 }
 
 /* A library call on `subject` failed with err: say why, in the library's words when it logged. */
-static int fail(const struct command *cmd, const char *subject, int err)
+int fail(const struct command *cmd, const char *subject, int err)
 {
 	size_t n = strlen(subject);
 
@@ -142,7 +130,7 @@ static int fail(const struct command *cmd, const char *subject, int err)
 	return report(cmd, subject, "%s", lib_err.first);
 }
 
-static int tool_ctx_new(struct vfiomig_sim *sim, struct vfiomig_ctx **ctx)
+int tool_ctx_new(struct vfiomig_sim *sim, struct vfiomig_ctx **ctx)
 {
 	VFIOMIG_OPTS(ctx_opts, co, .log_fn = tool_log);
 	int ret = sim ? vfiomig_sim_ctx_new(sim, &co, ctx) : vfiomig_ctx_new(&co, ctx);
@@ -158,7 +146,7 @@ static int tool_ctx_new(struct vfiomig_sim *sim, struct vfiomig_ctx **ctx)
  * A byte size or a count: decimal or 0x-hex with an optional K, M or G
  * (binary) suffix; no sign, no blanks.
  */
-static bool parse_size(const char *s, uint64_t *out)
+bool parse_size(const char *s, uint64_t *out)
 {
 	unsigned long long v;
 	unsigned int shift = 0;
@@ -187,8 +175,8 @@ static bool parse_size(const char *s, uint64_t *out)
  * "--state=64M" for long options)? 1: yes, *val is the value and *i moved
  * past it; 0: another argument; -1: yes but the value is missing (said).
  */
-static int opt_value(const struct command *cmd, int argc, char **argv, int *i, const char *name,
-		     const char **val)
+int opt_value(const struct command *cmd, int argc, char **argv, int *i, const char *name,
+	      const char **val)
 {
 	const char *a = argv[*i];
 	size_t n = strlen(name);
@@ -223,18 +211,33 @@ static int positional(const struct command *cmd, const char *arg, const char *wh
 
 /* ------------------------------------------------------------ device setup */
 
-struct target {
-	struct vfiomig_sim *sim;
-	struct vfiomig_ctx *ctx;
-	struct vfiomig_device *dev;
-};
-
 static void target_close(struct target *t)
 {
 	vfiomig_device_close(t->dev);
 	vfiomig_ctx_unref(t->ctx);
 	vfiomig_sim_free(t->sim);
 	memset(t, 0, sizeof(*t));
+}
+
+int tool_sim_add(const struct command *cmd, struct vfiomig_sim *sim, struct vfiomig_ctx *ctx,
+		 const char *spec, struct vfiomig_sim_device **sd)
+{
+	int ret = vfiomig_sim_device_add_spec(sim, ctx, spec, sd);
+
+	if (ret == -EINVAL) {
+		/* The spec parser names the spec and the key; drop its "simulator: ". */
+		const char *why = lib_err.count ? lib_err.first : "not a valid spec";
+
+		if (strncmp(why, "simulator: ", 11) == 0)
+			why += 11;
+		if (strncmp(why, "device spec", 11) == 0)
+			usage_error(cmd, "%s", why);
+		else
+			usage_error(cmd, "device spec \"%s\": %s", spec, why);
+		lib_err.count = 0;
+		return 2;
+	}
+	return ret ? fail(cmd, spec, ret) : 0;
 }
 
 /*
@@ -254,24 +257,13 @@ static int target_open(const struct command *cmd, const char *spec, struct targe
 		ret = vfiomig_sim_new(NULL, &t->sim);
 		if (!ret)
 			ret = tool_ctx_new(t->sim, &t->ctx);
-		if (!ret)
-			ret = vfiomig_sim_device_add_spec(t->sim, t->ctx, spec, &sd);
-		if (ret == -EINVAL && t->ctx) {
-			/* The spec parser names the spec and the key; drop its "simulator: ". */
-			const char *why = lib_err.count ? lib_err.first : "not a valid spec";
-
-			if (strncmp(why, "simulator: ", 11) == 0)
-				why += 11;
-			if (strncmp(why, "device spec", 11) == 0)
-				usage_error(cmd, "%s", why);
-			else
-				usage_error(cmd, "device spec \"%s\": %s", spec, why);
-			lib_err.count = 0;
-			target_close(t);
-			return 2;
-		}
 		if (ret)
 			goto fail;
+		ret = tool_sim_add(cmd, t->sim, t->ctx, spec, &sd);
+		if (ret) {
+			target_close(t);
+			return ret;
+		}
 		name = vfiomig_sim_device_name(sd);
 	} else {
 		ret = tool_ctx_new(NULL, &t->ctx);
@@ -298,7 +290,7 @@ struct out {
 	bool first[16];
 };
 
-static void json_str(const char *s)
+void json_str(const char *s)
 {
 	putchar('"');
 	for (; *s; s++) {
@@ -926,8 +918,8 @@ static int cmd_demo(const struct command *cmd, int argc, char **argv)
  * May t's device migrate with these opts? 0, or 1 after saying why not,
  * in terms of what the user can change.
  */
-static int target_check_mig(const struct command *cmd, const char *spec, struct target *t,
-			    const struct vfiomig_mig_opts *mo)
+int target_check_mig(const struct command *cmd, const char *spec, struct target *t,
+		     const struct vfiomig_mig_opts *mo)
 {
 	VFIOMIG_OPTS(migration_info, mi);
 	int prio = vfiomig_ctx_get_log_priority(t->ctx);
@@ -1460,6 +1452,7 @@ static const struct command commands[] = {
 	  "\n"
 	  "Example:\n"
 	  "  vfiomig inspect dev.vfm --records\n" },
+	{ "migrate", cmd_migrate, migrate_args, migrate_summary, migrate_help },
 	{ "help", cmd_help, "[COMMAND]", "show this help, or a command's ('vfiomig help save')",
 	  "Show the list of commands, or COMMAND's help (the same as\n"
 	  "'vfiomig COMMAND --help').\n"
@@ -1497,7 +1490,7 @@ static void usage(FILE *f)
 		"                subdevice=0xDDDD,bar0=64K,sparse=0|1,msix_mappable=0|1,\n"
 		"                mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy,\n"
 		"                state=64K,dirty=PAGES,v1data=64K,dmalog=0|1]\n"
-		"        sim:mdev[,name=UUID,...]       (save and load need mig=)\n"
+		"        sim:mdev[,name=UUID,...]       (save, load, migrate need mig=)\n"
 		"\n"
 		"Environment:\n"
 		"  VFIOMIG_LOG=err|warning|info|debug   library log detail (default err)\n"
