@@ -238,15 +238,6 @@ static int restore(struct h *h, const uint8_t *img, size_t len, const size_t *pi
 	}
 }
 
-static bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_device *b)
-{
-	size_t la, lb;
-	const void *pa = vfiomig_sim_device_state(a, &la);
-	const void *pb = vfiomig_sim_device_state(b, &lb);
-
-	return pa && pb && la == lb && memcmp(pa, pb, la) == 0;
-}
-
 static int state_num(const char *s, size_t n)
 {
 	for (int i = 0; i < NSTATES; i++)

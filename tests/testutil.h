@@ -444,7 +444,7 @@ static inline bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_d
 	const void *pa = vfiomig_sim_device_state(a, &la);
 	const void *pb = vfiomig_sim_device_state(b, &lb);
 
-	return la == lb && memcmp(pa, pb, la) == 0;
+	return pa && pb && la == lb && memcmp(pa, pb, la) == 0;
 }
 
 static inline void *snapshot(struct vfiomig_sim_device *d, size_t *len)
