@@ -49,6 +49,7 @@ struct vfiomig_mig {
 	bool cfg_seen;
 	uint64_t chunk_size;
 	uint64_t max_record;
+	uint64_t round_ns;           /* pre-copy round time bound, 0: none */
 	vfiomig_config_save_fn config_save;
 	vfiomig_config_load_fn config_load;
 	void *config_user;

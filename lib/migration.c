@@ -12,6 +12,7 @@
 #include <time.h>
 
 #define DEFAULT_CHUNK (1u << 20)
+#define DEFAULT_ROUND_MS 1000u
 #define MAX_CHUNK     (64u << 20)
 
 uint64_t vm_now_ns(void)
@@ -118,7 +119,7 @@ static int opts_flags(struct vfiomig_ctx *ctx, const struct vfiomig_mig_opts *op
 	const uint32_t known = VFIOMIG_MIG_F_ALLOW_V1 | VFIOMIG_MIG_F_NO_PRECOPY |
 			       VFIOMIG_MIG_F_PREFER_V1 | VFIOMIG_MIG_F_NEED_DIRTY_TRACKING |
 			       VFIOMIG_MIG_F_DIRTY_TRACKING | VFIOMIG_MIG_F_SWITCHOVER_ACK;
-	int ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_mig_opts, nr_dma_ranges);
+	int ret = VM_OPTS_VALID(ctx, opts, struct vfiomig_mig_opts, round_ms);
 
 	if (ret)
 		return ret;
@@ -224,6 +225,11 @@ int vfiomig_mig_new(struct vfiomig_device *dev, uint32_t role, const struct vfio
 	m->data_fd = -1;
 	m->chunk_size = chunk;
 	m->max_record = maxrec;
+	{
+		uint32_t ms = VM_OPTS_GET(opts, struct vfiomig_mig_opts, round_ms, 0);
+
+		m->round_ns = ms == UINT32_MAX ? 0 : (uint64_t)(ms ? ms : DEFAULT_ROUND_MS) * 1000000u;
+	}
 	m->vm_running = role == VFIOMIG_ROLE_SAVE;
 	m->config_save = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_save, NULL);
 	m->config_load = VM_OPTS_GET(opts, struct vfiomig_mig_opts, config_load, NULL);
@@ -579,8 +585,12 @@ int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *
 	return 0;
 }
 
-/* Write device chunks into the open phase until the device has none or the budget is spent. */
-static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t *moved)
+/*
+ * Write device chunks into the open phase until the device has none, the
+ * budget is spent or the deadline (monotonic ns, 0: none) has passed.
+ */
+static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t deadline,
+		       uint64_t *moved)
 {
 	*moved = 0;
 	for (;;) {
@@ -590,6 +600,8 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t *moved)
 
 		if (budget && *moved >= budget)
 			return 1;
+		if (deadline && *moved && vm_now_ns() >= deadline)
+			return 1; /* at least one chunk per round: progress is guaranteed */
 		n = m->proto->save_chunk(m, &p);
 		if (n < 0)
 			return (int)n;
@@ -630,7 +642,7 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 			if (limit < initial || !limit)
 				limit = initial ? UINT64_MAX : m->chunk_size;
 		}
-		more = move_chunks(m, limit, &moved);
+		more = move_chunks(m, limit, m->round_ns ? vm_now_ns() + m->round_ns : 0, &moved);
 		if (more < 0)
 			return fail_save(m, more, NULL);
 		if (more == 1) {
@@ -696,7 +708,7 @@ int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	if (!ret)
 		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_STOPCOPY);
 	if (!ret)
-		ret = move_chunks(m, 0, &moved);
+		ret = move_chunks(m, 0, 0, &moved);
 	if (!ret && m->config_save) {
 		const void *cfg = NULL;
 		size_t len = 0;

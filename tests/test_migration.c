@@ -951,3 +951,32 @@ Test(mig, golden_stream_from_0_1_loads_forever)
 	vfiomig_stream_free(s);
 	vfiomig_device_close(dev);
 }
+
+/*
+ * A device that never runs out of data (it dirties everything it sends)
+ * and a budget that cannot be spent: the round still ends, on time
+ * (round_ms), having made progress. Without the bound it never returns
+ * (the test's timeout fails it).
+ */
+Test(mig, a_round_ends_on_time_on_a_device_that_never_runs_out, .timeout = 60)
+{
+	VFIOMIG_OPTS(mig_opts, o, .chunk_size = 64 * 1024, .round_ms = 20);
+	VFIOMIG_OPTS(mig_stats, st);
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 1 << 20, 256);
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &p.ms), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, UINT64_MAX), 1,
+			     "the round ends on time and says more is there: %s", env.log.last);
+	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
+	cr_assert_eq(st.precopy_rounds, 3);
+	cr_assert_gt(st.precopy_bytes, 3 * 64 * 1024, "each round moved data");
+	/* UINT32_MAX asks for no time bound at all. */
+	vfiomig_mig_free(p.ms);
+	p.ms = NULL;
+	o.round_ms = UINT32_MAX;
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &p.ms), 0);
+	pair_close(&p);
+}

@@ -154,7 +154,13 @@ struct vfiomig_mig_opts {
 	uint32_t flags;           /* VFIOMIG_MIG_F_* */
 	uint32_t dirty_mechanism; /* VFIOMIG_DIRTY_MECH_* (default AUTO) */
 	uint32_t nr_dma_ranges;
-	uint32_t reserved;
+	/*
+	 * Save: a pre-copy round (vfiomig_mig_save_iterate) ends after this
+	 * many milliseconds even when its byte budget is not spent, so a VMM's
+	 * event loop gets control back from a device that never runs out of
+	 * data. 0: the default, 1000 ms; UINT32_MAX: no time bound.
+	 */
+	uint32_t round_ms;
 };
 
 /*
@@ -221,8 +227,9 @@ VFIOMIG_API int vfiomig_mig_save_pending(struct vfiomig_mig *mig, struct vfiomig
  * dirty; v1 pending_bytes), so a round always ends even on a device that
  * dirties as fast as it is read. Returns 1 if the device still had data
  * when the round's limit was reached, 0 if it had none left for now, or
- * -errno (the device is put back). Without PRE_COPY it writes an empty
- * phase and returns 0.
+ * -errno (the device is put back). A round also ends once it has run for
+ * vfiomig_mig_opts.round_ms (default 1 s), returning 1. Without PRE_COPY
+ * it writes an empty phase and returns 0.
  */
 VFIOMIG_API int vfiomig_mig_save_iterate(struct vfiomig_mig *mig, struct vfiomig_stream *out,
 					 uint64_t budget);
