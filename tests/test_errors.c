@@ -7,8 +7,11 @@
  * cut to 0 or 1 bytes) during a whole device open + save, and during a
  * whole device open + load of a good stream, for the v2 (pre-copy, P2P,
  * DMA logging) and v1 (mmapped and trapped) protocols. After each run
- * the failure rules hold (the source device back RUNNING, the destination
- * never RUNNING with a refused stream) and nothing is left open.
+ * the failure rules of migration.h hold: a failed save leaves the source
+ * RUNNING with its state intact (unless a warning said a reset lost it);
+ * a failed load leaves the destination out of RESUMING and refusing to
+ * run; a load that succeeds holds exactly the saved state; and nothing
+ * is left open or allocated (simenv_fini).
  */
 #include "testutil.h"
 
@@ -23,7 +26,7 @@ struct kind {
 };
 
 static const struct kind kinds[] = {
-	{ "mig=v2-p2p-precopy,state=64K,dirty=2", 0 },
+	{ "mig=v2-p2p-precopy,state=64K", 0 },
 	{ "mig=v2,state=64K,dmalog=1", VFIOMIG_MIG_F_DIRTY_TRACKING },
 	{ "mig=v1,state=64K,v1data=16K", VFIOMIG_MIG_F_ALLOW_V1 },
 	{ "mig=v1-trapped,state=64K,v1data=16K", VFIOMIG_MIG_F_ALLOW_V1 },
@@ -31,11 +34,17 @@ static const struct kind kinds[] = {
 
 static const struct vfiomig_dma_range dma = { .iova = 0x100000, .length = 0x100000 };
 
+/* The state the clean stream carries (the source's after the save): what a load must end with. */
+static unsigned char saved_state[1 << 20];
+static size_t saved_len;
+
 /* The fault of the current run, for assertion messages. */
 static char cur_fault[160];
 
 struct run {
 	struct simenv env;
+	void *snap;       /* save: the source's state before the save */
+	size_t snap_len;
 	int calls;        /* public calls made */
 	int failed_calls; /* of which failed */
 };
@@ -111,12 +120,16 @@ static int do_save(struct run *r, const struct kind *k, struct vfiomig_stream *o
 	}
 	vfiomig_mig_free(m);
 	vfiomig_device_close(dev);
-	if (ret < 0)
+	if (ret < 0) {
 		cr_assert_eq(vfiomig_sim_device_mig_state(sd), VFIOMIG_DEVICE_STATE_RUNNING,
 			     "[%s] a failed save leaves the source RUNNING, not %s; last: %s",
 			     cur_fault,
 			     vfiomig_device_state_name((uint32_t)vfiomig_sim_device_mig_state(sd)),
 			     r->env.log.last);
+		cr_assert(r->env.log.state_lost || state_is(sd, r->snap, r->snap_len),
+			  "[%s] a failed save changed the source's state without saying so",
+			  cur_fault);
+	}
 	return ret < 0 ? ret : 0;
 }
 
@@ -127,6 +140,7 @@ static int do_load(struct run *r, const struct kind *k, struct vfiomig_stream *i
 	VFIOMIG_OPTS(mig_opts, o, .flags = k->flags & VFIOMIG_MIG_F_ALLOW_V1);
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_mig *m = NULL;
+	bool loaded;
 	int ret;
 
 	ret = CALL(r, vfiomig_device_open(r->env.ctx, DST, NULL, &dev));
@@ -140,8 +154,16 @@ static int do_load(struct run *r, const struct kind *k, struct vfiomig_stream *i
 		if (ret == 0)
 			break;
 	}
+	loaded = ret == 0;
 	if (ret >= 0)
 		ret = CALL(r, vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
+	/* A load that failed refuses to run (a failed resume of a complete load may be retried). */
+	if (!loaded && m)
+		cr_assert_lt(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING), 0,
+			     "[%s] a failed load let the VM run", cur_fault);
+	if (ret >= 0 && saved_len)
+		cr_assert(state_is(sd, saved_state, saved_len),
+			  "[%s] a load that succeeded does not hold the saved state", cur_fault);
 	vfiomig_mig_free(m);
 	vfiomig_device_close(dev);
 	if (ret < 0)
@@ -156,6 +178,15 @@ static int do_load(struct run *r, const struct kind *k, struct vfiomig_stream *i
  */
 static unsigned char stream_buf[1 << 20];
 
+/* The source has been used by its guest: its state is not all zeros. */
+static struct vfiomig_sim_device *add_used_source(struct run *r, const struct kind *k)
+{
+	struct vfiomig_sim_device *sd = add_dev(r, SRC, k);
+
+	cr_assert_eq(vfiomig_sim_device_run(sd, 8), 0);
+	return sd;
+}
+
 static size_t clean_stream(const struct kind *k, uint64_t calls[VFIOMIG_KOP_COUNT])
 {
 	struct run r;
@@ -163,10 +194,17 @@ static size_t clean_stream(const struct kind *k, uint64_t calls[VFIOMIG_KOP_COUN
 	const void *data;
 	size_t len;
 
+	struct vfiomig_sim_device *sd;
+	const void *st;
+
+	saved_len = 0;
 	run_init(&r);
-	add_dev(&r, SRC, k);
+	sd = add_used_source(&r, k);
 	cr_assert_eq(vfiomig_stream_mem_new(r.env.ctx, &out), 0);
-	cr_assert_eq(do_save(&r, k, out, NULL), 0, "clean save: %s", r.env.log.last);
+	cr_assert_eq(do_save(&r, k, out, sd), 0, "clean save: %s", r.env.log.last);
+	st = vfiomig_sim_device_state(sd, &saved_len);
+	cr_assert_leq(saved_len, sizeof(saved_state));
+	memcpy(saved_state, st, saved_len);
 	cr_assert_eq(r.failed_calls, 0);
 	cr_assert_eq(vfiomig_stream_mem_data(out, &data, &len), 0);
 	cr_assert_leq(len, sizeof(stream_buf));
@@ -214,7 +252,9 @@ static void sweep_one(const struct kind *k, bool load, const void *stream, size_
 		 load ? "load" : "save", k->spec, op, (unsigned long long)nth, fk->error,
 		 (unsigned long long)fk->short_len);
 	run_init(&r);
-	sd = add_dev(&r, load ? DST : SRC, k);
+	sd = load ? add_dev(&r, DST, k) : add_used_source(&r, k);
+	if (!load)
+		r.snap = snapshot(sd, &r.snap_len);
 	fault(&r.env, op, nth, fk->error, fk->short_len, 0);
 	if (load) {
 		cr_assert_eq(vfiomig_stream_mem_fixed_new(r.env.ctx, (void *)stream, len,
@@ -225,6 +265,7 @@ static void sweep_one(const struct kind *k, bool load, const void *stream, size_
 		ret = do_save(&r, k, s, sd);
 	}
 	vfiomig_stream_free(s);
+	free(r.snap);
 	vfiomig_ctx_unref(r.env.ctx);
 	r.env.ctx = NULL;
 	cr_assert_eq(vfiomig_sim_open_fds(r.env.sim), 0,
@@ -250,11 +291,13 @@ static void sweep(const struct kind *k, bool load)
 		struct run r;
 		struct vfiomig_stream *s;
 
+		struct vfiomig_sim_device *sd;
+
 		run_init(&r);
-		add_dev(&r, DST, k);
+		sd = add_dev(&r, DST, k);
 		cr_assert_eq(vfiomig_stream_mem_fixed_new(r.env.ctx, stream, len,
 							  VFIOMIG_STREAM_MEM_READ, &s), 0);
-		cr_assert_eq(do_load(&r, k, s, NULL), 0, "clean load: %s", r.env.log.last);
+		cr_assert_eq(do_load(&r, k, s, sd), 0, "clean load: %s", r.env.log.last);
 		for (uint32_t op = 0; op < VFIOMIG_KOP_COUNT; op++)
 			calls[op] = vfiomig_fault_calls(r.env.fault, op);
 		vfiomig_stream_free(s);

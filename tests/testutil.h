@@ -27,6 +27,7 @@ struct logcap {
 	int errors;     /* VFIOMIG_LOG_ERR messages */
 	char last[1024];
 	char last_err[1024]; /* the last VFIOMIG_LOG_ERR message */
+	bool state_lost;     /* a warning said a device had to be reset, losing its state */
 };
 
 static inline void logcap_fn(void *user, int prio, const char *msg)
@@ -39,6 +40,8 @@ static inline void logcap_fn(void *user, int prio, const char *msg)
 		lc->errors++;
 		snprintf(lc->last_err, sizeof(lc->last_err), "%s", msg);
 	}
+	if (prio == VFIOMIG_LOG_WARNING && strstr(msg, "state is lost"))
+		lc->state_lost = true;
 	snprintf(lc->last, sizeof(lc->last), "%s", msg);
 }
 
