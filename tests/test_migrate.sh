@@ -94,6 +94,14 @@ for x in "$tool" "$proxy"; do
 done
 
 # ------------------------------------------------------------- successes
+# Record bodies of 128-256 KiB go out as frames of their own: they must not
+# overtake the small frames queued before them (their record headers).
+dest --listen "unix:$tmp/r" "sim:pci,mig=v2-p2p-precopy,state=16M" --json
+src "sim:pci,mig=v2-p2p-precopy,state=16M,dirty=8" --round-bytes 200K --to "$addr" --json
+dest_done
+check "records of 200 KiB keep their order on the wire: both exit 0, same state" \
+	eval '[ "$src_rc" = 0 ] && [ "$dst_rc" = 0 ] && same_state'
+
 dest --listen "unix:$tmp/s" "$dev" --json
 src "$dev,dirty=8" --to "$addr" --json
 dest_done

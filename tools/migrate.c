@@ -587,6 +587,10 @@ static int chan_frame(struct chan *ch, uint32_t index, const void *buf, size_t l
 	if (len >= TX_SIZE / 2) {
 		struct iovec iov[2] = { { hdr, FRAME_HDR }, { (void *)buf, len } };
 
+		/* Big frames go straight out: after what is queued, or the order breaks. */
+		ret = chan_flush(ch, grace);
+		if (ret)
+			return ret;
 		return chan_sendv(ch, iov, 2, grace);
 	}
 	memcpy(ch->tx + ch->tx_len, hdr, FRAME_HDR);
@@ -1654,6 +1658,15 @@ static int source_switchover(struct mig_run *r)
 	r->stopped_for_good = true;
 	while (!(r->ch.ctl_seen & (1u << CTL_RUNNING))) {
 		ret = chan_pump(&r->ch, -1, true);
+		if (source_returns(r)) {
+			/*
+			 * A destination sends FAILED only once it has reset its devices
+			 * instead of running them: the source may resume after all.
+			 */
+			if (r->dest_failed)
+				r->stopped_for_good = false;
+			return -1;
+		}
 		if (ret <= 0 || r->ch.eof) {
 			set_error(r, "destination", "the destination did not confirm that it runs "
 				  "the VM (%s)", ret == 0 ? "silent for the timeout" :
