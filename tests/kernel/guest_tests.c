@@ -21,6 +21,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +72,7 @@ enum {
 	M_C, M_D,         /* the vfiomig tool: save C, load D */
 	M_E, M_F,         /* set sources */
 	M_G, M_H,         /* set destinations */
+	M_I, M_J,         /* vfiomig migrate between two processes: I -> J */
 	M_NR
 };
 
@@ -90,6 +95,7 @@ struct env {
 	const char *mtty1;      /* an mtty-1 (single port) UUID */
 	const char *vmt[V_NR];  /* vfiomig_test UUIDs */
 	const char *tool;       /* the statically linked vfiomig command */
+	const char *chanproxy;  /* tests/chanproxy.c, statically linked */
 	const char *tmpdir;
 	/* Left by mtty_migrate_api_precopy for the refused-stream tests. */
 	uint8_t *stream;
@@ -358,6 +364,252 @@ static int run_cmd(const char *cmd, char *out, size_t outlen)
 	if (st < 0)
 		return -errno;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * A program in the background (the vfiomig migrate tests run two or three
+ * at once), its stdout and stderr read through pipes: a test waits for a
+ * line it printed (poll, no sleeps), and everything it printed ends up in
+ * the console log as comments.
+ */
+struct bg {
+	const char *name;    /* in the log: "source", "destination", "proxy" */
+	pid_t pid;           /* 0 once reaped */
+	int fd[2];           /* read ends of its stdout and stderr; -1 at EOF */
+	char buf[2][16384];  /* what it printed (the start, if more) */
+	size_t len[2];
+	int rc;              /* exit status, 128 + N if killed by signal N; -1 until reaped */
+};
+
+/*
+ * Start argv[0] with argv. `idle`: run it SCHED_IDLE, so that on this
+ * one-CPU guest the test, woken by a line the program printed, always runs
+ * before the program takes another step (see migrate_mtty_destination_killed).
+ */
+static int bg_start(struct bg *p, const char *name, bool idle, char *const argv[])
+{
+	int out[2] = { -1, -1 }, err[2] = { -1, -1 }, ret;
+
+	memset(p, 0, sizeof(*p));
+	p->name = name;
+	p->fd[0] = p->fd[1] = -1;
+	p->rc = -1;
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+		goto fail;
+	printf("# $ [%s]", name);
+	for (int i = 0; argv[i]; i++)
+		printf(" %s", argv[i]);
+	printf("\n");
+	fflush(stdout);
+	p->pid = fork();
+	if (p->pid < 0)
+		goto fail;
+	if (p->pid == 0) {
+		struct sched_param sp = { 0 };
+		int nul = open("/dev/null", O_RDONLY);
+
+		if (nul >= 0)
+			dup2(nul, 0);
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		if (idle)
+			sched_setscheduler(0, SCHED_IDLE, &sp);
+		execv(argv[0], argv);
+		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	p->fd[0] = out[0];
+	p->fd[1] = err[0];
+	return 0;
+fail:
+	ret = -errno;
+	p->pid = 0;
+	for (int i = 0; i < 2; i++) {
+		if (out[i] >= 0)
+			close(out[i]);
+		if (err[i] >= 0)
+			close(err[i]);
+	}
+	return ret;
+}
+
+/*
+ * Read what the programs print, until something arrives or `deadline`
+ * (now_s() time) passes: 0, -ETIMEDOUT, or -ENODATA when every pipe is at EOF.
+ */
+static int bg_pump(struct bg *const *ps, size_t n, double deadline)
+{
+	struct pollfd pfd[8];
+	struct { size_t p; int s; } who[8];
+	size_t k = 0;
+	double left = deadline - now_s();
+	int r;
+
+	for (size_t i = 0; i < n; i++)
+		for (int st = 0; st < 2; st++)
+			if (ps[i]->fd[st] >= 0 && k < 8) {
+				pfd[k] = (struct pollfd){ .fd = ps[i]->fd[st], .events = POLLIN };
+				who[k].p = i;
+				who[k++].s = st;
+			}
+	if (!k)
+		return -ENODATA;
+	if (left <= 0)
+		return -ETIMEDOUT;
+	r = poll(pfd, k, (int)(left * 1000) + 1);
+	if (r < 0)
+		return errno == EINTR ? 0 : -errno;
+	if (r == 0)
+		return -ETIMEDOUT;
+	for (size_t j = 0; j < k; j++) {
+		struct bg *p = ps[who[j].p];
+		int st = who[j].s;
+		char tmp[4096], *b = p->buf[st];
+		ssize_t got;
+
+		if (!pfd[j].revents)
+			continue;
+		got = read(p->fd[st], tmp, sizeof(tmp));
+		if (got <= 0) {
+			close(p->fd[st]);
+			p->fd[st] = -1;
+			continue;
+		}
+		if ((size_t)got > sizeof(p->buf[st]) - 1 - p->len[st])
+			got = (ssize_t)(sizeof(p->buf[st]) - 1 - p->len[st]);
+		memcpy(b + p->len[st], tmp, (size_t)got);
+		p->len[st] += (size_t)got;
+		b[p->len[st]] = '\0';
+	}
+	return 0;
+}
+
+/* Until p's stderr holds `text`: true; false if p closed it first or after timeout_s. */
+static bool bg_wait_for(struct bg *const *ps, size_t n, const struct bg *p, const char *text,
+			double timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+
+	while (!strstr(p->buf[1], text)) {
+		if (p->fd[1] < 0 || bg_pump(ps, n, deadline) == -ETIMEDOUT)
+			return strstr(p->buf[1], text) != NULL;
+	}
+	return true;
+}
+
+/* Whether process `pid` (a child, not yet reaped) exits before `deadline`. */
+static bool bg_exited(pid_t pid, double deadline)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	double left = deadline - now_s();
+	bool done;
+
+	if (fd < 0) /* no pidfd (before Linux 5.3): the caller's waitpid() blocks */
+		return true;
+	done = poll(&pfd, 1, left > 0 ? (int)(left * 1000) + 1 : 0) == 1;
+	close(fd);
+	return done;
+}
+
+/*
+ * Until every program has exited (their output read to the end); one still
+ * running after timeout_s is killed (SIGKILL) and says so. Then their exit
+ * statuses, and what they printed, as comments. Programs already reaped
+ * are skipped, so this also cleans up after a test that failed early.
+ */
+static void bg_finish(struct bg *const *ps, size_t n, double timeout_s)
+{
+	double deadline = now_s() + timeout_s;
+
+	while (bg_pump(ps, n, deadline) == 0)
+		;
+	for (size_t i = 0; i < n; i++) {
+		struct bg *p = ps[i];
+		int st;
+
+		if (p->pid <= 0)
+			continue;
+		if (!bg_exited(p->pid, deadline)) {
+			printf("# [%s] still running after %.0f s: killed\n", p->name, timeout_s);
+			kill(p->pid, SIGKILL);
+		}
+		waitpid(p->pid, &st, 0);
+		p->rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		p->pid = 0;
+		for (int s2 = 0; s2 < 2; s2++) {
+			if (p->fd[s2] >= 0) {
+				close(p->fd[s2]);
+				p->fd[s2] = -1;
+			}
+			for (char *line = p->buf[s2], *nl; *line; line = nl + 1) {
+				nl = strchr(line, '\n');
+				if (!nl) {
+					printf("#   [%s] %s\n", p->name, line);
+					break;
+				}
+				printf("#   [%s] %.*s\n", p->name, (int)(nl - line), line);
+			}
+		}
+		printf("# [%s] exited %d\n", p->name, p->rc);
+	}
+}
+
+/* The last line p printed on stderr (its error, for a tool), into buf. */
+static const char *bg_last_line(const struct bg *p, char *buf, size_t len)
+{
+	const char *end = p->buf[1] + p->len[1], *start;
+
+	while (end > p->buf[1] && end[-1] == '\n')
+		end--;
+	for (start = end; start > p->buf[1] && start[-1] != '\n'; start--)
+		;
+	snprintf(buf, len, "%.*s", (int)(end - start), start);
+	return buf;
+}
+
+/* The value after the last "KEY": in a JSON summary, or NULL. */
+static const char *json_at(const char *json, const char *key)
+{
+	char pat[64];
+	const char *at = NULL, *p = json;
+
+	snprintf(pat, sizeof(pat), "\"%s\": ", key);
+	while ((p = strstr(p, pat))) {
+		at = p + strlen(pat);
+		p = at;
+	}
+	return at;
+}
+
+/* A number in a JSON summary: false when absent or null. */
+static bool json_num(const char *json, const char *key, double *v)
+{
+	const char *at = json_at(json, key);
+	char *end;
+
+	if (!at)
+		return false;
+	*v = strtod(at, &end);
+	return end != at;
+}
+
+/* The value of KEY starts with `lit` (`"ok"`, `true`, ...). */
+static bool json_is(const char *json, const char *key, const char *lit)
+{
+	const char *at = json_at(json, key);
+
+	return at && strncmp(at, lit, strlen(lit)) == 0;
 }
 
 /* ------------------------------------------------------------ edu tests */
@@ -1540,6 +1792,343 @@ out:
 	return ok;
 }
 
+/* ------------------------------ vfiomig migrate: two processes, loopback TCP */
+
+/*
+ * `vfiomig migrate` as two VMMs run it: the destination (`--listen
+ * 127.0.0.1:0`, it says which port it got) and the source (`--to`) are
+ * separate processes in this guest, over loopback TCP; chanproxy
+ * (tests/chanproxy.c) sits between them to damage the channel. The tests
+ * hand the devices to the tool (an IOMMU group is open in one process at a
+ * time) and reopen them afterwards to check what the kernel really has.
+ */
+static const struct uart mig_u0 = { .scr = 0x6d, .divisor = 0x0345 };
+static const struct uart mig_u1 = { .scr = 0xd6, .divisor = 0x0a0b };
+#define MIG_DST_SENTINEL 0x3c /* the destination's scratch register before a run */
+#define MIG_TIMEOUT_S 120.0   /* a bound on one run, never a synchronisation */
+/*
+ * A forward byte inside mtty's stop-copy data (72 bytes at wire offsets
+ * 266-337 of the 422 an mtty-2 migration sends: HELLO, then one frame per
+ * library write). mtty takes any value there: only the stream's CRC, checked
+ * at the trailer after all the data went into the device, catches it; the
+ * test checks that this is what happened ("corrupt stream").
+ */
+#define MIG_FLIP_AT "300"
+
+/* The processes of one run: the destination, chanproxy if any, the source. */
+struct mig_procs {
+	struct bg dst, proxy, src;
+	struct bg *ps[3];
+	size_t n;
+};
+
+/* The address after "listening on " in p's stderr, into buf. */
+static void listen_addr(const struct bg *p, char *buf, size_t len)
+{
+	const char *at = strstr(p->buf[1], "listening on ");
+
+	at = at ? at + strlen("listening on ") : "";
+	snprintf(buf, len, "%.*s", (int)strcspn(at, "\n"), at);
+}
+
+/*
+ * Start a run: the destination loading into dst_dev, listening on
+ * 127.0.0.1 (any free port); with `flip_at`, chanproxy on another port,
+ * flipping the forward byte at that offset on its way to the destination;
+ * then the source migrating src_dev to whichever listens first in line.
+ * Each is waited for ("listening on") before the next starts. `idle`: the
+ * tool processes run SCHED_IDLE (bg_start).
+ */
+static bool mig_start(struct env *e, struct mig_procs *r, const char *src_dev,
+		      const char *dst_dev, const char *flip_at, bool idle, char *why, size_t whylen)
+{
+	char to[96], via[112];
+	int ret;
+	bool ok = false;
+
+	CHECK(e->tool && access(e->tool, X_OK) == 0, "no vfiomig tool at '%s'",
+	      e->tool ? e->tool : "(unset)");
+	{
+		char *argv[] = { (char *)e->tool, "migrate", "--listen", "127.0.0.1:0",
+				 (char *)dst_dev, "--json", "--timeout-s", "30", NULL };
+
+		ret = bg_start(&r->dst, "destination", idle, argv);
+		CHECK(ret == 0, "starting the destination: %s", strerror(-ret));
+		r->ps[r->n++] = &r->dst;
+	}
+	CHECK(bg_wait_for(r->ps, r->n, &r->dst, "listening on ", 30),
+	      "the destination never said where it listens: %s", r->dst.buf[1]);
+	listen_addr(&r->dst, to, sizeof(to));
+	if (flip_at) {
+		char *argv[] = { (char *)e->chanproxy, "--listen", "tcp:127.0.0.1:0", "--connect",
+				 via, "--flip-at", (char *)flip_at, NULL };
+
+		CHECK(e->chanproxy && access(e->chanproxy, X_OK) == 0, "no chanproxy at '%s'",
+		      e->chanproxy ? e->chanproxy : "(unset)");
+		snprintf(via, sizeof(via), "tcp:%s", to);
+		ret = bg_start(&r->proxy, "proxy", idle, argv);
+		CHECK(ret == 0, "starting chanproxy: %s", strerror(-ret));
+		r->ps[r->n++] = &r->proxy;
+		CHECK(bg_wait_for(r->ps, r->n, &r->proxy, "listening on ", 30),
+		      "chanproxy never said where it listens: %s", r->proxy.buf[1]);
+		listen_addr(&r->proxy, to, sizeof(to));
+	}
+	{
+		char *argv[] = { (char *)e->tool, "migrate", (char *)src_dev, "--to", to, "--json",
+				 "--timeout-s", "30", NULL };
+
+		ret = bg_start(&r->src, "source", idle, argv);
+		CHECK(ret == 0, "starting the source: %s", strerror(-ret));
+		r->ps[r->n++] = &r->src;
+	}
+	ok = true;
+out:
+	return ok;
+}
+
+/*
+ * Before a run: the source RUNNING with u0/u1 in its ports (a completed
+ * migration left it stopped: the VM resumes it first, as a VMM does), the
+ * destination RUNNING with a sentinel in its scratch register; both closed
+ * again for the tool.
+ */
+static bool mig_mtty_prepare(const char *src, const char *dst, const struct uart *u0,
+			     const struct uart *u1, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *a = NULL, *b = NULL;
+	struct vfiomig_mig *m = NULL;
+	int st;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, src, NULL, &a));
+	st = kernel_state(a);
+	if (st != VFIOMIG_DEVICE_STATE_RUNNING) {
+		CALL(vfiomig_mig_new(a, VFIOMIG_ROLE_SAVE, NULL, &m));
+		CALL(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING));
+		st = kernel_state(a);
+		CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING,
+		      "the source %s is %s after the VM resumed", src, kstate_name(st));
+	}
+	CALL(uart_set(a, 0, u0));
+	CALL(uart_set(a, 1, u1));
+	CALL(vfiomig_device_open(ctx, dst, NULL, &b));
+	st = kernel_state(b);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the destination %s is %s before the run", dst,
+	      kstate_name(st));
+	CALL(reg_write8(b, 0, UART_SCR, MIG_DST_SENTINEL));
+	ok = true;
+out:
+	vfiomig_mig_free(m);
+	vfiomig_device_close(a);
+	vfiomig_device_close(b);
+	vfiomig_ctx_unref(ctx);
+	return ok;
+}
+
+/*
+ * After a failed run: the source RUNNING with u0/u1 intact; the
+ * destination never RUNNING with the source's state: RUNNING again after
+ * its reset when `dst_reset` (what the tool promises), else (a killed
+ * process) in whatever state the kernel keeps, then reset here.
+ */
+static bool mig_mtty_after_failure(const char *src, const char *dst, bool dst_reset,
+				   const struct uart *u0, const struct uart *u1, char *why,
+				   size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *a = NULL, *b = NULL;
+	uint8_t scr = 0;
+	int st;
+	bool ok = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, src, NULL, &a));
+	st = kernel_state(a);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the source is %s after the failed migration, "
+	      "expected RUNNING", kstate_name(st));
+	if (uart_check(a, 0, u0, why, whylen) || uart_check(a, 1, u1, why, whylen))
+		goto out;
+	CALL(vfiomig_device_open(ctx, dst, NULL, &b));
+	st = kernel_state(b);
+	CALL(reg_read8(b, 0, UART_SCR, &scr));
+	printf("# after the run: the destination is %s, scratch 0x%02x (sentinel 0x%02x, source "
+	       "0x%02x)\n", kstate_name(st), scr, MIG_DST_SENTINEL, u0->scr);
+	CHECK(st != VFIOMIG_DEVICE_STATE_RUNNING || scr != u0->scr,
+	      "the destination runs with the source's scratch value 0x%02x", scr);
+	if (dst_reset) {
+		CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the refused destination is %s, expected "
+		      "RUNNING after its reset", kstate_name(st));
+		if (scratch_works(b, 0x69, why, whylen))
+			goto out;
+	} else if (st != VFIOMIG_DEVICE_STATE_RUNNING) {
+		CALL(vfiomig_device_reset(b));
+	}
+	ok = true;
+out:
+	vfiomig_device_close(a);
+	vfiomig_device_close(b);
+	vfiomig_ctx_unref(ctx);
+	return ok;
+}
+
+/*
+ * mtty I -> J: both exit 0, J runs with I's registers, I is left stopped
+ * (its state moved); the downtime the source measured is printed.
+ */
+static bool migrate_mtty_tcp(struct env *e, char *why, size_t whylen)
+{
+	struct mig_procs r = { .n = 0 };
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *a = NULL, *b = NULL;
+	double downtime = -1, rounds = -1, est = -1;
+	const char *sj = r.src.buf[0], *dj = r.dst.buf[0];
+	char line[400];
+	int st;
+	bool ok = false;
+
+	if (!mig_mtty_prepare(e->mtty[M_I], e->mtty[M_J], &mig_u0, &mig_u1, why, whylen) ||
+	    !mig_start(e, &r, e->mtty[M_I], e->mtty[M_J], NULL, false, why, whylen))
+		goto out;
+	bg_finish(r.ps, r.n, MIG_TIMEOUT_S);
+	CHECK(r.src.rc == 0 && r.dst.rc == 0, "source exited %d, destination %d: %s", r.src.rc,
+	      r.dst.rc, bg_last_line(r.dst.rc ? &r.dst : &r.src, line, sizeof(line)));
+	CHECK(json_is(sj, "result", "\"ok\"") && json_is(dj, "result", "\"ok\""),
+	      "a JSON summary does not say ok");
+	CHECK(json_num(sj, "downtime_ms", &downtime) && downtime >= 0,
+	      "no downtime_ms in the source's summary");
+	json_num(sj, "precopy_rounds", &rounds);
+	json_num(sj, "downtime_estimate_ms", &est);
+	printf("# migrate-downtime mtty: %.3f ms\n", downtime);
+	printf("# (%.0f pre-copy rounds, estimated %.3f ms)\n", rounds, est);
+	CHECK(json_is(dj, "running", "true"), "the destination's summary says it does not run");
+	CHECK(json_is(sj, "device_state", "\"STOP\""),
+	      "the source's summary has its device in %.12s, expected STOP",
+	      json_at(sj, "device_state") ? json_at(sj, "device_state") : "?");
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->mtty[M_I], NULL, &a));
+	CALL(vfiomig_device_open(ctx, e->mtty[M_J], NULL, &b));
+	st = kernel_state(a);
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP,
+	      "the source is %s after the migration, expected STOP (its state moved)",
+	      kstate_name(st));
+	st = kernel_state(b);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the destination is %s, expected RUNNING",
+	      kstate_name(st));
+	if (uart_check(b, 0, &mig_u0, why, whylen) || uart_check(b, 1, &mig_u1, why, whylen))
+		goto out;
+	ok = true;
+out:
+	bg_finish(r.ps, r.n, 0);
+	vfiomig_device_close(a);
+	vfiomig_device_close(b);
+	vfiomig_ctx_unref(ctx);
+	return ok;
+}
+
+/* The destination given the mtty-1 (same PCI IDs, another mdev type): it refuses the stream. */
+static bool migrate_mtty_refused_by_other_type(struct env *e, char *why, size_t whylen)
+{
+	static const struct uart u0 = { .scr = 0x4e, .divisor = 0x0101 };
+	static const struct uart u1 = { .scr = 0xe4, .divisor = 0x0202 };
+	struct mig_procs r = { .n = 0 };
+	const char *sj = r.src.buf[0], *dj = r.dst.buf[0];
+	bool ok = false;
+
+	CHECK(e->mtty1, "MTTY1_UUID not set");
+	if (!mig_mtty_prepare(e->mtty[M_I], e->mtty1, &u0, &u1, why, whylen) ||
+	    !mig_start(e, &r, e->mtty[M_I], e->mtty1, NULL, false, why, whylen))
+		goto out;
+	bg_finish(r.ps, r.n, MIG_TIMEOUT_S);
+	CHECK(r.src.rc == 1 && r.dst.rc == 1, "source exited %d, destination %d, expected 1 and 1",
+	      r.src.rc, r.dst.rc);
+	CHECK(strstr(r.src.buf[1], "the destination failed: ") &&
+	      strstr(r.src.buf[1], "mtty-2") && strstr(r.src.buf[1], "mtty-1"),
+	      "the source's error does not say that the destination failed and why");
+	CHECK(strstr(r.src.buf[1], "source devices resumed") && json_is(sj, "resumed", "true") &&
+	      json_is(sj, "failed_side", "\"destination\""),
+	      "the source does not report its devices resumed and the destination's failure");
+	CHECK(strstr(r.dst.buf[1], "mtty-1") && json_is(dj, "running", "false"),
+	      "the destination does not say why it refused, or says it runs");
+	if (!mig_mtty_after_failure(e->mtty[M_I], e->mtty1, true, &u0, &u1, why, whylen))
+		goto out;
+	ok = true;
+out:
+	bg_finish(r.ps, r.n, 0);
+	return ok;
+}
+
+/* A byte flipped on its way (chanproxy --flip-at): the destination refuses the stream. */
+static bool migrate_mtty_corrupt_byte_refused(struct env *e, char *why, size_t whylen)
+{
+	static const struct uart u0 = { .scr = 0x71, .divisor = 0x0303 };
+	static const struct uart u1 = { .scr = 0x17, .divisor = 0x0404 };
+	struct mig_procs r = { .n = 0 };
+	const char *sj = r.src.buf[0], *dj = r.dst.buf[0];
+	double loaded = 0;
+	bool ok = false;
+
+	if (!mig_mtty_prepare(e->mtty[M_I], e->mtty[M_J], &u0, &u1, why, whylen) ||
+	    !mig_start(e, &r, e->mtty[M_I], e->mtty[M_J], MIG_FLIP_AT, false, why, whylen))
+		goto out;
+	bg_finish(r.ps, r.n, MIG_TIMEOUT_S);
+	CHECK(r.dst.rc == 1 && strstr(r.dst.buf[1], "corrupt") &&
+	      strstr(r.dst.buf[1], "destination devices reset") && json_is(dj, "running", "false"),
+	      "the destination (exit %d) does not refuse the stream naming the corruption",
+	      r.dst.rc);
+	CHECK(strstr(r.dst.buf[1], "corrupt stream") && json_num(dj, "stopcopy_bytes", &loaded) &&
+	      loaded > 0, "the flip did not land in the device data (the layout of the wire "
+	      "changed? see MIG_FLIP_AT)");
+	CHECK(r.src.rc == 1 && strstr(r.src.buf[1], "the destination failed: ") &&
+	      strstr(r.src.buf[1], "corrupt"),
+	      "the source (exit %d) does not report the destination's refusal", r.src.rc);
+	CHECK(strstr(r.src.buf[1], "source devices resumed") && json_is(sj, "resumed", "true"),
+	      "the source does not report its devices resumed");
+	if (!mig_mtty_after_failure(e->mtty[M_I], e->mtty[M_J], true, &u0, &u1, why, whylen))
+		goto out;
+	ok = true;
+out:
+	bg_finish(r.ps, r.n, 0);
+	return ok;
+}
+
+/*
+ * The destination killed (SIGKILL) once it says it is loading. Both tool
+ * processes run SCHED_IDLE: the line wakes this test, which preempts the
+ * destination at once on this one-CPU guest, so the kill lands before the
+ * destination takes another step, and before the source can finish.
+ */
+static bool migrate_mtty_destination_killed(struct env *e, char *why, size_t whylen)
+{
+	static const struct uart u0 = { .scr = 0x2b, .divisor = 0x0505 };
+	static const struct uart u1 = { .scr = 0xb2, .divisor = 0x0606 };
+	struct mig_procs r = { .n = 0 };
+	const char *sj = r.src.buf[0];
+	bool ok = false;
+
+	if (!mig_mtty_prepare(e->mtty[M_I], e->mtty[M_J], &u0, &u1, why, whylen) ||
+	    !mig_start(e, &r, e->mtty[M_I], e->mtty[M_J], NULL, true, why, whylen))
+		goto out;
+	CHECK(bg_wait_for(r.ps, r.n, &r.dst, "loading", MIG_TIMEOUT_S),
+	      "the destination never said it was loading");
+	kill(r.dst.pid, SIGKILL);
+	bg_finish(r.ps, r.n, MIG_TIMEOUT_S);
+	CHECK(r.dst.rc == 128 + SIGKILL, "the destination exited %d before the SIGKILL", r.dst.rc);
+	CHECK(r.src.rc == 1 && strstr(r.src.buf[1], "the destination disappeared"),
+	      "the source (exit %d) does not say the destination disappeared", r.src.rc);
+	CHECK(strstr(r.src.buf[1], "source devices resumed") && json_is(sj, "resumed", "true") &&
+	      json_is(sj, "device_state", "\"RUNNING\""),
+	      "the source does not report its devices resumed");
+	if (!mig_mtty_after_failure(e->mtty[M_I], e->mtty[M_J], false, &u0, &u1, why, whylen))
+		goto out;
+	ok = true;
+out:
+	bg_finish(r.ps, r.n, 0);
+	return ok;
+}
+
 /* ------------------------------------------- vfiomig_test: our own driver */
 
 /*
@@ -1765,14 +2354,6 @@ static ssize_t kread(int fd, void *buf, size_t len)
 	return n < 0 ? -errno : n;
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ----------------------------------------------------- device checks */
 
 static int vmt_type_of(int role)
@@ -1895,7 +2476,12 @@ static bool migrate_big(struct env *e, int rs, int rd, uint32_t flags, uint32_t 
 	struct vfiomig_device *s = NULL, *d = NULL;
 	struct vfiomig_mig *src = NULL, *dst = NULL;
 	struct vfiomig_stream *wire = NULL;
-	VFIOMIG_OPTS(mig_opts, so, .flags = flags);
+	/*
+	 * Each round drains what the device has (the checks below count on
+	 * round 1 sending the whole initial image): no time bound on a round,
+	 * whose 64 MiB take longer than round_ms' default 1 s under TCG.
+	 */
+	VFIOMIG_OPTS(mig_opts, so, .flags = flags, .round_ms = UINT32_MAX);
 	VFIOMIG_OPTS(mig_opts, lo, .flags = flags);
 	VFIOMIG_OPTS(mig_pending, pend);
 	VFIOMIG_OPTS(mig_stats, sst);
@@ -2295,6 +2881,73 @@ static bool vmt_tool_roundtrip(struct env *e, char *why, size_t whylen)
 	}
 	ok = true;
 out:
+	return ok;
+}
+
+/*
+ * vfiomig migrate of a 64 MiB v2 device between two processes over
+ * loopback TCP, the source device rewriting pages all along its pre-copy:
+ * both exit 0, pre-copy ran, the destination holds exactly the source's
+ * final state. The pair of vmt_v2_migrate_64m_precopy, reset first.
+ */
+static bool migrate_vmt_64m_precopy_tcp(struct env *e, char *why, size_t whylen)
+{
+	struct fx f = { 0 };
+	struct mig_procs r = { .n = 0 };
+	const char *sj = r.src.buf[0], *dj = r.dst.buf[0];
+	uint64_t size = 0, w0 = 0, w1 = 0, sum_s = 0, sum_d = 0, sum_d0;
+	double downtime = -1, rounds = -1, pre = -1, stop = -1, bw = -1;
+	char line[400];
+	int st;
+	bool ok = false;
+
+	if (fx_open(e, V_V2S, V_V2D, &f, why, whylen))
+		goto out;
+	CALL(vmt_num(e, V_V2S, "state_size", &size));
+	CHECK(size == 64u << 20, "source state of %" PRIu64 " bytes, expected 64 MiB", size);
+	/* The destination holds still (its checksum is compared); the source does not. */
+	KNOB(V_V2S, "dirty_pause", "0");
+	CALL(vmt_num(e, V_V2S, "dirty_writes", &w0));
+	sum_d0 = f.d_sum;
+	fx_close(&f); /* the tool opens them */
+	memset(&f, 0, sizeof(f));
+	if (!mig_start(e, &r, e->vmt[V_V2S], e->vmt[V_V2D], NULL, false, why, whylen))
+		goto out;
+	bg_finish(r.ps, r.n, MIG_TIMEOUT_S);
+	CHECK(r.src.rc == 0 && r.dst.rc == 0, "source exited %d, destination %d: %s", r.src.rc,
+	      r.dst.rc, bg_last_line(r.dst.rc ? &r.dst : &r.src, line, sizeof(line)));
+	CHECK(json_is(sj, "result", "\"ok\"") && json_is(dj, "running", "true"),
+	      "the summaries do not say ok / running");
+	CHECK(json_num(sj, "downtime_ms", &downtime) && downtime >= 0,
+	      "no downtime_ms in the source's summary");
+	json_num(sj, "precopy_rounds", &rounds);
+	json_num(sj, "precopy_bytes", &pre);
+	json_num(sj, "stopcopy_bytes", &stop);
+	json_num(sj, "bandwidth_bytes_per_s", &bw);
+	printf("# migrate-downtime vmt-64M: %.3f ms\n", downtime);
+	printf("# (%.0f pre-copy rounds, %.1f MiB pre-copy, %.1f KiB stop-copy, %.1f MiB/s)\n",
+	       rounds, pre / MIB, stop / 1024, bw / MIB);
+	CHECK(rounds > 0, "no pre-copy round in the source's summary");
+	CHECK(pre >= (double)size, "pre-copy moved %.0f bytes of a %" PRIu64 "-byte state", pre,
+	      size);
+	CALL(vmt_num(e, V_V2S, "dirty_writes", &w1));
+	CHECK(w1 > w0, "the source device changed no page during the migration");
+	printf("# the source device rewrote %" PRIu64 " pages during the migration\n", w1 - w0);
+	st = vmt_state(e, V_V2S);
+	CHECK(st == VFIOMIG_DEVICE_STATE_STOP,
+	      "the source is %s after the migration, expected STOP", kstate_name(st));
+	st = vmt_state(e, V_V2D);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "the destination is %s, expected RUNNING",
+	      kstate_name(st));
+	CALL(vmt_checksum(e, V_V2S, &sum_s));
+	CALL(vmt_checksum(e, V_V2D, &sum_d));
+	CHECK(sum_d == sum_s, "destination checksum %016" PRIx64 ", source %016" PRIx64, sum_d,
+	      sum_s);
+	CHECK(sum_d != sum_d0, "the destination still holds its own state");
+	ok = true;
+out:
+	bg_finish(r.ps, r.n, 0);
+	fx_close(&f);
 	return ok;
 }
 
@@ -3161,10 +3814,15 @@ static const struct test tests[] = {
 	{ "tool_load", tool_load },
 	{ "tool_load_refuses_truncated", tool_load_refuses_truncated },
 	{ "mtty_set_migrates_through_p2p", mtty_set_migrates_through_p2p },
+	{ "migrate_mtty_tcp", migrate_mtty_tcp },
+	{ "migrate_mtty_refused_by_other_type", migrate_mtty_refused_by_other_type },
+	{ "migrate_mtty_corrupt_byte_refused", migrate_mtty_corrupt_byte_refused },
+	{ "migrate_mtty_destination_killed", migrate_mtty_destination_killed },
 	{ "vmt_devices_present", vmt_devices_present },
 	{ "vmt_v2_all_arcs", vmt_v2_all_arcs },
 	{ "vmt_v2_data_fd_rules", vmt_v2_data_fd_rules },
 	{ "vmt_v2_migrate_64m_precopy", vmt_v2_migrate_64m_precopy },
+	{ "migrate_vmt_64m_precopy_tcp", migrate_vmt_64m_precopy_tcp },
 	{ "vmt_v1_migrate_64m_mmap", vmt_v1_migrate_64m_mmap },
 	{ "vmt_v1_trapped_window", vmt_v1_trapped_window },
 	{ "vmt_v12_shared_engine", vmt_v12_shared_engine },
@@ -3192,9 +3850,10 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: guest_tests [NAME...]\n"
-		"environment: EDU_BDF=<pci address>  MTTY_UUIDS='<8 mtty-2 uuids>'\n"
+		"environment: EDU_BDF=<pci address>  MTTY_UUIDS='<10 mtty-2 uuids>'\n"
 		"             MTTY1_UUID=<mtty-1 uuid>  VMT_UUIDS='<13 vfiomig_test uuids>'\n"
-		"             VFIOMIG_TOOL=<vfiomig path>  TMPDIR\n");
+		"             VFIOMIG_TOOL=<vfiomig path>  VFIOMIG_CHANPROXY=<chanproxy path>\n"
+		"             TMPDIR\n");
 }
 
 static bool selected(int argc, char **argv, const char *name)
@@ -3223,6 +3882,7 @@ int main(int argc, char **argv)
 	e.edu = getenv("EDU_BDF");
 	e.mtty1 = getenv("MTTY1_UUID");
 	e.tool = getenv("VFIOMIG_TOOL");
+	e.chanproxy = getenv("VFIOMIG_CHANPROXY");
 	e.tmpdir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	list = getenv("MTTY_UUIDS");
 	snprintf(uuids, sizeof(uuids), "%s", list ? list : "");

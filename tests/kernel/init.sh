@@ -16,7 +16,7 @@ mount -t tmpfs tmpfs /tmp
 
 # mtty-2 devices by role (see enum in guest_tests.c) and one mtty-1.
 u=6f3b1a00-0000-4000-8000-0000000000
-MTTY_UUIDS="${u}0a ${u}0b ${u}0c ${u}0d ${u}0e ${u}0f ${u}10 ${u}11"
+MTTY_UUIDS="${u}0a ${u}0b ${u}0c ${u}0d ${u}0e ${u}0f ${u}10 ${u}11 ${u}12 ${u}13"
 MTTY1_UUID=${u}01
 
 # vfiomig_test devices by role (see the V_* enum in guest_tests.c), as
@@ -34,6 +34,10 @@ setup_failed() {
 }
 
 echo "vfiomig-guest: kernel $(uname -r), $(cat /proc/cmdline)"
+
+# Loopback (127.0.0.1, ::1) for the vfiomig migrate tests: the kernel gives lo its addresses
+# when it comes up. QEMU runs with -nic none: no other interface.
+ip link set lo up || setup_failed "ip link set lo up"
 
 # Modules in dependency order, as run.sh listed them: "file [params]".
 while read -r mod params; do
@@ -97,7 +101,7 @@ while [ ! -c /dev/vfio/vfio ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 # shellcheck disable=SC2012
 echo "vfiomig-guest: /dev/vfio: $(ls /dev/vfio | tr '\n' ' ')"
 
-export EDU_BDF MTTY1_UUID TMPDIR=/tmp VFIOMIG_TOOL=/bin/vfiomig
+export EDU_BDF MTTY1_UUID TMPDIR=/tmp VFIOMIG_TOOL=/bin/vfiomig VFIOMIG_CHANPROXY=/bin/chanproxy
 export MTTY_UUIDS VMT_UUIDS
 # GUEST_TESTS=a,b on the kernel command line (run.sh's VFIOMIG_KERNEL_TESTS) selects tests;
 # the kernel hands unknown name=value parameters to init as environment variables.

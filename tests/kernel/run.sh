@@ -380,16 +380,20 @@ CPPF=(-I"$top_builddir" -include config.h -I"$top_srcdir/include" -I"$top_buildd
 CF=(-std=gnu11 -O2 -Wall -Wextra -Wno-unused-parameter -fno-strict-aliasing -static)
 lib_src=("$top_srcdir"/lib/*.c)
 sim_src=("$top_srcdir"/lib/sim/*.c)
-say "building guest_tests and vfiomig (static, $CC)"
+tool_src=("$top_srcdir"/tools/*.c)
+say "building guest_tests, vfiomig and chanproxy (static, $CC)"
 # shellcheck disable=SC2086
 $CC "${CF[@]}" "${CPPF[@]}" "$here/guest_tests.c" "${lib_src[@]}" -o "$BIN/guest_tests" \
 	>"$WORK/build-guest_tests.log" 2>&1 &
 pid1=$!
 # shellcheck disable=SC2086
-$CC "${CF[@]}" "${CPPF[@]}" "$top_srcdir/tools/vfiomig.c" "${lib_src[@]}" "${sim_src[@]}" \
+$CC "${CF[@]}" "${CPPF[@]}" "${tool_src[@]}" "${lib_src[@]}" "${sim_src[@]}" \
 	-o "$BIN/vfiomig" >"$WORK/build-vfiomig.log" 2>&1 &
 pid2=$!
 ok=1
+# The proxy that damages the channel in the vfiomig migrate tests (small: built meanwhile).
+$CC "${CF[@]}" "${CPPF[@]}" "$top_srcdir/tests/chanproxy.c" -o "$BIN/chanproxy" \
+	>"$WORK/build-chanproxy.log" 2>&1 || { cat "$WORK/build-chanproxy.log"; ok=; }
 wait $pid1 || { cat "$WORK/build-guest_tests.log"; ok=; }
 wait $pid2 || { cat "$WORK/build-vfiomig.log"; ok=; }
 [ -n "$ok" ] || die "building the guest programs failed"
@@ -401,7 +405,7 @@ mkdir -p "$RD/bin" "$RD/lib/modules"
 cp "$bb" "$RD/bin/busybox"
 cp "$here/init.sh" "$RD/init"
 chmod 755 "$RD/init"
-cp "$BIN/guest_tests" "$BIN/vfiomig" "$RD/bin/"
+cp "$BIN/guest_tests" "$BIN/vfiomig" "$BIN/chanproxy" "$RD/bin/"
 cp "$GUEST_MODS"/* "$RD/lib/modules/"
 cp "$VMT_OUT/vfiomig_test.ko" "$RD/lib/modules/"
 # Small devices by default; init.sh grows the ones that need more.
@@ -428,7 +432,7 @@ t_end=$(date +%s)
 sed -i 's/\r$//' "$LOG"
 
 # ---------------------------------------------------------------- verdict
-grep -E '^(ok|not ok) [0-9]+ - |^# throughput' "$LOG" || true
+grep -E '^(ok|not ok) [0-9]+ - |^# (throughput|migrate-downtime)' "$LOG" || true
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOG" | tail -1 || true)
 failed=${summary#*passed, }
 failed=${failed% failed}
