@@ -1093,12 +1093,18 @@ int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec)
 				      " where a record should be: the stream was read at the wrong "
 				      "point (a second stream begins here: was it set up twice, or "
 				      "are two streams written into one channel?)", r->rec_offset);
+		/* Not even in the format's marker space: damage, or a stream out of step. */
+		if ((marker & RECORD_MARKER_MASK) != RECORD_MARKER_BASE)
+			return r_fail(r, -EBADMSG,
+				      "0x%016" PRIx64 " at stream offset %" PRIu64 " is not a record "
+				      "marker: corrupt stream (or one read at the wrong point)",
+				      marker, r->rec_offset);
 		/* Unknown records are skipped only when they say they may be. */
 		if (!VM_FMT_IS_OPTIONAL(marker))
 			return r_fail(r, -EPROTONOSUPPORT,
 				      "unknown mandatory record 0x%016" PRIx64
 				      " at stream offset %" PRIu64
-				      ": written by a newer libvfiomig?",
+				      ": written by a newer libvfiomig? (or a corrupt stream)",
 				      marker, r->rec_offset);
 		return r_body_record(r, rec);
 	}

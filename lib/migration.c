@@ -282,6 +282,12 @@ static bool load_active(const struct vfiomig_mig *m)
 	return m->role == VFIOMIG_ROLE_LOAD && m->setup_done && !m->complete && !m->failed;
 }
 
+/* A complete load whose VM has not run yet: cancelling it still resets the device. */
+static bool load_unstarted(const struct vfiomig_mig *m)
+{
+	return m->role == VFIOMIG_ROLE_LOAD && m->complete && !m->failed && !m->vm_running;
+}
+
 /* Remember why the migration failed: the return path tells the source. */
 static void note_failure(struct vfiomig_mig *m, int err, const char *why)
 {
@@ -985,9 +991,9 @@ int vfiomig_mig_vm_state(struct vfiomig_mig *m, uint32_t state)
 			return vm_err(m->ctx, -EBUSY, "device %s: the VM cannot run while the device "
 				      "is still loading its state", m->dev->name);
 		if (m->failed)
-			return vm_err(m->ctx, -ECANCELED, "device %s: the load failed (%s): the "
-				      "device holds no migrated state and must not run in this VM",
-				      m->dev->name, m->fail_reason);
+			return vm_err(m->ctx, -ECANCELED, "device %s: the load failed: the device "
+				      "holds no migrated state and must not run in this VM "
+				      "(vfiomig_mig_failure() says why)", m->dev->name);
 		if (!m->complete)
 			return vm_err(m->ctx, -EINVAL, "device %s: the VM cannot run: nothing has "
 				      "been loaded yet", m->dev->name);
@@ -1040,7 +1046,7 @@ int vfiomig_mig_cancel(struct vfiomig_mig *m, int error, const char *reason)
 	snprintf(why, sizeof(why), "%s", reason && reason[0] ? reason : "cancelled by the VMM");
 	if (save_active(m))
 		fail_save(m, error, why);
-	else if (load_active(m))
+	else if (load_active(m) || load_unstarted(m))
 		fail_load(m, error, why);
 	else if (!m->failed && !m->complete)
 		note_failure(m, error, why); /* not begun: nothing to put back */
@@ -1087,7 +1093,7 @@ int vfiomig_mig_event(struct vfiomig_mig *m, uint32_t event)
 
 		if (save_active(m))
 			fail_save(m, -ECANCELED, why);
-		else if (load_active(m) || (m->role == VFIOMIG_ROLE_LOAD && m->complete))
+		else if (load_active(m) || load_unstarted(m))
 			fail_load(m, -ECANCELED, why);
 		else if (m->role == VFIOMIG_ROLE_SAVE && m->complete) {
 			/* After our stop-copy: the device follows the VM (vm_state RUNNING resumes it). */

@@ -1071,3 +1071,83 @@ Test(flow, two_processes_destination_dies)
 	close(rep[0]);
 	side_close(&s);
 }
+
+/* A corrupt marker is called corrupt, not "from a newer library". */
+Test(flow, eight_bytes_outside_the_marker_space_are_corruption)
+{
+	struct side s, d;
+	struct vfiomig_stream *wire, *in;
+	const void *data;
+	unsigned char *copy;
+	size_t len;
+
+	side_open(&s, SRC, MIG_ALL, 64 << 10);
+	side_open(&d, DST, MIG_ALL, 64 << 10);
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	side_mig(&d, VFIOMIG_ROLE_LOAD, NULL);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &wire), 0);
+	save_all(&s, wire);
+	cr_assert_eq(vfiomig_stream_mem_data(wire, &data, &len), 0);
+	copy = malloc(len);
+	cr_assert_not_null(copy);
+	memcpy(copy, data, len);
+	/* The setup marker (after the header) with its top bit flipped. */
+	{
+		size_t hlen = (size_t)copy[12] << 24 | (size_t)copy[13] << 16 |
+			      (size_t)copy[14] << 8 | copy[15];
+
+		cr_assert_eq(copy[hlen], 0xff);
+		copy[hlen] ^= 0x10;
+	}
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, copy, len, VFIOMIG_STREAM_MEM_READ,
+						  &in), 0);
+	cr_assert_eq(vfiomig_mig_load_setup(d.m, in), -EBADMSG);
+	cr_assert(strstr(env.log.last_err, "is not a record marker: corrupt stream"), "%s",
+		  env.log.last_err);
+	vfiomig_stream_free(in);
+	free(copy);
+	vfiomig_stream_free(wire);
+	side_close(&s);
+	side_close(&d);
+}
+
+/* A load that completed but whose VM never ran is reset by a cancel; one that runs is not. */
+Test(flow, cancel_after_a_complete_load_resets_until_the_vm_runs)
+{
+	struct side s, d;
+	struct vfiomig_stream *wire;
+
+	side_open(&s, SRC, MIG_ALL, 64 << 10);
+	side_open(&d, DST, MIG_ALL, 64 << 10);
+	cr_assert_eq(vfiomig_sim_device_run(s.sd, 4), 0);
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	side_mig(&d, VFIOMIG_ROLE_LOAD, NULL);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &wire), 0);
+	save_all(&s, wire);
+	cr_assert_eq(load_all(&d, wire), 0);
+	cr_assert(same_state(s.sd, d.sd));
+	cr_assert_eq(vfiomig_mig_cancel(d.m, -ECANCELED, "the destination VM failed to start"),
+		     0);
+	cr_assert_eq(vfiomig_sim_device_mig_state(d.sd), VFIOMIG_DEVICE_STATE_RUNNING);
+	cr_assert(!same_state(s.sd, d.sd), "the reset dropped the migrated state");
+	cr_assert_eq(vfiomig_mig_vm_state(d.m, VFIOMIG_VM_RUNNING), -ECANCELED);
+	vfiomig_stream_free(wire);
+	vfiomig_mig_free(s.m);
+	vfiomig_mig_free(d.m);
+	s.m = d.m = NULL;
+
+	/* Again, but the destination VM runs first: a late cancel leaves it alone. */
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	side_mig(&d, VFIOMIG_ROLE_LOAD, NULL);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &wire), 0);
+	cr_assert_eq(vfiomig_mig_vm_state(s.m, VFIOMIG_VM_RUNNING), 0);
+	save_all(&s, wire);
+	cr_assert_eq(load_all(&d, wire), 0);
+	cr_assert_eq(vfiomig_mig_vm_state(d.m, VFIOMIG_VM_RUNNING), 0);
+	cr_assert_eq(vfiomig_mig_cancel(d.m, -ECANCELED, "too late"), 0);
+	cr_assert(same_state(s.sd, d.sd), "a running destination keeps its state");
+	cr_assert_eq(vfiomig_mig_failure(d.m, NULL, NULL, 0), 0);
+	vfiomig_stream_free(wire);
+	side_close(&s);
+	side_close(&d);
+}

@@ -297,8 +297,8 @@ VFIOMIG_API int vfiomig_mig_vm_state(struct vfiomig_mig *mig, uint32_t state);
 
 /*
  * The migration's progress as the VMM sees it. FAILED / CANCELLED are
- * vfiomig_mig_cancel() with -ECANCELED and a generic reason (and, after a
- * completed load, reset the destination: the VM will not run there).
+ * vfiomig_mig_cancel() with -ECANCELED and a generic reason; after a
+ * completed save they also move the device to follow the VM.
  * COMPLETED is refused (-ECANCELED) for a migration that failed, or whose
  * destination reported FAILED on the return path.
  */
@@ -312,7 +312,9 @@ VFIOMIG_API int vfiomig_mig_event(struct vfiomig_mig *mig, uint32_t event);
  * destination device is reset and vfiomig_mig_return_send() reports
  * FAILED with error and reason. error: a negative errno; reason: printable
  * ASCII, cut at 255 bytes (NULL: "cancelled by the VMM"). 0, or -EINVAL.
- * A migration that already completed or failed is left as it is.
+ * A load that completed but whose VM has not run yet is reset too (the
+ * VM will not run there); a save that completed, a load whose VM runs
+ * and a migration that already failed are left as they are.
  */
 VFIOMIG_API int vfiomig_mig_cancel(struct vfiomig_mig *mig, int error, const char *reason);
 
