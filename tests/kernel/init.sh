@@ -103,6 +103,15 @@ echo "vfiomig-guest: /dev/vfio: $(ls /dev/vfio | tr '\n' ' ')"
 
 export EDU_BDF MTTY1_UUID TMPDIR=/tmp VFIOMIG_TOOL=/bin/vfiomig VFIOMIG_CHANPROXY=/bin/chanproxy
 export MTTY_UUIDS VMT_UUIDS
+# SOAK=1 on the kernel command line (run.sh's VFIOMIG_KERNEL_SOAK) adds the soak tests, which
+# sample the process's heap and RSS after each migration: without glibc's per-thread cache (a
+# freed chunk parked there counts as in use) and with a fixed mmap threshold (glibc raises it
+# after the first large free, and the 4 MiB streams would then stay on the heap, their pages
+# resident or not depending on the top's trimming).
+if [ -n "${SOAK:-}" ]; then
+	export GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=131072
+	echo "vfiomig-guest: soak: SOAK=$SOAK SOAK_SEED=${SOAK_SEED:-} GLIBC_TUNABLES=$GLIBC_TUNABLES"
+fi
 # GUEST_TESTS=a,b on the kernel command line (run.sh's VFIOMIG_KERNEL_TESTS) selects tests;
 # the kernel hands unknown name=value parameters to init as environment variables.
 # shellcheck disable=SC2046

@@ -28,7 +28,13 @@
 #                           VFIOMIG_KERNEL_BUILD (default $VFIOMIG_KERNEL_MODULES/build),
 #                           and vfiomig_test.ko is built against that too
 #   VFIOMIG_KERNEL_TESTS    comma-separated test names to run (default: all)
-#   VFIOMIG_KERNEL_TIMEOUT  seconds before the guest is killed (default 300)
+#   VFIOMIG_KERNEL_SOAK     1: the soak tests too (make check-kernel SOAK=1):
+#                           hundreds of migrations with random faults after
+#                           the suite, in the same boot
+#   VFIOMIG_KERNEL_SOAK_SEED  the soak's PRNG seed (default: the clock; the
+#                           guest prints the one it used)
+#   VFIOMIG_KERNEL_TIMEOUT  seconds before the guest is killed (default 300,
+#                           600 with the soak)
 #   VFIOMIG_KERNEL_LOG      the guest console log (default: see the end)
 #   VFIOMIG_QEMU_ACCEL      QEMU accelerator (default tcg)
 #   VFIOMIG_QEMU_MEM        guest RAM (default 2G: the test devices hold
@@ -43,7 +49,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 top_srcdir=$(cd "${top_srcdir:-$here/../..}" && pwd)
 CC=${CC:-gcc}
 CACHE=${VFIOMIG_KERNEL_CACHE:-${HOME:-/root}/.cache/vfiomig-kernel}
-TIMEOUT=${VFIOMIG_KERNEL_TIMEOUT:-300}
+SOAK=${VFIOMIG_KERNEL_SOAK:-}
+[ "$SOAK" = 0 ] && SOAK=
+SOAK_SEED=${VFIOMIG_KERNEL_SOAK_SEED:-}
+# The soak's 250 migrations add 15 to 35 s to the guest's 40 to 90 s on a
+# busy 2-core machine (docs/testing.md); the bound leaves room for a slower one.
+if [ -n "$SOAK" ]; then
+	TIMEOUT=${VFIOMIG_KERNEL_TIMEOUT:-600}
+else
+	TIMEOUT=${VFIOMIG_KERNEL_TIMEOUT:-300}
+fi
 ACCEL=${VFIOMIG_QEMU_ACCEL:-tcg}
 QEMU_MEM=${VFIOMIG_QEMU_MEM:-2G}
 
@@ -417,6 +432,12 @@ INITRD=$WORK/initramfs.cpio.gz
 append="console=ttyS0 intel_iommu=on panic=-1 loglevel=4"
 [ -n "${VFIOMIG_KERNEL_TESTS:-}" ] && append="$append GUEST_TESTS=$VFIOMIG_KERNEL_TESTS"
 [ -n "${VFIOMIG_LOG:-}" ] && append="$append VFIOMIG_LOG=$VFIOMIG_LOG"
+# The kernel hands name=value parameters it does not know to /init's environment.
+if [ -n "$SOAK" ]; then
+	append="$append SOAK=1"
+	[ -n "$SOAK_SEED" ] && append="$append SOAK_SEED=$SOAK_SEED"
+	say "soak: on (the soak tests run after the suite)"
+fi
 rm -f "$LOG"
 say "booting the guest (QEMU $ACCEL, timeout ${TIMEOUT}s); console log: $LOG"
 t_boot=$(date +%s)
@@ -432,7 +453,7 @@ t_end=$(date +%s)
 sed -i 's/\r$//' "$LOG"
 
 # ---------------------------------------------------------------- verdict
-grep -E '^(ok|not ok) [0-9]+ - |^# (throughput|migrate-downtime)' "$LOG" || true
+grep -E '^(ok|not ok) [0-9]+ - |^# (throughput|migrate-downtime|soak:)' "$LOG" || true
 summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOG" | tail -1 || true)
 failed=${summary#*passed, }
 failed=${failed% failed}
