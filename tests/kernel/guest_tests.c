@@ -3186,9 +3186,9 @@ static int dma_log_read(struct env *e, int role, char *buf, size_t len, unsigned
 	return logging;
 }
 
-#define DMA_NR 4
-#define DMA_LEN (64u << 10)
-#define DMA_IOVA(i) (0x100000ull * ((i) + 1))
+#define VMT_DMA_NR 4
+#define VMT_DMA_LEN (64u << 10)
+#define VMT_DMA_IOVA(i) (0x100000ull * ((i) + 1))
 
 /*
  * Device DMA logging and type1 tracking through the library's dirty API:
@@ -3201,11 +3201,11 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	struct vfiomig_ctx *ctx = NULL;
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_dirty *d = NULL;
-	struct vfiomig_dma_range r[DMA_NR];
+	struct vfiomig_dma_range r[VMT_DMA_NR];
 	static struct vfiomig_dma_range many[300];
 	static struct k_dma_range kr[300];
 	VFIOMIG_OPTS(dirty_info, p);
-	uint8_t *mem[DMA_NR] = { NULL };
+	uint8_t *mem[VMT_DMA_NR] = { NULL };
 	uint64_t bm[4];
 	char log[4096];
 	unsigned nr = 0, ndirty = 0;
@@ -3222,14 +3222,14 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	      p.why_not[VFIOMIG_DIRTY_MECH_TYPE1]);
 	CHECK(!p.type1_coarse, "type1 says it is coarse for an emulated (mdev) group");
 	CHECK(p.best == VFIOMIG_DIRTY_MECH_DEVICE, "AUTO picks %u, expected DEVICE", p.best);
-	for (int i = 0; i < DMA_NR; i++) {
-		mem[i] = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	for (int i = 0; i < VMT_DMA_NR; i++) {
+		mem[i] = mmap(NULL, VMT_DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 			      -1, 0);
 		CHECK(mem[i] != MAP_FAILED, "mmap: %s", strerror(errno));
-		memset(mem[i], 0x11, DMA_LEN);
-		r[i].iova = DMA_IOVA(i);
-		r[i].length = DMA_LEN;
-		CALL(vfiomig_dma_map(dev, mem[i], r[i].iova, DMA_LEN,
+		memset(mem[i], 0x11, VMT_DMA_LEN);
+		r[i].iova = VMT_DMA_IOVA(i);
+		r[i].length = VMT_DMA_LEN;
+		CALL(vfiomig_dma_map(dev, mem[i], r[i].iova, VMT_DMA_LEN,
 				     VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
 		mapped = i + 1;
 	}
@@ -3256,12 +3256,12 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 
 	/* Through the library, the mapped ranges, device logging. */
 	VFIOMIG_OPTS(dirty_opts, dopts, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = r,
-		     .nr_ranges = DMA_NR);
+		     .nr_ranges = VMT_DMA_NR);
 	CALL(vfiomig_dirty_start(dev, &dopts, &d));
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
-	CHECK(ret == 1 && nr >= 1 && nr <= DMA_NR && ndirty == 0,
+	CHECK(ret == 1 && nr >= 1 && nr <= VMT_DMA_NR && ndirty == 0,
 	      "device log after start: %d, %u ranges, %u dirty", ret, nr, ndirty);
-	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(1) + 0x1000), 16);
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(VMT_DMA_IOVA(1) + 0x1000), 16);
 	CHECK(mem[1][0x1000] >= 0xd0 && mem[1][0x100f] == mem[1][0x1000] && mem[1][0x1010] == 0x11
 	      && mem[1][0xfff] == 0x11, "the device's DMA write did not land in our buffer "
 	      "(0x%02x 0x%02x)", mem[1][0x1000], mem[1][0x1010]);
@@ -3271,7 +3271,7 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	have_bitmap = kernel_has_iova_bitmap();
 	CHECK(have_bitmap >= 0, "/proc/kallsyms: %s", vfiomig_strerror(have_bitmap));
 	memset(bm, 0, sizeof(bm));
-	ret = vfiomig_dirty_query(d, DMA_IOVA(1), DMA_LEN, 4096, bm, sizeof(bm));
+	ret = vfiomig_dirty_query(d, VMT_DMA_IOVA(1), VMT_DMA_LEN, 4096, bm, sizeof(bm));
 	if (have_bitmap) {
 		CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0x2, "dirty_query: %d, bitmap 0x%"
 		      PRIx64 ", expected EXACT 0x2", ret, bm[0]);
@@ -3308,18 +3308,18 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 	CHECK(vfiomig_dirty_mechanism(d) == VFIOMIG_DIRTY_MECH_TYPE1, "mechanism %u",
 	      vfiomig_dirty_mechanism(d));
 	memset(bm, 0, sizeof(bm));
-	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	ret = vfiomig_dirty_query(d, VMT_DMA_IOVA(2), VMT_DMA_LEN, 4096, bm, sizeof(bm));
 	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1 before any write: %d 0x%" PRIx64,
 	      ret, bm[0]);
-	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(2) + 0x2ff8), 16);
-	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(VMT_DMA_IOVA(2) + 0x2ff8), 16);
+	ret = vfiomig_dirty_query(d, VMT_DMA_IOVA(2), VMT_DMA_LEN, 4096, bm, sizeof(bm));
 	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0x0c, "type1 after a write across pages 2-3: "
 	      "%d 0x%" PRIx64 ", expected EXACT 0xc", ret, bm[0]);
 	memset(bm, 0, sizeof(bm));
-	ret = vfiomig_dirty_query(d, DMA_IOVA(2), DMA_LEN, 4096, bm, sizeof(bm));
+	ret = vfiomig_dirty_query(d, VMT_DMA_IOVA(2), VMT_DMA_LEN, 4096, bm, sizeof(bm));
 	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1 query did not clear: %d 0x%" PRIx64,
 	      ret, bm[0]);
-	ret = vfiomig_dirty_query(d, DMA_IOVA(0), DMA_LEN, 4096, bm, sizeof(bm));
+	ret = vfiomig_dirty_query(d, VMT_DMA_IOVA(0), VMT_DMA_LEN, 4096, bm, sizeof(bm));
 	CHECK(ret == VFIOMIG_DIRTY_RESULT_EXACT && bm[0] == 0, "type1: an unwritten range is dirty: "
 	      "0x%" PRIx64, bm[0]);
 	vfiomig_dirty_free(d);
@@ -3328,10 +3328,10 @@ static bool vmt_dma_logging(struct env *e, char *why, size_t whylen)
 out:
 	vfiomig_dirty_free(d);
 	for (int i = 0; i < mapped; i++)
-		vfiomig_dma_unmap(dev, DMA_IOVA(i), DMA_LEN, 0, NULL, 0);
-	for (int i = 0; i < DMA_NR; i++)
+		vfiomig_dma_unmap(dev, VMT_DMA_IOVA(i), VMT_DMA_LEN, 0, NULL, 0);
+	for (int i = 0; i < VMT_DMA_NR; i++)
 		if (mem[i] && mem[i] != MAP_FAILED)
-			munmap(mem[i], DMA_LEN);
+			munmap(mem[i], VMT_DMA_LEN);
 	vfiomig_device_close(dev);
 	vfiomig_ctx_unref(ctx);
 	return ok;
@@ -3350,7 +3350,7 @@ static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whyle
 	struct vfiomig_device *dev = NULL;
 	struct vfiomig_mig *m = NULL;
 	struct vfiomig_stream *wire = NULL;
-	struct vfiomig_dma_range r = { .iova = DMA_IOVA(0), .length = DMA_LEN };
+	struct vfiomig_dma_range r = { .iova = VMT_DMA_IOVA(0), .length = VMT_DMA_LEN };
 	uint8_t *mem = MAP_FAILED;
 	uint64_t bm[1] = { 0 };
 	char log[4096];
@@ -3361,7 +3361,7 @@ static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whyle
 	CALL(ctx_new(&ctx));
 	CALL(vfiomig_device_open(ctx, e->vmt[V_DL], NULL, &dev));
 	KNOB(V_DL, "dirty_pause", "1");
-	mem = mmap(NULL, DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mem = mmap(NULL, VMT_DMA_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	CHECK(mem != MAP_FAILED, "mmap: %s", strerror(errno));
 	CALL(vfiomig_dma_map(dev, mem, r.iova, r.length, VFIOMIG_DMA_READ | VFIOMIG_DMA_WRITE));
 	mapped = 1;
@@ -3379,7 +3379,7 @@ static bool vmt_mig_dirty_tracking_device(struct env *e, char *why, size_t whyle
 	CHECK(vfiomig_mig_dirty(m) && vfiomig_dirty_mechanism(vfiomig_mig_dirty(m)) ==
 	      VFIOMIG_DIRTY_MECH_DEVICE, "no device dirty-tracking session");
 	CHECK(vfiomig_mig_save_iterate(m, wire, 0) >= 0, "pre-copy round failed");
-	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(DMA_IOVA(0) + 0x5000), 8);
+	KNOB(V_DL, "dma_write", "%llx %x", (unsigned long long)(VMT_DMA_IOVA(0) + 0x5000), 8);
 	ret = dma_log_read(e, V_DL, log, sizeof(log), &nr, &ndirty);
 	CHECK(ret == 1 && ndirty == 1 && strstr(log, "0x105000\n"), "device log: %s", log);
 	have_bitmap = kernel_has_iova_bitmap();
@@ -3405,7 +3405,7 @@ out:
 	if (mapped)
 		vfiomig_dma_unmap(dev, r.iova, r.length, 0, NULL, 0);
 	if (mem != MAP_FAILED)
-		munmap(mem, DMA_LEN);
+		munmap(mem, VMT_DMA_LEN);
 	vfiomig_device_close(dev);
 	vfiomig_ctx_unref(ctx);
 	return ok;
