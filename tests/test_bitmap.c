@@ -152,6 +152,23 @@ Test(bitmap, set_range_or_and_clear_respect_bounds)
 	assert_no_leaks();
 }
 
+/* A range over more than two words: its first and last words in part, every word between whole. */
+Test(bitmap, set_range_fills_every_middle_word)
+{
+	uint64_t bm[6];
+
+	memset(bm, 0, sizeof(bm));
+	vfiomig_bitmap_set_range(bm, 10, 4 * 64);
+	cr_assert_eq(bm[0], ~0ull << 10);
+	cr_assert_eq(bm[1], ~0ull);
+	cr_assert_eq(bm[2], ~0ull);
+	cr_assert_eq(bm[3], ~0ull);
+	cr_assert_eq(bm[4], (1ull << 10) - 1);
+	cr_assert_eq(bm[5], 0);
+	cr_assert_eq(vfiomig_bitmap_count(bm, 6 * 64), 4 * 64);
+	assert_no_leaks();
+}
+
 Test(bitmap, convert_matches_a_bit_by_bit_reference)
 {
 	static const uint64_t nbits[] = { 64, 100, 640, 4096 + 37 };

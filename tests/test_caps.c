@@ -1054,6 +1054,37 @@ Test(caps, rejects_iova_range_ending_before_it_starts)
 	assert_no_leaks();
 }
 
+/* Ends are inclusive: a range of one address (start == end) is a valid range. */
+Test(caps, accepts_iova_range_of_a_single_address)
+{
+	static const uint64_t one[2][2] = {
+		{ 0x1000, 0x1000 },
+		{ 0xffffffffffffffffull, 0xffffffffffffffffull },
+	};
+	struct vfiomig_iova_range r[2];
+	struct logrec l;
+	struct vfiomig_ctx *ctx = ctx_new(&l);
+	uint32_t nr = 0;
+	struct bld b;
+	struct ebuf e;
+
+	bld_init(&b, VFIOMIG_INFO_IOMMU_TYPE1, IOMMU_INFO_PGSIZES);
+	put64(&b, 8, 0x1000);
+	cap_pairs(&b, VFIOMIG_CAP_IOMMU_IOVA_RANGE, 2, one);
+	e = ebuf_of(&b);
+	cr_assert_geq(vfiomig_caps_validate(ctx, b.kind, e.p, e.len), 0);
+	cr_assert_eq(vfiomig_cap_iova_ranges(ctx, e.p, e.len, r, 2, &nr), 0);
+	expect_no_log(&l);
+	cr_assert_eq(nr, 2);
+	cr_assert_eq(r[0].start, 0x1000);
+	cr_assert_eq(r[0].end, 0x1000);
+	cr_assert_eq(r[1].start, UINT64_MAX);
+	cr_assert_eq(r[1].end, UINT64_MAX);
+	ebuf_free(&e);
+	vfiomig_ctx_unref(ctx);
+	assert_no_leaks();
+}
+
 Test(caps, rejects_sparse_area_overflowing)
 {
 	uint32_t nr;

@@ -486,3 +486,106 @@ Test(device, eintr_on_ioctls_is_retried)
 	cr_assert_eq(vfiomig_fault_fired(env.fault), 2);
 	vfiomig_device_close(dev);
 }
+
+/*
+ * A kernel that answers what the simulator would not: its ops, with some
+ * ioctl answers rewritten. The ctx's kernel_user is the simulator; the
+ * lie is a static (each test runs in a worker of its own).
+ */
+static struct {
+	bool api_version;       /* VFIO_GET_API_VERSION answers api_version_value */
+	int api_version_value;
+	uint32_t num_regions;   /* VFIO_DEVICE_GET_INFO reports this many regions (0: truth) */
+	uint32_t get_api_calls;
+} lie;
+
+static int lie_ioctl(void *user, int fd, unsigned long req, void *arg)
+{
+	int ret = vfiomig_sim_kernel_ops()->ioctl(user, fd, req, arg);
+
+	if (req == VU_GET_API_VERSION) {
+		lie.get_api_calls++;
+		if (lie.api_version && ret >= 0)
+			ret = lie.api_version_value;
+	}
+	if (req == VU_DEVICE_GET_INFO && ret >= 0 && lie.num_regions)
+		((struct vu_device_info *)arg)->num_regions = lie.num_regions;
+	return ret;
+}
+
+static struct vfiomig_ctx *lying_ctx(void)
+{
+	static struct vfiomig_kernel_ops ops;
+	struct vfiomig_ctx *ctx;
+
+	ops = *vfiomig_sim_kernel_ops();
+	ops.ioctl = lie_ioctl;
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &env.log,
+		     .log_priority = VFIOMIG_LOG_INFO, .kernel_ops = &ops, .kernel_user = env.sim);
+	cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	return ctx;
+}
+
+/* Only VFIO_API_VERSION (0) is the API this library speaks: any other answer is refused. */
+Test(device, a_container_with_another_api_version_is_refused)
+{
+	static const int versions[] = { 1, 2, 0x7fffffff };
+	struct vfiomig_ctx *ctx = lying_ctx();
+	struct vfiomig_device *dev = NULL;
+
+	sim_add(&env, "sim:pci,name=0000:03:00.0");
+	lie.api_version = true;
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++) {
+		lie.api_version_value = versions[i];
+		lie.get_api_calls = 0;
+		cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), -EPROTO,
+			     "API version %d", versions[i]);
+		cr_assert_eq(lie.get_api_calls, 1);
+		cr_assert_null(dev);
+		cr_assert(strstr(env.log.last_err, "VFIO_GET_API_VERSION"), "%s", env.log.last_err);
+		cr_assert_eq(vfiomig_sim_open_fds(env.sim), 0, "the container fd was left open");
+	}
+	lie.api_version_value = 0;
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+/* At most 4096 regions are believed (VFIO_DEVICE_GET_INFO is the kernel's word, not a bound). */
+Test(device, more_than_4096_regions_are_not_believed)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	VFIOMIG_OPTS(device_info, di);
+	struct vfiomig_device *dev = NULL;
+
+	sim_add(&env, "sim:pci,name=0000:03:00.0");
+	lie.num_regions = 4097;
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), -EINVAL);
+	cr_assert_null(dev);
+	cr_assert(strstr(env.log.last_err, "4097 regions"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), 0);
+	lie.num_regions = 4096;
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_device_get_info(dev, &di), 0);
+	cr_assert_eq(di.num_regions, 4096);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+/* A container that does not offer type1v2 is refused before the library tries to use it. */
+Test(device, a_container_without_type1v2_is_refused)
+{
+	struct simenv e2;
+	struct vfiomig_device *dev = NULL;
+
+	simenv_init_flags(&e2, VFIOMIG_SIM_F_NO_TYPE1 | VFIOMIG_SIM_F_NO_IOMMUFD, true);
+	sim_add(&e2, "sim:pci,name=0000:03:00.0");
+	/* Were it tried anyway, VFIO_SET_IOMMU would say so. */
+	fault(&e2, VFIOMIG_KOP_IOCTL, 1, -EIO, 0, VU_SET_IOMMU);
+	cr_assert_eq(vfiomig_device_open(e2.ctx, "0000:03:00.0", NULL, &dev), -EOPNOTSUPP, "%s",
+		     e2.log.last);
+	cr_assert_null(dev);
+	cr_assert(strstr(e2.log.last_err, "type1v2"), "%s", e2.log.last_err);
+	cr_assert_eq(vfiomig_fault_fired(e2.fault), 0, "VFIO_SET_IOMMU was attempted");
+	simenv_fini(&e2);
+}

@@ -11,6 +11,8 @@
 
 #include <stdlib.h>
 
+#include "uapi.h"
+
 #define PG 4096ull
 
 static struct simenv env;
@@ -45,6 +47,71 @@ static bool bit(const uint64_t *bm, uint64_t i)
 
 /* DMA-mapped memory must be page-aligned (the kernel refuses an unaligned vaddr). */
 static char buf[1 << 16] __attribute__((aligned(4096)));
+
+/*
+ * A kernel that says more than the simulator does: its ops, with ioctl
+ * answers rewritten and requests recorded. The ctx's kernel_user is the
+ * simulator itself; the lie's state is a static (one test per worker).
+ */
+static struct {
+	uint64_t mig_pgsize_bitmap;      /* type1 MIGRATION cap: pgsize_bitmap to report (0: truth) */
+	uint32_t log_starts;             /* DMA_LOGGING_START requests seen */
+	uint32_t log_nr;                 /* the last one's ranges */
+	struct vu_feature_dma_logging_range log_ranges[8];
+} lie;
+
+static int lie_ioctl(void *user, int fd, unsigned long req, void *arg)
+{
+	int ret;
+
+	if (req == VU_DEVICE_FEATURE) {
+		const struct vu_device_feature *f = arg;
+
+		if ((f->flags & VU_DEVICE_FEATURE_MASK) == VU_FEATURE_DMA_LOGGING_START &&
+		    !(f->flags & VU_DEVICE_FEATURE_PROBE)) {
+			const struct vu_feature_dma_logging_control *ctl = (const void *)(f + 1);
+			const struct vu_feature_dma_logging_range *r =
+				(const void *)(uintptr_t)ctl->ranges;
+
+			lie.log_starts++;
+			lie.log_nr = ctl->num_ranges;
+			for (uint32_t i = 0; i < ctl->num_ranges && i < 8; i++)
+				lie.log_ranges[i] = r[i];
+		}
+	}
+	ret = vfiomig_sim_kernel_ops()->ioctl(user, fd, req, arg);
+	if (ret >= 0 && req == VU_IOMMU_GET_INFO && lie.mig_pgsize_bitmap) {
+		struct vu_iommu_type1_info *info = arg;
+		unsigned char *b = arg;
+		uint32_t at = (info->flags & VU_IOMMU_INFO_CAPS) ? info->cap_offset : 0;
+
+		/* Walk the chain the simulator built (the buffer holds it when argsz fits). */
+		for (int n = 0; at && n < 8; n++) {
+			struct vu_info_cap_header h;
+
+			memcpy(&h, b + at, sizeof(h));
+			if (h.id == VU_IOMMU_TYPE1_INFO_CAP_MIGRATION)
+				memcpy(b + at + offsetof(struct vu_iommu_type1_info_cap_migration,
+							  pgsize_bitmap),
+				       &lie.mig_pgsize_bitmap, sizeof(uint64_t));
+			at = h.next;
+		}
+	}
+	return ret;
+}
+
+static struct vfiomig_ctx *lying_ctx(void)
+{
+	static struct vfiomig_kernel_ops ops;
+	struct vfiomig_ctx *ctx;
+
+	ops = *vfiomig_sim_kernel_ops();
+	ops.ioctl = lie_ioctl;
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &env.log,
+		     .log_priority = VFIOMIG_LOG_INFO, .kernel_ops = &ops, .kernel_user = env.sim);
+	cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	return ctx;
+}
 
 Test(dirty, probe_reports_mechanisms_and_reasons)
 {
@@ -408,4 +475,133 @@ Test(dirty, max_query_covers_a_mapping_larger_than_the_default_chunk)
 	free(bm);
 	vfiomig_dirty_free(d);
 	vfiomig_device_close(dev);
+}
+
+/*
+ * A type1 IOMMU with 4 KiB, 2 MiB and 1 GiB pages tracks dirt at its
+ * smallest page: the whole bitmap is not a page size.
+ */
+Test(dirty, type1_tracking_page_is_the_smallest_of_the_pgsize_bitmap)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	VFIOMIG_OPTS(dirty_info, p);
+	struct vfiomig_sim_device *sd = sim_add(&env, mdev_spec);
+	struct vfiomig_device *dev;
+	struct vfiomig_dirty *d;
+	uint64_t bm[1] = { 0 };
+
+	lie.mig_pgsize_bitmap = 0x40201000ull; /* 4K | 2M | 1G */
+	cr_assert_eq(vfiomig_device_open(ctx, mdev_name, NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_dirty_probe(dev, &p), 0, "%s", env.log.last);
+	cr_assert(p.available & (1u << VFIOMIG_DIRTY_MECH_TYPE1));
+	cr_assert_eq(p.type1_pgsize, PG, "type1 page 0x%llx", (unsigned long long)p.type1_pgsize);
+	/* And the session tracks (and queries) at that page. */
+	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x100000, 8 * PG, VFIOMIG_DMA_WRITE), 0);
+	cr_assert_eq(vfiomig_dirty_start(dev, NULL, &d), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_dirty_page_size(d), PG);
+	cr_assert_eq(vfiomig_sim_device_dma_write(sd, 0x100000 + 5 * PG, PG), 0);
+	cr_assert_eq(vfiomig_dirty_query(d, 0x100000, 8 * PG, PG, bm, sizeof(bm)), 0, "%s",
+		     env.log.last);
+	cr_assert_eq(bm[0], 1ull << 5);
+	vfiomig_dirty_free(d);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+/*
+ * The device gets the fewest ranges that cover the mappings: overlapping
+ * ones merge, and so do ranges that only touch (one ends where the next
+ * starts), in any order; a real gap keeps two ranges.
+ */
+Test(dirty, device_logging_merges_touching_and_overlapping_ranges)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	static const struct vfiomig_dma_range in[] = {
+		{ 0x102000, PG },     /* touches the first */
+		{ 0x200000, PG },     /* apart */
+		{ 0x100000, 2 * PG }, /* the first */
+		{ 0x101000, PG },     /* inside the first */
+		{ 0x103000, PG },     /* touches the second */
+	};
+	VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = in,
+		     .nr_ranges = 5);
+	struct vfiomig_device *dev;
+	struct vfiomig_dirty *d;
+
+	sim_add(&env, "sim:pci,name=0000:03:00.0,dmalog=1");
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x100000, 4 * PG, VFIOMIG_DMA_WRITE), 0);
+	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x200000, PG, VFIOMIG_DMA_WRITE), 0);
+	cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
+	cr_assert_eq(lie.log_starts, 1);
+	cr_assert_eq(lie.log_nr, 2, "the device was given %u ranges", lie.log_nr);
+	cr_assert_eq(lie.log_ranges[0].iova, 0x100000);
+	cr_assert_eq(lie.log_ranges[0].length, 4 * PG);
+	cr_assert_eq(lie.log_ranges[1].iova, 0x200000);
+	cr_assert_eq(lie.log_ranges[1].length, PG);
+	vfiomig_dirty_free(d);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+/* No IOMMU tracks below 4 KiB: a smaller page is refused before any mechanism is asked. */
+Test(dirty, page_sizes_below_4k_are_refused)
+{
+	struct vfiomig_sim_device *sd;
+	struct vfiomig_device *dev = open_dev(mdev_spec, mdev_name, 0, &sd);
+	static const uint64_t bad[] = { 2048, 1024, 512, 1 };
+	struct vfiomig_dirty *d = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		VFIOMIG_OPTS(dirty_opts, o, .page_size = bad[i]);
+
+		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), -EINVAL, "page %llu",
+			     (unsigned long long)bad[i]);
+		cr_assert_null(d);
+		cr_assert(strstr(env.log.last_err, "page size"), "%s", env.log.last_err);
+	}
+	{
+		VFIOMIG_OPTS(dirty_opts, o, .page_size = PG);
+
+		cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
+		cr_assert_eq(vfiomig_dirty_page_size(d), PG);
+		vfiomig_dirty_free(d);
+	}
+	vfiomig_device_close(dev);
+}
+
+/*
+ * More mappings than the device takes: the smallest gaps are closed, just
+ * enough of them. Gaps of 1, 2, 3 and 4 pages between five mappings, at
+ * most three ranges: the 1- and 2-page gaps close, the others stay.
+ */
+Test(dirty, device_logging_closes_only_the_smallest_gaps)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	static const struct vfiomig_dma_range in[] = {
+		{ 0x100000, PG },
+		{ 0x100000 + 2 * PG, PG },  /* gap 1 */
+		{ 0x100000 + 5 * PG, PG },  /* gap 2 */
+		{ 0x100000 + 9 * PG, PG },  /* gap 3 */
+		{ 0x100000 + 14 * PG, PG }, /* gap 4 */
+	};
+	VFIOMIG_OPTS(dirty_opts, o, .mechanism = VFIOMIG_DIRTY_MECH_DEVICE, .ranges = in,
+		     .nr_ranges = 5, .max_ranges = 3);
+	struct vfiomig_device *dev;
+	struct vfiomig_dirty *d;
+
+	sim_add(&env, "sim:pci,name=0000:03:00.0,dmalog=1");
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_dma_map(dev, buf, 0x100000, 15 * PG, VFIOMIG_DMA_WRITE), 0);
+	cr_assert_eq(vfiomig_dirty_start(dev, &o, &d), 0, "%s", env.log.last);
+	cr_assert_eq(lie.log_nr, 3, "the device was given %u ranges", lie.log_nr);
+	cr_assert_eq(lie.log_ranges[0].iova, 0x100000);
+	cr_assert_eq(lie.log_ranges[0].length, 6 * PG);
+	cr_assert_eq(lie.log_ranges[1].iova, 0x100000 + 9 * PG);
+	cr_assert_eq(lie.log_ranges[1].length, PG);
+	cr_assert_eq(lie.log_ranges[2].iova, 0x100000 + 14 * PG);
+	cr_assert_eq(lie.log_ranges[2].length, PG);
+	vfiomig_dirty_free(d);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
 }

@@ -9,6 +9,8 @@
 
 #include <stdlib.h>
 
+#include "uapi.h"
+
 static struct simenv env;
 
 static void setup(void)
@@ -978,5 +980,671 @@ Test(mig, a_round_ends_on_time_on_a_device_that_never_runs_out, .timeout = 60)
 	p.ms = NULL;
 	o.round_ms = UINT32_MAX;
 	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &p.ms), 0);
+	pair_close(&p);
+}
+
+/* ------------------------------------------------ boundaries and lies */
+
+/*
+ * In STOP_COPY only a read of 0 bytes ends the data: ENOMSG ("no data
+ * now") belongs to PRE_COPY. Taken for the end there, the rest of the
+ * device state would be silently left out of a stream that still verifies.
+ */
+Test(mig, v2_enomsg_in_stop_copy_fails_the_save_instead_of_truncating_it)
+{
+	struct pair p;
+	size_t len;
+	void *snap;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P, 256 * 1024, 0);
+	pair_migs(&p, 0); /* 64 KiB chunks: 4 reads of data, then the end */
+	snap = snapshot(p.ssrc, &len);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP_COPY);
+	fault(&env, VFIOMIG_KOP_READ, 2, -ENOMSG, 0, 0);
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), -ENOMSG,
+		     "an ENOMSG read in STOP_COPY was taken for the end of the data");
+	cr_assert_eq(vfiomig_fault_fired(env.fault), 1);
+	cr_assert(strstr(env.log.last_err, "STOP_COPY"), "%s", env.log.last_err);
+	/* The destination is told, and refuses what it got. */
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), -ECANCELED, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
+	/* The source waits for the VM in STOP, then runs with its state intact. */
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP);
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	cr_assert(state_is(p.ssrc, snap, len));
+	free(snap);
+	pair_close(&p);
+}
+
+/*
+ * A round given a budget stops once it has moved that much: with the
+ * budget exactly one chunk, one chunk, not two.
+ */
+Test(mig, a_precopy_round_stops_at_its_budget)
+{
+	VFIOMIG_OPTS(mig_stats, st);
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 1 << 20, 0);
+	pair_migs(&p, 0); /* 64 KiB chunks */
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, 64 * 1024), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
+	cr_assert_eq(st.precopy_bytes, 64 * 1024, "a 64 KiB budget moved %llu bytes",
+		     (unsigned long long)st.precopy_bytes);
+	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, 3 * 64 * 1024), 1);
+	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
+	cr_assert_eq(st.precopy_bytes, 4 * 64 * 1024);
+	/* A budget that is not a multiple of the chunk ends at the chunk that reaches it. */
+	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, 64 * 1024 + 1), 1);
+	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
+	cr_assert_eq(st.precopy_bytes, 6 * 64 * 1024);
+	pair_close(&p);
+}
+
+/* The destination VM may not run while its device is still loading (RESUMING). */
+Test(mig, the_destination_vm_cannot_run_during_the_load)
+{
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 128 * 1024, 0);
+	pair_migs(&p, 0);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), -EBUSY);
+	cr_assert(strstr(env.log.last_err, "still loading"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RESUMING);
+	/* STOPPED is harmless, and the load goes on to the end. */
+	cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_STOPPED), 0);
+	cr_assert_geq(vfiomig_mig_save_iterate(p.ms, p.wire, 0), 0);
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), -EBUSY);
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0);
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.md, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.sdst), VFIOMIG_DEVICE_STATE_RUNNING);
+	cr_assert(same_state(p.ssrc, p.sdst));
+	pair_close(&p);
+}
+
+/*
+ * A kernel that lies: the simulator's ops with some answers rewritten, as
+ * a buggy driver or a hostile vfio-user server could answer. The ctx's
+ * kernel_user is the simulator; the lie is a static (one test per worker).
+ */
+static struct {
+	bool state_lie;           /* GET MIG_DEVICE_STATE answers `state` */
+	uint32_t state;
+	uint32_t no_fd_for;       /* a SET into this state returns data_fd -1 (0: never) */
+	uint64_t v1_regs;         /* file offset of the v1 migration region (0: no v1 lie) */
+	bool v1_fix_offset;       /* data_offset reads answer v1_offset */
+	uint64_t v1_offset;
+	uint64_t v1_span_end;     /* data_size read so that data_offset + data_size = this */
+	uint64_t v1_data_offset;  /* the last data_offset read */
+	int v1_lies;              /* how many data_size reads to rewrite */
+} lie;
+
+static int lie_ioctl(void *user, int fd, unsigned long req, void *arg)
+{
+	int ret = vfiomig_sim_kernel_ops()->ioctl(user, fd, req, arg);
+	struct vu_device_feature *f = arg;
+	struct vu_feature_mig_state *st;
+
+	if (ret < 0 || req != VU_DEVICE_FEATURE ||
+	    (f->flags & VU_DEVICE_FEATURE_MASK) != VU_FEATURE_MIG_DEVICE_STATE)
+		return ret;
+	st = (struct vu_feature_mig_state *)(f + 1);
+	if ((f->flags & VU_DEVICE_FEATURE_GET) && lie.state_lie)
+		st->device_state = lie.state;
+	if ((f->flags & VU_DEVICE_FEATURE_SET) && lie.no_fd_for &&
+	    st->device_state == lie.no_fd_for && st->data_fd >= 0) {
+		vfiomig_sim_kernel_ops()->close(user, st->data_fd);
+		st->data_fd = -1;
+	}
+	return ret;
+}
+
+static ssize_t lie_pread(void *user, int fd, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n = vfiomig_sim_kernel_ops()->pread(user, fd, buf, len, off);
+	uint64_t v;
+
+	if (n != 8 || !lie.v1_regs)
+		return n;
+	if (off == lie.v1_regs + 16) {
+		if (lie.v1_fix_offset && lie.v1_lies > 0)
+			memcpy(buf, &lie.v1_offset, 8);
+		memcpy(&lie.v1_data_offset, buf, 8);
+	} else if (off == lie.v1_regs + 24 && lie.v1_lies > 0) {
+		lie.v1_lies--;
+		v = lie.v1_span_end - lie.v1_data_offset;
+		memcpy(buf, &v, 8);
+	}
+	return n;
+}
+
+static struct vfiomig_ctx *lying_ctx(void)
+{
+	static struct vfiomig_kernel_ops ops;
+	struct vfiomig_ctx *ctx;
+
+	ops = *vfiomig_sim_kernel_ops();
+	ops.ioctl = lie_ioctl;
+	ops.pread = lie_pread;
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &env.log,
+		     .log_priority = VFIOMIG_LOG_INFO, .kernel_ops = &ops, .kernel_user = env.sim);
+	cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	return ctx;
+}
+
+static struct vfiomig_sim_device *sim_dev(const char *name, uint32_t migration, uint64_t state)
+{
+	VFIOMIG_OPTS(sim_device_opts, so, .name = name, .migration = migration,
+		     .state_size = state);
+	struct vfiomig_sim_device *sd;
+
+	cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd), 0);
+	cr_assert_eq(vfiomig_sim_device_run(sd, state / 4096), 0);
+	return sd;
+}
+
+/* Device states are 0..7: anything else from the kernel is refused, never used. */
+Test(mig, v2_device_state_beyond_the_last_is_refused)
+{
+	static const uint32_t bad[] = { 8, 9, 0xffffffffu };
+	struct vfiomig_ctx *ctx = lying_ctx();
+	struct vfiomig_device *dev;
+	struct vfiomig_mig *m = NULL;
+
+	sim_dev("0000:03:00.0", VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
+				VFIOMIG_SIM_MIG_PRE_COPY, 64 * 1024);
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	lie.state_lie = true;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		lie.state = bad[i];
+		cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, NULL, &m), -EPROTO,
+			     "device state %u accepted", bad[i]);
+		cr_assert_null(m);
+		cr_assert(strstr(env.log.last_err, "MIG_DEVICE_STATE"), "%s", env.log.last_err);
+	}
+	/* The last state, PRE_COPY_P2P (7), is a state. */
+	lie.state = VFIOMIG_DEVICE_STATE_PRE_COPY_P2P;
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, NULL, &m), 0, "%s", env.log.last);
+	vfiomig_mig_free(m);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+}
+
+/* STOP_COPY and RESUMING come with a data_fd: a SET that returns none is a kernel bug. */
+Test(mig, v2_stop_copy_or_resuming_without_a_data_fd_is_refused)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	struct vfiomig_sim_device *ssrc, *sdst;
+	struct vfiomig_device *src, *dst;
+	struct vfiomig_mig *ms, *md;
+	struct vfiomig_stream *s, *in;
+	const void *data;
+	unsigned char *copy;
+	size_t len;
+
+	ssrc = sim_dev("0000:03:00.0", VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P, 64 * 1024);
+	sdst = sim_dev("0000:04:00.0", VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P, 64 * 1024);
+	/* Source: STOP_COPY without a data_fd. */
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &src), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_stream_mem_new(ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_new(src, VFIOMIG_ROLE_SAVE, NULL, &ms), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_setup(ms, s), 0, "%s", env.log.last);
+	lie.no_fd_for = VFIOMIG_DEVICE_STATE_STOP_COPY;
+	cr_assert_eq(vfiomig_mig_vm_state(ms, VFIOMIG_VM_STOPPED), -EPROTO,
+		     "STOP_COPY without a data_fd was accepted");
+	cr_assert(strstr(env.log.last_err, "without a data_fd"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_device_mig_state(ssrc), VFIOMIG_DEVICE_STATE_STOP);
+	cr_assert_eq(vfiomig_mig_save_complete(ms, s), -ECANCELED);
+	lie.no_fd_for = 0;
+	vfiomig_mig_free(ms);
+	vfiomig_stream_free(s);
+
+	/* A good stream from the same source, for the destination. */
+	cr_assert_eq(vfiomig_stream_mem_new(ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_new(src, VFIOMIG_ROLE_SAVE, NULL, &ms), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_setup(ms, s), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_complete(ms, s), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_stream_mem_data(s, &data, &len), 0);
+	copy = malloc(len);
+	cr_assert_not_null(copy);
+	memcpy(copy, data, len);
+
+	/* Destination: RESUMING without a data_fd. */
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:04:00.0", NULL, &dst), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_new(dst, VFIOMIG_ROLE_LOAD, NULL, &md), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(ctx, copy, len, VFIOMIG_STREAM_MEM_READ, &in), 0);
+	lie.no_fd_for = VFIOMIG_DEVICE_STATE_RESUMING;
+	cr_assert_eq(vfiomig_mig_load_setup(md, in), -EPROTO, "RESUMING without a data_fd was "
+		     "accepted");
+	cr_assert(strstr(env.log.last_err, "without a data_fd"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_device_mig_state(sdst), VFIOMIG_DEVICE_STATE_RUNNING);
+	cr_assert_eq(vfiomig_mig_vm_state(md, VFIOMIG_VM_RUNNING), -ECANCELED);
+	vfiomig_stream_free(in);
+	vfiomig_mig_free(md);
+	vfiomig_mig_free(ms);
+	vfiomig_stream_free(s);
+	free(copy);
+	vfiomig_device_close(src);
+	vfiomig_device_close(dst);
+	vfiomig_ctx_unref(ctx);
+}
+
+/*
+ * v1: the chunk the device stages must lie inside its migration region,
+ * past its 32 register bytes. Ending exactly at the region's end is fine;
+ * one byte past it is a protocol error of the device, reported as such
+ * (EPROTO), before any access is attempted. The first chunk the device
+ * stages is described as [data_offset, span_end): data_offset as the
+ * device says unless `offset` is not UINT64_MAX, span_end `end` bytes
+ * past the region's end when `from_region_end`, else `end` itself.
+ */
+static int v1_save_lying(uint64_t offset, bool from_region_end, uint64_t end)
+{
+	struct vfiomig_ctx *ctx = lying_ctx();
+	VFIOMIG_OPTS(region_info, ri);
+	VFIOMIG_OPTS(mig_opts, o, .flags = VFIOMIG_MIG_F_ALLOW_V1, .chunk_size = 64 * 1024);
+	struct vfiomig_device *dev;
+	struct vfiomig_stream *s;
+	struct vfiomig_mig *m;
+	int ret;
+
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_region_find(dev, VFIOMIG_REGION_TYPE_MIGRATION_V1,
+					 VFIOMIG_REGION_SUBTYPE_MIGRATION_V1, &ri), 0);
+	cr_assert_eq(vfiomig_stream_mem_new(ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &o, &m), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_setup(m, s), 0, "%s", env.log.last);
+	lie.v1_regs = ri.offset;
+	lie.v1_fix_offset = offset != UINT64_MAX;
+	lie.v1_offset = offset;
+	lie.v1_span_end = from_region_end ? ri.size + end : end;
+	lie.v1_lies = 1;
+	ret = vfiomig_mig_save_iterate(m, s, 0);
+	cr_assert_eq(lie.v1_lies, 0, "the chunk was never staged");
+	lie.v1_regs = 0;
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(s);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+	return ret;
+}
+
+Test(mig, v1_data_span_one_byte_past_the_region_is_refused)
+{
+	sim_dev("0000:03:00.0", VFIOMIG_SIM_MIG_V1, 256 * 1024);
+	cr_assert_geq(v1_save_lying(UINT64_MAX, true, 0), 0, "a chunk ending at the region's end: %s",
+		      env.log.last_err);
+	env.log.last_err[0] = '\0';
+	cr_assert_eq(v1_save_lying(UINT64_MAX, true, 1), -EPROTO, "%s", env.log.last_err);
+	cr_assert(strstr(env.log.last_err, "outside the migration region"), "%s",
+		  env.log.last_err);
+}
+
+/* The data section starts past the registers: a chunk over them is a device bug. */
+Test(mig, v1_data_span_over_the_registers_is_refused)
+{
+	sim_dev("0000:03:00.0", VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED, 256 * 1024);
+	for (uint64_t off = 0; off < 32; off += 8) {
+		env.log.last_err[0] = '\0';
+		cr_assert_eq(v1_save_lying(off, false, off + 8), -EPROTO, "data_offset %llu",
+			     (unsigned long long)off);
+		cr_assert(strstr(env.log.last_err, "outside the migration region"), "%s",
+			  env.log.last_err);
+	}
+}
+
+Test(mig, v1_trapped_data_span_one_byte_past_the_region_is_refused)
+{
+	sim_dev("0000:03:00.0", VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED, 256 * 1024);
+	cr_assert_geq(v1_save_lying(UINT64_MAX, true, 0), 0, "a chunk ending at the region's end: %s",
+		      env.log.last_err);
+	cr_assert_eq(v1_save_lying(UINT64_MAX, true, 1), -EPROTO, "%s", env.log.last_err);
+	cr_assert(strstr(env.log.last_err, "outside the migration region"), "%s",
+		  env.log.last_err);
+}
+
+/* Limits of the options and of vfiomig_mig_cancel(), exactly at their edges. */
+Test(mig, chunk_size_and_cancel_error_limits_are_exact)
+{
+	VFIOMIG_OPTS(mig_opts, o, .chunk_size = 64ull << 20, .max_record = 128ull << 20);
+	struct vfiomig_mig *m = NULL;
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2, 64 * 1024, 0);
+	/* chunk_size: at most 64 MiB, even when max_record allows more. */
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &m), 0, "%s", env.log.last);
+	vfiomig_mig_free(m);
+	m = NULL;
+	o.chunk_size = (64ull << 20) + 1;
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &m), -EINVAL);
+	cr_assert_null(m);
+	cr_assert(strstr(env.log.last_err, "chunk_size"), "%s", env.log.last_err);
+	/* and never above max_record. */
+	o.chunk_size = 8192;
+	o.max_record = 8191;
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &m), -EINVAL);
+	o.max_record = 8192;
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &o, &m), 0, "%s", env.log.last);
+	/* A cancel carries a negative errno: -1 .. -4095. */
+	cr_assert_eq(vfiomig_mig_cancel(m, 0, "zero"), -EINVAL);
+	cr_assert_eq(vfiomig_mig_cancel(m, 1, "positive"), -EINVAL);
+	cr_assert_eq(vfiomig_mig_cancel(m, -4096, "not an errno"), -EINVAL);
+	cr_assert_eq(vfiomig_mig_failure(m, NULL, NULL, 0), 0, "a refused cancel failed the migration");
+	cr_assert_eq(vfiomig_mig_cancel(m, -4095, "the largest errno"), 0);
+	cr_assert_eq(vfiomig_mig_failure(m, NULL, NULL, 0), -4095);
+	vfiomig_mig_free(m);
+	pair_close(&p);
+}
+
+/*
+ * PRE_COPY: a read that finds no data now ends the round, whether the
+ * device says so with 0 (mtty) or with ENOMSG; neither is an error. A
+ * round with an unlimited budget reads until it does.
+ */
+static void precopy_drained_by_an_unlimited_round(uint32_t extra)
+{
+	VFIOMIG_OPTS(mig_stats, st);
+	VFIOMIG_OPTS(mig_pending, pend);
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY | extra, 256 * 1024, 0);
+	pair_migs(&p, 0);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_pending(p.ms, &pend), 0, "%s", env.log.last);
+	cr_assert_gt(pend.precopy_initial, 256 * 1024);
+	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, UINT64_MAX), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_get_stats(p.ms, &st), 0);
+	cr_assert_eq(st.precopy_bytes, pend.precopy_initial,
+		     "the whole initial image, then no data now");
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert(same_state(p.ssrc, p.sdst));
+	pair_close(&p);
+}
+
+Test(mig, v2_precopy_enomsg_ends_the_round_without_error)
+{
+	precopy_drained_by_an_unlimited_round(VFIOMIG_SIM_MIG_ENOMSG);
+}
+
+Test(mig, v2_precopy_empty_read_ends_the_round_without_error)
+{
+	precopy_drained_by_an_unlimited_round(0);
+}
+
+/*
+ * The data_fd lives as long as the states that have one: leaving them
+ * (STOP_COPY -> STOP at the end of a save) closes it at once, not when
+ * the migration object is freed.
+ */
+Test(mig, v2_data_fd_is_closed_when_the_device_leaves_its_states)
+{
+	struct pair p;
+	int before;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 64 * 1024, 0);
+	pair_migs(&p, 0);
+	before = vfiomig_sim_open_fds(env.sim);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), before + 1, "PRE_COPY has a data_fd");
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), before + 1, "STOP_COPY keeps it");
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_device_mig_state(p.ssrc), VFIOMIG_DEVICE_STATE_STOP);
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), before, "the data_fd outlived STOP_COPY");
+	/* Same on the destination: RESUMING -> STOP closes it. */
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), before + 1);
+	while (vfiomig_mig_load(p.md, p.wire) == 1)
+		;
+	cr_assert_eq(vfiomig_sim_open_fds(env.sim), before, "the data_fd outlived RESUMING");
+	pair_close(&p);
+}
+
+/* A kernel before 6.2 has no MIG_DATA_SIZE (ENOTTY): no estimate, not a failure. */
+Test(mig, v2_pending_without_mig_data_size_is_no_estimate)
+{
+	VFIOMIG_OPTS(mig_pending, pend);
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY | VFIOMIG_SIM_MIG_NO_DATA_SIZE,
+		  128 * 1024, 0);
+	pair_migs(&p, 0);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_pending(p.ms, &pend), 0, "%s", env.log.last);
+	cr_assert_eq(pend.stopcopy, 0);
+	cr_assert_gt(pend.precopy_initial, 128 * 1024);
+	cr_assert_eq(env.log.errors, 0, "%s", env.log.last_err);
+	/* The save goes on. */
+	cr_assert_geq(vfiomig_mig_save_iterate(p.ms, p.wire, 0), 0, "%s", env.log.last);
+	pair_close(&p);
+}
+
+/*
+ * INIT_DATA_SENT (and with it switchover) waits for the device's initial
+ * bytes to be all sent: not after a round that left some behind.
+ */
+Test(mig, initial_data_is_sent_only_when_the_device_says_none_remains)
+{
+	VFIOMIG_OPTS(mig_pending, pend);
+	VFIOMIG_OPTS(return_msg, msg);
+	struct vfiomig_stream *rp;
+	struct pair p;
+	uint64_t initial;
+	int ret;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_PRE_COPY, 256 * 1024, 0);
+	pair_migs(&p, 0);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_pending(p.ms, &pend), 0);
+	initial = pend.precopy_initial;
+	cr_assert_eq(vfiomig_mig_save_iterate(p.ms, p.wire, 64 * 1024), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_pending(p.ms, &pend), 0);
+	cr_assert_eq(pend.precopy_initial, initial - 64 * 1024);
+	cr_assert_eq(vfiomig_mig_initial_data_sent(p.ms), 0, "INIT_DATA_SENT with initial bytes left");
+	cr_assert_eq(vfiomig_mig_switchover_ready(p.ms), 0);
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_initial_data_sent(p.md), 0);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &rp), 0);
+	cr_assert_eq(vfiomig_mig_return_send(p.md, rp), 0, "SWITCHOVER_ACK before the initial data");
+	do {
+		ret = vfiomig_mig_save_iterate(p.ms, p.wire, 64 * 1024);
+		cr_assert_eq(vfiomig_mig_load(p.md, p.wire), 1, "%s", env.log.last);
+	} while (ret == 1);
+	cr_assert_eq(ret, 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_initial_data_sent(p.ms), 1);
+	cr_assert_eq(vfiomig_mig_switchover_ready(p.ms), 1);
+	cr_assert_eq(vfiomig_mig_initial_data_sent(p.md), 1);
+	cr_assert_eq(vfiomig_mig_return_send(p.md, rp), 1, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_return_recv(p.ms, rp, &msg), 0, "%s", env.log.last);
+	cr_assert_eq(msg.type, VFIOMIG_RETURN_SWITCHOVER_ACK);
+	vfiomig_stream_free(rp);
+	pair_close(&p);
+}
+
+/*
+ * A set quiesces every P2P member before any stops; when one member
+ * cannot be quiesced, every member already quiesced goes back, the first
+ * one included, and the VM keeps running.
+ */
+Test(mig, set_quiesce_failure_puts_every_quiesced_member_back)
+{
+	static const char *const names[3] = { "0000:03:00.0", "0000:04:00.0", "0000:05:00.0" };
+	struct vfiomig_sim_device *sd[3];
+	struct vfiomig_device *d[3];
+	struct vfiomig_mig *m[3];
+	struct vfiomig_stream *w[3];
+	struct vfiomig_mig_set *set;
+
+	cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set), 0);
+	for (int i = 0; i < 3; i++) {
+		VFIOMIG_OPTS(sim_device_opts, so, .name = names[i], .state_size = 64 * 1024,
+			     .migration = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P |
+					  VFIOMIG_SIM_MIG_PRE_COPY);
+
+		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd[i]), 0);
+		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &d[i]), 0);
+		cr_assert_eq(vfiomig_mig_new(d[i], VFIOMIG_ROLE_SAVE, NULL, &m[i]), 0);
+		cr_assert_eq(vfiomig_mig_set_add(set, m[i]), 0);
+		cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &w[i]), 0);
+		cr_assert_eq(vfiomig_mig_save_setup(m[i], w[i]), 0, "%s", env.log.last);
+	}
+	/* The second member refuses PRE_COPY_P2P (and stays in PRE_COPY). */
+	cr_assert_eq(vfiomig_sim_device_fail_transition(sd[1], VFIOMIG_DEVICE_STATE_PRE_COPY_P2P,
+							 -EIO, false), 0);
+	cr_assert_eq(vfiomig_mig_set_vm_state(set, VFIOMIG_VM_STOPPED), -EIO);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(vfiomig_sim_device_mig_state(sd[i]), VFIOMIG_DEVICE_STATE_PRE_COPY,
+			     "member %d left in %s", i,
+			     vfiomig_device_state_name(vfiomig_sim_device_mig_state(sd[i])));
+	vfiomig_mig_set_free(set);
+	for (int i = 0; i < 3; i++) {
+		vfiomig_mig_free(m[i]);
+		vfiomig_stream_free(w[i]);
+		vfiomig_device_close(d[i]);
+	}
+}
+
+static int cfg_refuse_cb(void *u, const void *d, size_t l)
+{
+	(void)u;
+	(void)d;
+	(void)l;
+	return -EINVAL;
+}
+
+/*
+ * The first failure is the reason: a source whose destination failed
+ * after switchover, and whose VM then resumes, still names the
+ * destination's failure (the resume is a consequence, not the cause).
+ */
+Test(mig, the_first_failure_stays_the_reason)
+{
+	VFIOMIG_OPTS(mig_opts, so, .config_save = cfg_save_cb);
+	VFIOMIG_OPTS(mig_opts, lo, .config_load = cfg_refuse_cb);
+	VFIOMIG_OPTS(return_msg, msg);
+	struct vfiomig_stream *rp;
+	char reason[256];
+	uint32_t origin;
+	struct pair p;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2, 64 * 1024, 0);
+	cr_assert_eq(vfiomig_mig_new(p.src, VFIOMIG_ROLE_SAVE, &so, &p.ms), 0);
+	cr_assert_eq(vfiomig_mig_new(p.dst, VFIOMIG_ROLE_LOAD, &lo, &p.md), 0);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &rp), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(p.ms, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load_setup(p.md, p.wire), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_STOPPED), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_complete(p.ms, p.wire), 0, "%s", env.log.last);
+	/* The destination's VMM refuses the config: the load fails at the trailer. */
+	cr_assert_eq(vfiomig_mig_load(p.md, p.wire), -EINVAL);
+	cr_assert_eq(vfiomig_mig_return_send(p.md, rp), 1);
+	cr_assert_eq(vfiomig_mig_return_send(p.md, rp), 0, "FAILED was sent twice");
+	cr_assert_eq(vfiomig_mig_return_recv(p.ms, rp, &msg), 0, "%s", env.log.last);
+	cr_assert_eq(msg.type, VFIOMIG_RETURN_FAILED);
+	/* The source VM resumes: a second failure, not the reason. */
+	cr_assert_eq(vfiomig_mig_vm_state(p.ms, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_failure(p.ms, &origin, reason, sizeof(reason)), -EINVAL);
+	cr_assert_eq(origin, VFIOMIG_FAILURE_PEER);
+	cr_assert(strstr(reason, "config_load"), "%s", reason);
+	cr_assert_eq(vfiomig_mig_event(p.ms, VFIOMIG_EVENT_COMPLETED), -ECANCELED);
+	cr_assert(strstr(env.log.last_err, "the destination failed") &&
+		  strstr(env.log.last_err, "config_load"), "%s", env.log.last_err);
+	vfiomig_mig_event(p.ms, VFIOMIG_EVENT_FAILED);
+	cr_assert_eq(vfiomig_mig_event(p.ms, VFIOMIG_EVENT_COMPLETED), -ECANCELED);
+	cr_assert(strstr(env.log.last_err, "the destination failed"), "%s", env.log.last_err);
+	vfiomig_stream_free(rp);
+	pair_close(&p);
+}
+
+/* ---------------------------------------------------- return path, by hand */
+
+#define RP_BASE 0xffffffffef120000ull
+
+/* Append one return-path message: be64 marker, be32 length, body, be32 CRC32C. */
+static size_t rp_put(unsigned char *buf, size_t at, uint64_t marker, const unsigned char *body,
+		     uint32_t len)
+{
+	uint32_t crc;
+
+	for (int i = 0; i < 8; i++)
+		buf[at + i] = (unsigned char)(marker >> (56 - 8 * i));
+	for (int i = 0; i < 4; i++)
+		buf[at + 8 + i] = (unsigned char)(len >> (24 - 8 * i));
+	memcpy(buf + at + 12, body, len);
+	crc = crc32c(buf + at, 12 + len);
+	for (int i = 0; i < 4; i++)
+		buf[at + 12 + len + i] = (unsigned char)(crc >> (24 - 8 * i));
+	return at + 12 + len + 4;
+}
+
+/* Receive from bytes; returns recv's result, the bytes it consumed in *used. */
+static int rp_recv(struct vfiomig_mig *m, unsigned char *buf, size_t len,
+		   struct vfiomig_return_msg *msg, uint64_t *used)
+{
+	struct vfiomig_stream *in;
+	int ret;
+
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, buf, len, VFIOMIG_STREAM_MEM_READ, &in),
+		     0);
+	ret = vfiomig_mig_return_recv(m, in, msg);
+	*used = vfiomig_stream_bytes_read(in);
+	vfiomig_stream_free(in);
+	return ret;
+}
+
+/*
+ * The source reads the return path defensively: a message that is not one
+ * (the channel out of step) and a body over 4096 bytes are refused from
+ * the header alone, before the body is read; 4096 bytes is still a message
+ * (a newer destination's type, skipped); LOADED before the save completed
+ * is a protocol error.
+ */
+Test(mig, return_path_reader_refuses_what_cannot_be_a_message)
+{
+	static unsigned char buf[2 * 4096 + 64], body[4097];
+	VFIOMIG_OPTS(return_msg, msg);
+	unsigned char ack[8] = { 0 }, loaded[28] = { 0 };
+	struct pair p;
+	uint64_t used;
+	size_t n;
+
+	pair_open(&p, VFIOMIG_SIM_MIG_V2, 64 * 1024, 0);
+	pair_migs(&p, 0);
+	/* A stream marker where a return-path message should be. */
+	n = rp_put(buf, 0, 0xffffffffef100001ull, ack, 0);
+	n = rp_put(buf, n, RP_BASE | VFIOMIG_RETURN_SWITCHOVER_ACK, ack, sizeof(ack));
+	cr_assert_eq(rp_recv(p.ms, buf, n, &msg, &used), -EBADMSG);
+	cr_assert(strstr(env.log.last_err, "out of step"), "%s", env.log.last_err);
+	cr_assert_eq(used, 12, "read past the header of a foreign message");
+	/* 4097 bytes: refused before its body is read. */
+	n = rp_put(buf, 0, RP_BASE | 0x7f, body, 4097);
+	cr_assert_eq(rp_recv(p.ms, buf, n, &msg, &used), -EBADMSG);
+	cr_assert(strstr(env.log.last_err, "at most 4096"), "%s", env.log.last_err);
+	cr_assert_eq(used, 12);
+	/* 4096 bytes of a type from a newer destination: skipped, then the ACK. */
+	n = rp_put(buf, 0, RP_BASE | 0x7f, body, 4096);
+	n = rp_put(buf, n, RP_BASE | VFIOMIG_RETURN_SWITCHOVER_ACK, ack, sizeof(ack));
+	cr_assert_eq(rp_recv(p.ms, buf, n, &msg, &used), 0, "%s", env.log.last_err);
+	cr_assert_eq(msg.type, VFIOMIG_RETURN_SWITCHOVER_ACK);
+	cr_assert_eq(used, n);
+	/* LOADED while the save has not even begun. */
+	n = rp_put(buf, 0, RP_BASE | VFIOMIG_RETURN_LOADED, loaded, sizeof(loaded));
+	cr_assert_eq(rp_recv(p.ms, buf, n, &msg, &used), -EPROTO);
+	cr_assert(strstr(env.log.last_err, "before this save completed"), "%s", env.log.last_err);
 	pair_close(&p);
 }

@@ -103,6 +103,60 @@ Test(region, config_space_registers_at_native_width)
 		     -ERANGE);
 }
 
+/*
+ * The last byte of a region is inside it, one more is not: an access that
+ * ends one byte past the end is refused before the kernel is asked (on
+ * real vfio-pci the file offset past a BAR is the next region's).
+ */
+Test(region, access_ending_one_byte_past_the_end_never_reaches_the_kernel)
+{
+	const uint64_t size = 64 * 1024;
+	unsigned char buf[2] = { 0x5a, 0xa5 };
+	uint64_t reads, writes;
+
+	open_dev("sim:pci,bar0=64K");
+	cr_assert_eq(vfiomig_region_write(dev, 0, size - 2, buf, 2), 0, "%s", env.log.last);
+	memset(buf, 0, sizeof(buf));
+	cr_assert_eq(vfiomig_region_read(dev, 0, size - 2, buf, 2), 0, "%s", env.log.last);
+	cr_assert(buf[0] == 0x5a && buf[1] == 0xa5);
+	reads = vfiomig_fault_calls(env.fault, VFIOMIG_KOP_PREAD);
+	writes = vfiomig_fault_calls(env.fault, VFIOMIG_KOP_PWRITE);
+	env.log.errors = 0;
+	cr_assert_eq(vfiomig_region_read(dev, 0, size - 1, buf, 2), -EINVAL);
+	cr_assert(strstr(env.log.last_err, "outside the region"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_region_write(dev, 0, size - 1, buf, 2), -EINVAL);
+	cr_assert(strstr(env.log.last_err, "outside the region"), "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_region_read(dev, 0, size, buf, 1), -EINVAL);
+	cr_assert_eq(env.log.errors, 3);
+	cr_assert_eq(vfiomig_fault_calls(env.fault, VFIOMIG_KOP_PREAD), reads,
+		     "the kernel was asked to read past the region");
+	cr_assert_eq(vfiomig_fault_calls(env.fault, VFIOMIG_KOP_PWRITE), writes,
+		     "the kernel was asked to write past the region");
+}
+
+/* EINTR is retried by full writes too (and the bytes land once, where they belong). */
+Test(region, full_write_retries_eintr)
+{
+	unsigned char in[256], out[256];
+	size_t len;
+	unsigned char *mem;
+
+	open_dev("sim:pci");
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)(i ^ 0x5a);
+	{
+		VFIOMIG_OPTS(fault_spec, fs, .op = VFIOMIG_KOP_PWRITE, .times = 2, .error = -EINTR);
+		cr_assert_eq(vfiomig_fault_add(env.fault, &fs), 0);
+	}
+	cr_assert_eq(vfiomig_region_write(dev, 0, 0x2000, in, sizeof(in)), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_fault_fired(env.fault), 2);
+	mem = vfiomig_sim_device_region_mem(sd, 0, &len);
+	cr_assert_not_null(mem);
+	cr_assert_eq(memcmp(mem + 0x2000, in, sizeof(in)), 0);
+	cr_assert_eq(vfiomig_region_read(dev, 0, 0x2000, out, sizeof(out)), 0);
+	cr_assert_eq(memcmp(out, in, sizeof(in)), 0);
+}
+
 Test(region, register_access_is_one_exact_call)
 {
 	uint64_t v = 0;
@@ -276,4 +330,78 @@ Test(region, info_ioctl_failure_is_reported_and_not_cached)
 	cr_assert_eq(vfiomig_region_get_info(dev, 3, &ri), -EIO);
 	cr_assert(strstr(env.log.last, "GET_REGION_INFO"), "message: %s", env.log.last);
 	cr_assert_eq(vfiomig_region_get_info(dev, 3, &ri), 0);
+}
+
+/*
+ * A kernel whose sparse-mmap capability moves BAR0's first area off a page
+ * boundary: the simulator's ops, its answer rewritten, its mmaps counted.
+ */
+static struct {
+	uint64_t area0_shift; /* added to the first sparse area's offset of region 0 */
+	int mmaps;
+} lie;
+
+static int lie_ioctl(void *user, int fd, unsigned long req, void *arg)
+{
+	int ret = vfiomig_sim_kernel_ops()->ioctl(user, fd, req, arg);
+	struct vu_region_info *ri = arg;
+	unsigned char *b = arg;
+	uint32_t at;
+
+	if (ret < 0 || req != VU_DEVICE_GET_REGION_INFO || ri->index != 0 || !lie.area0_shift ||
+	    !(ri->flags & VU_REGION_INFO_FLAG_CAPS) || ri->argsz > 4096)
+		return ret;
+	for (at = ri->cap_offset; at; ) {
+		struct vu_info_cap_header h;
+		uint64_t off;
+
+		memcpy(&h, b + at, sizeof(h));
+		if (h.id == VU_REGION_INFO_CAP_SPARSE_MMAP) {
+			/* {hdr; u32 nr_areas; u32 rsvd; {u64 offset, size}[]} */
+			memcpy(&off, b + at + 16, 8);
+			off += lie.area0_shift;
+			memcpy(b + at + 16, &off, 8);
+		}
+		at = h.next;
+	}
+	return ret;
+}
+
+static int lie_mmap(void *user, int fd, uint64_t offset, size_t len, int prot, void **addr)
+{
+	lie.mmaps++;
+	return vfiomig_sim_kernel_ops()->mmap(user, fd, offset, len, prot, addr);
+}
+
+Test(region, sparse_area_off_a_page_boundary_is_never_mmapped)
+{
+	static struct vfiomig_kernel_ops ops;
+	struct vfiomig_region_map *map = NULL;
+	struct vfiomig_sparse_area a[2];
+	struct vfiomig_device *d;
+	struct vfiomig_ctx *ctx;
+	uint32_t nr = 0;
+
+	ops = *vfiomig_sim_kernel_ops();
+	ops.ioctl = lie_ioctl;
+	ops.mmap = lie_mmap;
+	{
+		VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &env.log,
+			     .kernel_ops = &ops, .kernel_user = env.sim);
+		cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	}
+	sd = sim_add(&env, "sim:pci,bar0=64K");
+	lie.area0_shift = 0x800;
+	cr_assert_eq(vfiomig_device_open(ctx, vfiomig_sim_device_name(sd), NULL, &d), 0, "%s",
+		     env.log.last);
+	cr_assert_eq(vfiomig_region_get_sparse_areas(d, 0, a, 2, &nr), 0, "%s", env.log.last);
+	cr_assert_eq(nr, 2);
+	cr_assert_eq(a[0].offset % 4096, 0x800, "the lie did not reach the capability");
+	cr_assert_eq(vfiomig_region_mmap(d, 0, PROT_READ | PROT_WRITE, &map), -EINVAL);
+	cr_assert_null(map);
+	cr_assert(strstr(env.log.last_err, "not page-aligned"), "%s", env.log.last_err);
+	cr_assert_eq(lie.mmaps, 0, "the kernel was asked to mmap an unaligned offset");
+	cr_assert_eq(vfiomig_sim_live_maps(env.sim), 0);
+	vfiomig_device_close(d);
+	vfiomig_ctx_unref(ctx);
 }

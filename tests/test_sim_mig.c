@@ -26,6 +26,7 @@
 #include <vfiomig/vfiomig.h>
 
 #include "sim/sim_internal.h"
+#include "mig.h" /* the library's migration object: its protocol's set_state */
 
 #define K (vfiomig_sim_kernel_ops())
 
@@ -1835,5 +1836,62 @@ Test(sim_mig, freeing_the_simulator_releases_live_sessions)
 	cr_assert_eq(K->close(sim, fb), 0); /* the device still holds its session */
 	cr_assert_geq(fa, 0);
 	vfiomig_sim_free(sim); /* closes fa and the device fds */
+	assert_no_leaks();
+}
+
+/*
+ * The library's own guard (not this simulator's refusal, tested above):
+ * asked for STOP_COPY -> PRE_COPY(_P2P), the v2 protocol refuses without
+ * making a single kernel call, so a real kernel never sees the request
+ * that hangs it. The public API never asks for it; the protocol is
+ * called directly here, through the library's private migration object.
+ */
+Test(sim_mig, the_library_never_asks_the_kernel_for_stop_copy_to_pre_copy)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *sd = mig_dev(sim, "0000:03:00.0", FULLMIG, 16 * PG, 0);
+	struct vfiomig_fault *f;
+	struct vfiomig_ctx *ctx;
+	struct vfiomig_device *dev;
+	struct vfiomig_stream *s;
+	struct vfiomig_mig *m;
+	static const uint32_t targets[] = { PC, PP };
+	struct logcap log = { 0 };
+	uint64_t ioctls;
+
+	cr_assert_eq(vfiomig_fault_new(K, sim, &f), 0);
+	{
+		VFIOMIG_OPTS(ctx_opts, co, .kernel_ops = vfiomig_fault_kernel_ops(),
+			     .kernel_user = f, .log_fn = logcap_fn, .log_user = &log);
+		cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	}
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:03:00.0", NULL, &dev), 0);
+	cr_assert_eq(vfiomig_stream_mem_new(ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, NULL, &m), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(m, s), 0);
+	cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED), 0);
+	cr_assert_eq(vfiomig_sim_device_mig_state(sd), SC);
+	cr_assert_eq(m->proto, &vm_proto_v2);
+	cr_assert_eq(m->state, SC);
+	for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++) {
+		vfiomig_sim_events_clear(sim);
+		ioctls = vfiomig_fault_calls(f, VFIOMIG_KOP_IOCTL);
+		cr_assert_eq(m->proto->set_state(m, targets[i]), -EINVAL, "STOP_COPY -> %s",
+			     names[targets[i]]);
+		cr_assert_eq(vfiomig_fault_calls(f, VFIOMIG_KOP_IOCTL), ioctls,
+			     "the kernel was asked for STOP_COPY -> %s", names[targets[i]]);
+		cr_assert_eq(vfiomig_sim_event_count(sim), 0, "%s", vfiomig_sim_event(sim, 0));
+		cr_assert(strstr(log.last_err, "refusing to request STOP_COPY"), "%s", log.last_err);
+		cr_assert_eq(m->state, SC);
+		cr_assert_eq(vfiomig_sim_device_mig_state(sd), SC);
+	}
+	/* The save goes on from STOP_COPY as if nothing had been asked. */
+	cr_assert_eq(vfiomig_mig_save_complete(m, s), 0);
+	vfiomig_mig_free(m);
+	vfiomig_stream_free(s);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+	vfiomig_fault_free(f);
+	vfiomig_sim_free(sim);
 	assert_no_leaks();
 }
