@@ -166,6 +166,7 @@ int vfiomig_ctx_get_log_priority(const struct vfiomig_ctx *ctx)
 	return ctx ? ctx->log_priority : -EINVAL;
 }
 
+__attribute__((format(printf, 4, 0)))
 static void vm_vlog(struct vfiomig_ctx *ctx, int priority, const char *suffix, const char *fmt,
 		    va_list ap)
 {

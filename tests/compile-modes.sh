@@ -18,6 +18,11 @@ libdir=$(cd "$b/lib/.libs" 2>/dev/null && pwd)
 # A sanitizer build of the libraries needs the same runtime in what links them.
 san_cflags=$(sed -n 's/^SAN_CFLAGS = //p' "$b/Makefile" 2>/dev/null)
 san_ldflags=$(sed -n 's/^SAN_LDFLAGS = //p' "$b/Makefile" 2>/dev/null)
+# A clang sanitizer build carries clang's runtime in the libraries: a gcc or g++
+# program would load a second runtime beside it, which aborts. There the run
+# modes only compile (docs/toolchains.md).
+clang_san=$(sed -n 's/^SAN_LT_LDFLAGS = //p; s/^SAN_LIB_LDFLAGS = //p' "$b/Makefile" 2>/dev/null |
+	tr -d ' ')
 
 diag() { sed -n 's/^/# /; 1,60p' "$1"; }
 
@@ -33,6 +38,10 @@ mode() {
 		return
 	fi
 	exe="$tmp/prog$n"
+	if [ "$link" = run ] && [ -n "$clang_san" ]; then
+		link=cc
+		desc="$desc (compile only: the libraries carry clang's sanitizer runtime)"
+	fi
 	if [ "$link" = run ]; then
 		# shellcheck disable=SC2086 # the flag lists are meant to split
 		set -- "$@" -Werror $san_cflags -I"$s/include" -I"$b/include" "$s/$src" -o "$exe" \

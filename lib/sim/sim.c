@@ -46,6 +46,7 @@ void *sim_grow(void *arr, size_t *cap, size_t need, size_t elem)
 /* ------------------------------------------------------- events, errors */
 
 /* Append a line to a log; past SIM_EVENTS_MAX the older half is dropped. Best effort. */
+__attribute__((format(printf, 4, 0)))
 static void sim_log_vadd(struct sim_event **events, size_t *n, size_t *cap, const char *fmt,
 			 va_list ap)
 {
