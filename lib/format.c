@@ -1231,19 +1231,23 @@ int vm_rp_decode(const unsigned char *hdr, const unsigned char *body, uint32_t l
 		out->data_bytes = get_be64(body + 16);
 		out->crc = get_be32(body + 24);
 		return 0;
-	case RP_FAILED:
+	case RP_FAILED: {
+		uint32_t error;
+
 		if (len < RP_FAILED_MIN)
 			return -EBADMSG;
 		out->bytes = get_be64(body);
-		out->error = -(int32_t)get_be32(body + 8);
+		/* Checked as the unsigned field it is, before it becomes a negative errno. */
+		error = get_be32(body + 8);
 		rlen = get_be16(body + 12);
-		if (out->error == 0 || out->error < -ERRNO_MAX ||
-		    rlen > VM_FMT_STR_MAX || RP_FAILED_MIN + rlen > len ||
-		    !vm_printable(body + RP_FAILED_MIN, rlen))
+		if (error == 0 || error > ERRNO_MAX || rlen > VM_FMT_STR_MAX ||
+		    RP_FAILED_MIN + rlen > len || !vm_printable(body + RP_FAILED_MIN, rlen))
 			return -EBADMSG;
+		out->error = -(int32_t)error;
 		memcpy(out->reason, body + RP_FAILED_MIN, rlen);
 		out->reason[rlen] = '\0';
 		return 0;
+	}
 	default:
 		return 1; /* a type from a newer writer: skip it */
 	}
