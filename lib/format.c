@@ -1129,39 +1129,6 @@ int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len)
 	return 0;
 }
 
-int vm_fmt_read_body_alloc(struct vm_fmt_reader *r, void **buf, size_t *len)
-{
-	size_t n;
-	void *p;
-	int err;
-
-	if (!buf || !len)
-		return -EINVAL;
-	*buf = NULL;
-	*len = 0;
-	err = r_ready(r, "reading a record body");
-	if (err)
-		return err;
-	if (r->body_left > SIZE_MAX)
-		return r_fail(r, -EFBIG, "record body of %" PRIu64 " bytes", r->body_left);
-	n = (size_t)r->body_left;
-	if (!n)
-		return 0;
-	p = malloc(n);
-	if (!p)
-		return vm_err(vm_stream_ctx(r->s), -ENOMEM,
-			      "%s: stream format: record body of %zu bytes", vm_stream_desc(r->s),
-			      n);
-	err = vm_fmt_read_body(r, p, n);
-	if (err) {
-		free(p);
-		return err;
-	}
-	*buf = p;
-	*len = n;
-	return 0;
-}
-
 /* ------------------------------------------------------- the return path */
 
 /* Message markers: the top bits are the stream format's, in a range of their own. */

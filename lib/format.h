@@ -248,12 +248,6 @@ int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec);
 /* Read the next len bytes of the current record's body (len <= what is left). */
 int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len);
 
-/*
- * The rest of the current record's body in a malloc'd buffer (caller
- * frees; NULL with *len 0 for an empty body).
- */
-int vm_fmt_read_body_alloc(struct vm_fmt_reader *r, void **buf, size_t *len);
-
 /* ------------------------------------------------------- the return path */
 
 /*

@@ -1151,3 +1151,64 @@ Test(flow, cancel_after_a_complete_load_resets_until_the_vm_runs)
 	side_close(&s);
 	side_close(&d);
 }
+
+#if defined(TESTUTIL_HEAP_COUNT)
+/*
+ * A stream of a few hundred bytes whose config record claims 64 MiB: the
+ * loader holds memory for the bytes that arrive, not for the claim (it
+ * allocated the whole claim before reading a byte of it).
+ */
+Test(flow, a_config_record_claiming_more_than_the_stream_holds_costs_what_arrives)
+{
+	VFIOMIG_OPTS(mig_opts, lo, .config_load = cfg_load);
+	struct cfg c = { .data = "x" };
+	struct side s, d;
+	struct vfiomig_stream *wire, *in;
+	unsigned char *buf;
+	const void *data;
+	size_t len, setup_end, hlen;
+	long base;
+
+	side_open(&s, SRC, MIG_ALL, 64 << 10);
+	side_open(&d, DST, MIG_ALL, 64 << 10);
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	cr_assert_eq(vfiomig_stream_mem_new(env.ctx, &wire), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(s.m, wire), 0);
+	cr_assert_eq(vfiomig_stream_mem_data(wire, &data, &len), 0);
+	/* Header + setup phase, then: PRECOPY_STATE, DEV_CONFIG_STATE claiming 64 MiB, 100 bytes. */
+	setup_end = len;
+	buf = calloc(1, setup_end + 8 + 8 + 8 + 100);
+	cr_assert_not_null(buf);
+	memcpy(buf, data, setup_end);
+	{
+		static const unsigned char pre[8] = { 0xff, 0xff, 0xff, 0xff, 0xef, 0x10, 0x00, 0x10 };
+		static const unsigned char cfgm[8] = { 0xff, 0xff, 0xff, 0xff, 0xef, 0x10, 0x00, 0x02 };
+		static const unsigned char size[8] = { 0, 0, 0, 0, 0x04, 0, 0, 0 }; /* 64 MiB */
+
+		memcpy(buf + setup_end, pre, 8);
+		memcpy(buf + setup_end + 8, cfgm, 8);
+		memcpy(buf + setup_end + 16, size, 8);
+		memset(buf + setup_end + 24, 0x5a, 100);
+	}
+	len = setup_end + 24 + 100;
+	hlen = (size_t)buf[15];
+	cr_assert_lt(hlen, setup_end);
+	lo.config_user = &c;
+	side_mig(&d, VFIOMIG_ROLE_LOAD, &lo);
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, buf, len, VFIOMIG_STREAM_MEM_READ, &in),
+		     0);
+	cr_assert_eq(vfiomig_mig_load_setup(d.m, in), 0, "%s", env.log.last_err);
+	base = heap_in_use();
+	heap_peak_reset();
+	cr_assert_eq(vfiomig_mig_load(d.m, in), -EPIPE, "%s", env.log.last_err);
+	cr_assert_lt(heap_peak_since(base), 1 << 20,
+		     "loading 100 bytes of a claimed 64 MiB record took %ld bytes of heap",
+		     heap_peak_since(base));
+	cr_assert_eq(c.calls, 0);
+	vfiomig_stream_free(in);
+	free(buf);
+	vfiomig_stream_free(wire);
+	side_close(&s);
+	side_close(&d);
+}
+#endif

@@ -171,15 +171,44 @@ void *__libc_valloc(size_t size);
 void *__libc_pvalloc(size_t size);
 void __libc_free(void *ptr);
 
-static long leak_blocks, leak_bytes;
+static long leak_blocks, leak_bytes, leak_peak;
+
+/* The most heap in use since heap_peak_reset(): what a test may bound. */
+static inline void leak_note_peak(long now)
+{
+	long peak = __atomic_load_n(&leak_peak, __ATOMIC_RELAXED);
+
+	while (now > peak &&
+	       !__atomic_compare_exchange_n(&leak_peak, &peak, now, false, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED))
+		;
+}
 
 static inline void *leak_count(void *p)
 {
 	if (p) {
 		__atomic_add_fetch(&leak_blocks, 1, __ATOMIC_RELAXED);
-		__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p), __ATOMIC_RELAXED);
+		leak_note_peak(__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p),
+						  __ATOMIC_RELAXED));
 	}
 	return p;
+}
+
+static inline void heap_peak_reset(void)
+{
+	__atomic_store_n(&leak_peak, __atomic_load_n(&leak_bytes, __ATOMIC_RELAXED),
+			 __ATOMIC_RELAXED);
+}
+
+/* Bytes of heap in use at the peak since heap_peak_reset(), above what was in use then. */
+static inline long heap_peak_since(long base)
+{
+	return __atomic_load_n(&leak_peak, __ATOMIC_RELAXED) - base;
+}
+
+static inline long heap_in_use(void)
+{
+	return __atomic_load_n(&leak_bytes, __ATOMIC_RELAXED);
 }
 
 static inline void leak_uncount(void *p)
@@ -216,7 +245,8 @@ LEAK_EXPORT void *realloc(void *ptr, size_t size)
 	if (!ptr)
 		return leak_count(p);
 	if (p)
-		__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p) - old, __ATOMIC_RELAXED);
+		leak_note_peak(__atomic_add_fetch(&leak_bytes, (long)malloc_usable_size(p) - old,
+						  __ATOMIC_RELAXED));
 	else if (size == 0) { /* glibc freed ptr */
 		__atomic_sub_fetch(&leak_blocks, 1, __ATOMIC_RELAXED);
 		__atomic_sub_fetch(&leak_bytes, old, __ATOMIC_RELAXED);
