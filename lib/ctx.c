@@ -92,6 +92,14 @@ int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **ou
 		return -ENOMEM;
 	}
 	ctx->refs = 1;
+	{
+		pthread_mutexattr_t a;
+
+		pthread_mutexattr_init(&a);
+		pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+		pthread_mutex_init(&ctx->log_lock, &a);
+		pthread_mutexattr_destroy(&a);
+	}
 	/* Until the opts are read, failures are told on stderr. */
 	ctx->log_fn = log_stderr;
 	ctx->log_priority = VFIOMIG_LOG_ERR;
@@ -127,21 +135,26 @@ int vfiomig_ctx_new(const struct vfiomig_ctx_opts *opts, struct vfiomig_ctx **ou
 	*out = ctx;
 	return 0;
 fail:
+	pthread_mutex_destroy(&ctx->log_lock);
 	free(ctx);
 	return err;
 }
 
+__thread struct vm_tls vm_tls;
+
 struct vfiomig_ctx *vfiomig_ctx_ref(struct vfiomig_ctx *ctx)
 {
 	if (ctx)
-		ctx->refs++;
+		__atomic_add_fetch(&ctx->refs, 1, __ATOMIC_RELAXED);
 	return ctx;
 }
 
 struct vfiomig_ctx *vfiomig_ctx_unref(struct vfiomig_ctx *ctx)
 {
-	if (ctx && --ctx->refs == 0)
+	if (ctx && __atomic_sub_fetch(&ctx->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		pthread_mutex_destroy(&ctx->log_lock);
 		free(ctx);
+	}
 	return NULL;
 }
 
@@ -181,13 +194,16 @@ static void vm_vlog(struct vfiomig_ctx *ctx, int priority, const char *suffix, c
 		snprintf(msg + n, sizeof(msg) - (size_t)n, ": %s", suffix);
 	if (priority == VFIOMIG_LOG_ERR) {
 		/* Cut to fit (the return path carries at most 255 bytes of it). */
-		size_t len = strnlen(msg, sizeof(ctx->err_msg) - 1);
+		size_t len = strnlen(msg, sizeof(vm_tls.err_msg) - 1);
 
-		memcpy(ctx->err_msg, msg, len);
-		ctx->err_msg[len] = '\0';
+		memcpy(vm_tls.err_msg, msg, len);
+		vm_tls.err_msg[len] = '\0';
 	}
-	if (priority <= ctx->log_priority)
+	if (priority <= ctx->log_priority) {
+		pthread_mutex_lock(&ctx->log_lock);
 		ctx->log_fn(ctx->log_user, priority, msg);
+		pthread_mutex_unlock(&ctx->log_lock);
+	}
 }
 
 void vfiomig_ctx_log(struct vfiomig_ctx *ctx, int priority, const char *msg)
@@ -210,12 +226,12 @@ int vm_err(struct vfiomig_ctx *ctx, int err, const char *fmt, ...)
 	int prio = VFIOMIG_LOG_ERR;
 	va_list ap;
 
-	if (ctx && ctx->quiet) {
+	if (ctx && vm_tls.quiet) {
 		prio = VFIOMIG_LOG_DEBUG; /* the caller handles this failure */
-	} else if (ctx && ctx->api_depth) {
-		if (ctx->err_logged)
+	} else if (ctx && vm_tls.ctx == ctx && vm_tls.depth) {
+		/* Shared with the caller's thread in a parallel run: atomic. */
+		if (__atomic_exchange_n(vm_tls.err_flag, 1, __ATOMIC_ACQ_REL))
 			prio = VFIOMIG_LOG_DEBUG; /* this call already said what failed */
-		ctx->err_logged = true;
 	}
 	va_start(ap, fmt);
 	vm_vlog(ctx, prio, vfiomig_strerror(err), fmt, ap);

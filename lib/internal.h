@@ -8,6 +8,7 @@
 #define VFIOMIG_INTERNAL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,19 +22,36 @@
 struct vm_group;
 
 struct vfiomig_ctx {
-	unsigned int refs;              /* the caller's, plus one per object made from it */
+	unsigned int refs;              /* atomic: the caller's, plus one per object made from it */
 	vfiomig_log_fn log_fn;
 	void *log_user;
 	int log_priority;
-	/* One ERR line per failing API call: see VM_API() below. */
-	unsigned int api_depth;
-	bool err_logged;
-	unsigned int quiet;             /* vm_quiet_begin() nesting: ERR lines go to debug */
-	char err_msg[256];              /* the last ERR line delivered (a failure's reason) */
+	/*
+	 * The log callback is called by one thread at a time (the library's
+	 * own worker threads log too: see vfiomig_mig_set_save_complete()).
+	 * Recursive: a callback may log through vfiomig_ctx_log().
+	 */
+	pthread_mutex_t log_lock;
 	struct vfiomig_kernel_ops kops; /* full-size copy; missing ops are NULL */
 	void *kops_user;
 	struct vm_group *groups;        /* open groups, shared by their devices */
 };
+
+/*
+ * The one-ERR-line bookkeeping of the API call a thread is in (VM_API()),
+ * kept per thread so that the library's worker threads and the caller's
+ * thread each have their own.
+ */
+struct vm_tls {
+	struct vfiomig_ctx *ctx;        /* the context of the call this thread is in, or NULL */
+	unsigned int depth;             /* nesting of VM_API() scopes on ctx */
+	unsigned int quiet;             /* vm_quiet_begin() nesting: ERR lines go to debug */
+	int own_logged;                 /* this call's ERR line went out (when err_flag is ours) */
+	int *err_flag;                  /* where "the ERR line went out" is kept: own_logged, or a
+					   flag a parallel run's workers share with their caller */
+	char err_msg[256];              /* the last ERR line this thread made (a failure's reason) */
+};
+extern __thread struct vm_tls vm_tls;
 
 /* --------------------------------------------------------------- logging */
 
@@ -67,6 +85,9 @@ int vm_arg_err(struct vfiomig_ctx *ctx, const char *func);
 
 struct vm_api_scope {
 	struct vfiomig_ctx *ctx;
+	/* Entered from the scope of another context (or none): that one, restored on leave. */
+	bool switched;
+	struct vm_tls prev;
 };
 
 /*
@@ -76,20 +97,65 @@ struct vm_api_scope {
  */
 static inline struct vm_api_scope vm_api_enter(struct vfiomig_ctx *ctx)
 {
-	if (ctx) {
-		ctx->refs++;
-		if (ctx->api_depth++ == 0)
-			ctx->err_logged = false;
+	struct vm_api_scope sc = { .ctx = ctx };
+
+	if (!ctx)
+		return sc;
+	__atomic_add_fetch(&ctx->refs, 1, __ATOMIC_RELAXED);
+	if (vm_tls.ctx != ctx) {
+		sc.switched = true;
+		sc.prev.ctx = vm_tls.ctx;
+		sc.prev.depth = vm_tls.depth;
+		sc.prev.quiet = vm_tls.quiet;
+		sc.prev.own_logged = vm_tls.own_logged;
+		sc.prev.err_flag = vm_tls.err_flag;
+		vm_tls.ctx = ctx;
+		vm_tls.depth = 0;
+		vm_tls.quiet = 0;
 	}
-	return (struct vm_api_scope){ ctx };
+	if (vm_tls.depth++ == 0) {
+		vm_tls.own_logged = 0;
+		vm_tls.err_flag = &vm_tls.own_logged;
+		vm_tls.err_msg[0] = '\0'; /* a failure's reason is a line of this call */
+	}
+	return sc;
 }
 
 static inline void vm_api_leave(struct vm_api_scope *sc)
 {
-	if (sc->ctx) {
-		sc->ctx->api_depth--;
-		vfiomig_ctx_unref(sc->ctx);
+	if (!sc->ctx)
+		return;
+	vm_tls.depth--;
+	if (sc->switched) {
+		vm_tls.ctx = sc->prev.ctx;
+		vm_tls.depth = sc->prev.depth;
+		vm_tls.quiet = sc->prev.quiet;
+		vm_tls.own_logged = sc->prev.own_logged;
+		vm_tls.err_flag = sc->prev.err_flag;
 	}
+	vfiomig_ctx_unref(sc->ctx);
+}
+
+/*
+ * A worker thread of a parallel run: its calls share the caller's "ERR
+ * line went out" flag, so the whole run still makes one ERR line. Call
+ * inside the worker's own VM_API() scope.
+ */
+static inline void vm_tls_share_err_flag(int *flag)
+{
+	vm_tls.err_flag = flag;
+}
+
+/* The caller's flag, to hand to workers. */
+static inline int *vm_tls_err_flag(void)
+{
+	return vm_tls.err_flag;
+}
+
+/* The last ERR line this thread made ("" if none). */
+static inline const char *vm_last_err(void)
+{
+	return vm_tls.err_msg;
 }
 
 /*
@@ -98,12 +164,14 @@ static inline void vm_api_leave(struct vm_api_scope *sc)
  */
 static inline void vm_quiet_begin(struct vfiomig_ctx *ctx)
 {
-	ctx->quiet++;
+	(void)ctx;
+	vm_tls.quiet++;
 }
 
 static inline void vm_quiet_end(struct vfiomig_ctx *ctx)
 {
-	ctx->quiet--;
+	(void)ctx;
+	vm_tls.quiet--;
 }
 
 /* First statement of a public function: opens its one-ERR-line scope on ctx. */

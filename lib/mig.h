@@ -32,6 +32,7 @@ struct vfiomig_mig {
 	bool failed;
 	bool init_sent;              /* switchover-ack: initial data all sent (load: all loaded) */
 	bool resumed;                /* save: the source VM resumed after a completed save */
+	bool set_aborted;            /* stopped by a parallel run for another member's failure */
 	int fail_err;                /* why the migration failed (negative errno), once failed */
 	char fail_reason[256];       /* and the ERR line that said so */
 	uint32_t fail_origin;        /* VFIOMIG_FAILURE_*: whose failure it was */
@@ -78,7 +79,22 @@ struct vfiomig_mig_set {
 	struct vfiomig_ctx *ctx;     /* a reference */
 	struct vfiomig_mig **members;
 	size_t n, cap;
+	/*
+	 * A parallel run (vfiomig_mig_set_save_complete(), _set_load()) is in
+	 * progress: a member that fails raises `abort` (atomic) instead of
+	 * failing its siblings, which other threads are driving; the others
+	 * stop at their next chunk or record, and the caller's thread fails
+	 * the rest of the set once every worker has returned.
+	 */
+	bool running;
+	int abort;
 };
+
+/* A parallel run of m's set was aborted by another member's failure. */
+static inline bool vm_mig_set_aborted(const struct vfiomig_mig *m)
+{
+	return m->set && m->set->running && __atomic_load_n(&m->set->abort, __ATOMIC_RELAXED);
+}
 
 /*
  * A kernel protocol. All return 0 / a count, or -errno having logged.

@@ -7,6 +7,7 @@
  */
 #include "mig.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -297,8 +298,8 @@ static void note_failure(struct vfiomig_mig *m, int err, const char *why)
 	m->fail_err = err < 0 ? err : -ECANCELED;
 	if (!m->fail_origin)
 		m->fail_origin = VFIOMIG_FAILURE_LOCAL;
-	if (!why && err < 0 && m->ctx->err_msg[0])
-		why = m->ctx->err_msg;
+	if (!why && err < 0 && vm_last_err()[0])
+		why = vm_last_err();
 	if (why) {
 		size_t len = strnlen(why, sizeof(m->fail_reason) - 1); /* cut, on purpose */
 
@@ -418,6 +419,11 @@ static void fail_siblings(struct vfiomig_mig *m)
 
 	if (!set)
 		return;
+	if (set->running) {
+		/* Other threads drive the siblings: they stop, the caller's thread fails them. */
+		__atomic_store_n(&set->abort, 1, __ATOMIC_RELAXED);
+		return;
+	}
 	snprintf(why, sizeof(why), "device %.48s of the same VM failed: %.180s", m->dev->name,
 		 m->fail_reason);
 	for (size_t i = 0; i < set->n; i++) {
@@ -591,6 +597,20 @@ int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *
 	return 0;
 }
 
+/* Another member of a parallel run failed: this one stops too (quietly: that one said why). */
+static int set_aborted(struct vfiomig_mig *m)
+{
+	vm_quiet_begin(m->ctx);
+	vm_err(m->ctx, -ECANCELED, "device %s: stopped: another device of its set failed",
+	       m->dev->name);
+	vm_quiet_end(m->ctx);
+	/* The reason this migration's failure carries (a quiet line is not kept as one). */
+	snprintf(vm_tls.err_msg, sizeof(vm_tls.err_msg), "device %.64s: stopped: another device "
+		 "of its set failed", m->dev->name);
+	m->set_aborted = true;
+	return -ECANCELED;
+}
+
 /*
  * Write device chunks into the open phase until the device has none, the
  * budget is spent or the deadline (monotonic ns, 0: none) has passed.
@@ -606,6 +626,8 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t deadline
 
 		if (budget && *moved >= budget)
 			return 1;
+		if (vm_mig_set_aborted(m))
+			return set_aborted(m);
 		if (deadline && *moved && vm_now_ns() >= deadline)
 			return 1; /* at least one chunk per round: progress is guaranteed */
 		n = m->proto->save_chunk(m, &p);
@@ -700,15 +722,24 @@ static int enter_stopcopy(struct vfiomig_mig *m)
 	return 0;
 }
 
+static int save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out);
+
 int vfiomig_mig_save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 {
 	VM_API(m ? m->ctx : NULL);
-	uint64_t moved = 0;
 	int ret;
 
 	ret = check_save(m, out, "save_complete");
 	if (ret)
 		return ret;
+	return save_complete(m, out);
+}
+
+static int save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
+{
+	uint64_t moved = 0;
+	int ret;
+
 	m->vm_running = false; /* stop-and-copy means the VM is stopped */
 	ret = enter_stopcopy(m);
 	if (!ret)
@@ -908,6 +939,8 @@ static int load_phase(struct vfiomig_mig *m)
 	int ret;
 
 	for (;;) {
+		if (vm_mig_set_aborted(m))
+			return fail_load(m, set_aborted(m), NULL);
 		ret = vm_fmt_next(&m->r, &rec);
 		if (ret)
 			return fail_load(m, vm_err(m->ctx, ret, "device %s: loading the stream",
@@ -1259,27 +1292,16 @@ static uint32_t quiesced(const struct vfiomig_mig *m)
 	}
 }
 
-int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
+/*
+ * Step 1 of a VM state change: every P2P-capable member to its P2P state
+ * before any member goes further. On a failure the members already moved
+ * are put back and the error is returned.
+ */
+static int set_quiesce(struct vfiomig_mig_set *set, uint32_t state)
 {
-	VM_API(set ? set->ctx : NULL);
 	size_t i, moved = 0;
-	int ret = 0, first = 0;
+	int ret = 0;
 
-	if (!set)
-		return -EINVAL;
-	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
-		return vm_err(set->ctx, -EINVAL, "device set: VM state %u", state);
-	/* A VM whose migration failed on one device must not run on the destination at all. */
-	for (i = 0; state == VFIOMIG_VM_RUNNING && i < set->n; i++) {
-		struct vfiomig_mig *m = set->members[i];
-
-		if (m->role == VFIOMIG_ROLE_LOAD && (m->failed || !m->complete))
-			return vm_err(set->ctx, -ECANCELED, "device set: the VM cannot run here: "
-				      "device %s %s", m->dev->name,
-				      m->failed ? m->fail_reason : "has not loaded its state");
-	}
-
-	/* Step 1: every P2P-capable member to its P2P state, before any goes further. */
 	for (i = 0; i < set->n; i++) {
 		struct vfiomig_mig *m = set->members[i];
 		uint32_t target;
@@ -1310,8 +1332,32 @@ int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
 			else if (m->state == VFIOMIG_DEVICE_STATE_RUNNING_P2P)
 				m->proto->set_state(m, VFIOMIG_DEVICE_STATE_STOP);
 		}
-		return ret;
 	}
+	return ret;
+}
+
+int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t state)
+{
+	VM_API(set ? set->ctx : NULL);
+	size_t i;
+	int ret = 0, first = 0;
+
+	if (!set)
+		return -EINVAL;
+	if (state != VFIOMIG_VM_RUNNING && state != VFIOMIG_VM_STOPPED)
+		return vm_err(set->ctx, -EINVAL, "device set: VM state %u", state);
+	/* A VM whose migration failed on one device must not run on the destination at all. */
+	for (i = 0; state == VFIOMIG_VM_RUNNING && i < set->n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+
+		if (m->role == VFIOMIG_ROLE_LOAD && (m->failed || !m->complete))
+			return vm_err(set->ctx, -ECANCELED, "device set: the VM cannot run here: "
+				      "device %s %s", m->dev->name,
+				      m->failed ? m->fail_reason : "has not loaded its state");
+	}
+	ret = set_quiesce(set, state);
+	if (ret)
+		return ret;
 	/* Step 2: each member to where the VM state takes it. */
 	for (i = 0; i < set->n; i++) {
 		ret = vfiomig_mig_vm_state(set->members[i], state);
@@ -1359,4 +1405,242 @@ int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set, struct vfiomig_
 	}
 	vm_out_copy(st, &sum, sizeof(sum));
 	return 0;
+}
+
+/* ------------------------------------------------- parallel set runs */
+
+/* The members of a set that share one stream: one worker moves them in turn. */
+struct set_job {
+	size_t first, n;         /* a range of set_run.order */
+};
+
+struct set_run {
+	struct vfiomig_mig_set *set;
+	bool load;
+	size_t *order;           /* member indexes, grouped by stream, set order within */
+	struct set_job *jobs;
+	size_t njobs;
+	size_t next;             /* atomic: the next job to take */
+	int *err_flag;           /* the caller's "ERR line went out" */
+	int *ret;                /* per member: its result */
+};
+
+static struct vfiomig_stream *member_stream(const struct vfiomig_mig *m)
+{
+	return m->role == VFIOMIG_ROLE_SAVE ? m->w.s : m->r.s;
+}
+
+static int run_member(struct set_run *run, struct vfiomig_mig *m)
+{
+	int ret;
+
+	if (vm_mig_set_aborted(m))
+		return run->load ? fail_load(m, set_aborted(m), NULL)
+				 : fail_save(m, set_aborted(m), NULL);
+	if (!run->load)
+		return save_complete(m, m->w.s);
+	do
+		ret = load_phase(m);
+	while (ret == 1);
+	return ret;
+}
+
+static void run_job(struct set_run *run, size_t j)
+{
+	for (size_t k = 0; k < run->jobs[j].n; k++) {
+		size_t i = run->order[run->jobs[j].first + k];
+
+		run->ret[i] = run_member(run, run->set->members[i]);
+	}
+}
+
+/*
+ * Worker `t` (0: the caller's thread) first runs job t, so that with one
+ * worker per stream each stream has a thread of its own whatever the
+ * timing; then every worker takes the jobs left, in order.
+ */
+static void run_jobs(struct set_run *run, size_t t)
+{
+	if (t < run->njobs)
+		run_job(run, t);
+	for (;;) {
+		size_t j = __atomic_fetch_add(&run->next, 1, __ATOMIC_RELAXED);
+
+		if (j >= run->njobs)
+			return;
+		run_job(run, j);
+	}
+}
+
+struct set_worker {
+	struct set_run *run;
+	size_t t;
+};
+
+static void *set_worker(void *arg)
+{
+	struct set_worker *w = arg;
+	VM_API(w->run->set->ctx);
+
+	vm_tls_share_err_flag(w->run->err_flag);
+	run_jobs(w->run, w->t);
+	return NULL;
+}
+
+/*
+ * Check the members, group them by stream, run the jobs on `threads`
+ * threads (the caller's included), then fail the whole set if a member
+ * failed. Called inside the public function's scope.
+ */
+static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_mig_set_run_opts *opts,
+		   const char *what)
+{
+	struct set_run run = { .set = set, .load = load };
+	uint32_t threads;
+	pthread_t *tids = NULL;
+	struct set_worker *ws = NULL;
+	size_t started = 0, n = set->n;
+	int ret = 0, first = 0;
+	struct vfiomig_mig *culprit = NULL;
+
+	ret = VM_OPTS_VALID(set->ctx, opts, struct vfiomig_mig_set_run_opts, threads);
+	if (ret)
+		return ret;
+	threads = VM_OPTS_GET(opts, struct vfiomig_mig_set_run_opts, threads, 0);
+	if (set->running)
+		return vm_err(set->ctx, -EBUSY, "device set: %s while a parallel run is in progress",
+			      what);
+	for (size_t i = 0; i < n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+
+		if (m->failed)
+			return vm_err(set->ctx, -ECANCELED, "device set: %s: device %s has failed: %s",
+				      what, m->dev->name, m->fail_reason);
+		if (m->role != (load ? VFIOMIG_ROLE_LOAD : VFIOMIG_ROLE_SAVE) || !m->setup_done ||
+		    m->complete)
+			return vm_err(set->ctx, -EINVAL, "device set: %s: device %s has no %s set up, "
+				      "or it has completed", what, m->dev->name,
+				      load ? "load" : "save");
+	}
+	if (!n)
+		return 0;
+
+	run.order = calloc(n, sizeof(*run.order));
+	run.jobs = calloc(n, sizeof(*run.jobs));
+	run.ret = calloc(n, sizeof(*run.ret));
+	if (!run.order || !run.jobs || !run.ret) {
+		ret = vm_enomem(set->ctx, "device set: the parallel run");
+		goto out;
+	}
+	/* Group by stream, keeping the set's order within a stream: O(n^2), n is small. */
+	for (size_t i = 0, placed = 0; i < n; i++) {
+		struct vfiomig_stream *s = member_stream(set->members[i]);
+		bool seen = false;
+
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = member_stream(set->members[k]) == s;
+		if (seen)
+			continue;
+		run.jobs[run.njobs].first = placed;
+		for (size_t k = i; k < n; k++)
+			if (member_stream(set->members[k]) == s)
+				run.order[placed++] = k;
+		run.jobs[run.njobs].n = placed - run.jobs[run.njobs].first;
+		run.njobs++;
+	}
+	if (threads == 0 || threads > run.njobs)
+		threads = (uint32_t)run.njobs;
+
+	/* The source's VM is stopped: quiesce every P2P member before any is stopped. */
+	if (!load) {
+		for (size_t i = 0; i < n; i++)
+			set->members[i]->vm_running = false;
+		ret = set_quiesce(set, VFIOMIG_VM_STOPPED);
+		if (ret) {
+			/* Nothing was stopped: the members are put back by the failure rules. */
+			fail_save(set->members[0], ret, NULL);
+			goto out;
+		}
+	}
+
+	for (size_t i = 0; i < n; i++)
+		set->members[i]->set_aborted = false;
+	set->running = true;
+	set->abort = 0;
+	run.err_flag = vm_tls_err_flag();
+	run.next = threads; /* jobs below: one for each worker, taken first */
+	if (threads > 1) {
+		sigset_t all, old;
+
+		tids = calloc(threads - 1, sizeof(*tids));
+		ws = calloc(threads - 1, sizeof(*ws));
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		for (uint32_t t = 1; tids && ws && t < threads; t++) {
+			int err;
+
+			ws[t - 1] = (struct set_worker){ .run = &run, .t = t };
+			err = pthread_create(&tids[t - 1], NULL, set_worker, &ws[t - 1]);
+			if (err) {
+				vm_dbg(set->ctx, "device set: %s: worker thread %u of %u: %s; the "
+				       "caller's thread takes its share", what, t + 1, threads,
+				       vfiomig_strerror(-err));
+				break;
+			}
+			started++;
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	/* The caller's thread works too, and takes the first job of a worker that did not start. */
+	for (size_t t = started + 1; t < threads; t++)
+		run_job(&run, t);
+	run_jobs(&run, 0);
+	for (size_t t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	set->running = false;
+	set->abort = 0;
+
+	/* The first failure that was not an abort is the set's; then the rest fail with it. */
+	for (size_t i = 0; i < n; i++) {
+		if (run.ret[i] && !set->members[i]->set_aborted) {
+			first = run.ret[i];
+			culprit = set->members[i];
+			break;
+		}
+	}
+	for (size_t i = 0; !culprit && i < n; i++) {
+		if (run.ret[i]) {
+			first = run.ret[i];
+			culprit = set->members[i];
+		}
+	}
+	if (culprit)
+		fail_siblings(culprit);
+	ret = first;
+out:
+	free(tids);
+	free(ws);
+	free(run.order);
+	free(run.jobs);
+	free(run.ret);
+	return ret;
+}
+
+int vfiomig_mig_set_save_complete(struct vfiomig_mig_set *set,
+				  const struct vfiomig_mig_set_run_opts *opts)
+{
+	VM_API(set ? set->ctx : NULL);
+
+	if (!set)
+		return -EINVAL;
+	return set_run(set, false, opts, "save_complete");
+}
+
+int vfiomig_mig_set_load(struct vfiomig_mig_set *set, const struct vfiomig_mig_set_run_opts *opts)
+{
+	VM_API(set ? set->ctx : NULL);
+
+	if (!set)
+		return -EINVAL;
+	return set_run(set, true, opts, "load");
 }

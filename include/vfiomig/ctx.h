@@ -13,7 +13,10 @@
  * Threads: a context and everything created from it may be used from one
  * thread at a time (the caller serialises). Distinct contexts are fully
  * independent and may be used concurrently; the library has no global
- * mutable state.
+ * mutable state. The library starts threads of its own only inside
+ * vfiomig_mig_set_save_complete() and vfiomig_mig_set_load(), and joins
+ * them before those return; while they run, the context's log callback
+ * is still called by one thread at a time (see migration.h).
  */
 #ifndef VFIOMIG_CTX_H
 #define VFIOMIG_CTX_H

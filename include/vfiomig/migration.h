@@ -69,7 +69,10 @@
  *
  * Threads: a migration object is used by one thread at a time; objects of
  * different devices may be driven from different threads only if their
- * contexts differ.
+ * contexts differ. To move the devices of one VM at the same time (one
+ * context, possibly one container), let the library do it:
+ * vfiomig_mig_set_save_complete() and vfiomig_mig_set_load() below run
+ * the members of a set on worker threads of their own.
  */
 #ifndef VFIOMIG_MIGRATION_H
 #define VFIOMIG_MIGRATION_H
@@ -462,6 +465,71 @@ VFIOMIG_API int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t even
 /* Sum of the members' statistics (protocol and device_state are 0). */
 VFIOMIG_API int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set,
 					  struct vfiomig_mig_stats *st);
+
+/*
+ * Parallel stop-and-copy and load of a set's members.
+ *
+ * Each member moves its state over the stream its save_setup() or
+ * load_setup() was given, and the library moves the members at the same
+ * time, one worker thread per stream: members that share a stream are
+ * moved one after another in the order they were added (their records
+ * must not interleave), members with a stream of their own run side by
+ * side. The library owns these threads: it starts them in the call and
+ * joins them before it returns, with every signal blocked in them.
+ *
+ * What runs in a worker thread, for the caller to know: the member's
+ * stream callbacks (one thread at a time per stream), its config_save /
+ * config_load callbacks, and the context's log callback (the library
+ * calls the log callback from one thread at a time). Devices that share
+ * a container or a context are safe to move this way: the library does
+ * not touch what they share from the workers. The caller's rule for its
+ * own threads is unchanged (one thread at a time per context), and the
+ * caller must not use the set or its members until the call returns.
+ *
+ * When a member fails, the others stop at their next chunk or record
+ * (a load waiting for bytes stops when its stream yields them, or the
+ * CANCEL record the source writes when its set fails), and the whole set
+ * fails as the failure rules above say; the call returns the first
+ * member's error, with one ERR line.
+ */
+struct vfiomig_mig_set_run_opts {
+	size_t sz;
+	/*
+	 * Worker threads: 0 = one per stream, at most the number of CPUs
+	 * online; 1 = none: the caller's thread moves the members in turn;
+	 * N = at most N. A worker that cannot be started is not an error:
+	 * the remaining work runs on the threads that did start (or the
+	 * caller's), with a debug line.
+	 */
+	uint32_t threads;
+	uint32_t reserved;
+};
+
+/*
+ * Source: the stop-and-copy of every member at once (the VM must be
+ * stopped). Members not yet stopped are quiesced first, as
+ * vfiomig_mig_set_vm_state(STOPPED) does (every P2P member to its P2P
+ * state before any is stopped); then each member does what
+ * vfiomig_mig_save_complete() does, on its own stream. 0 when every
+ * member completed; -EINVAL when a member has no save set up or has
+ * already completed; -ECANCELED when the set had failed; else the first
+ * failure (every member is failed and put back).
+ */
+VFIOMIG_API int vfiomig_mig_set_save_complete(struct vfiomig_mig_set *set,
+					      const struct vfiomig_mig_set_run_opts *opts);
+
+/*
+ * Destination: load every member's remaining phases (vfiomig_mig_load()
+ * until it returns 0), all members at once, each from its own stream:
+ * the worker reads as fast as the stream delivers. 0 when every stream
+ * is complete and verified (every device in STOP, ready for
+ * vfiomig_mig_set_vm_state(RUNNING)); else the first failure (every
+ * member is failed and reset). With VFIOMIG_MIG_F_SWITCHOVER_ACK the
+ * VMM loads the pre-copy phases itself (vfiomig_mig_load()) until it
+ * has sent the acknowledgement, and calls this for the rest.
+ */
+VFIOMIG_API int vfiomig_mig_set_load(struct vfiomig_mig_set *set,
+				     const struct vfiomig_mig_set_run_opts *opts);
 
 #ifdef __cplusplus
 }
