@@ -62,6 +62,11 @@ struct vfiomig_mig {
 	uint32_t nr_dma_ranges;
 	struct vfiomig_dma_range *dma_ranges;
 	uint64_t stopcopy_start_ns;
+	/* Pre-copy rate (vfiomig_mig_pending.bandwidth) and the stop advice's memory. */
+	uint64_t bw_bytes, bw_ns;
+	uint64_t adv_rounds;         /* precopy_rounds when the advice last looked */
+	uint64_t adv_best;           /* smallest still-to-move seen after the initial data */
+	uint32_t adv_stagnant;       /* rounds since adv_best went down */
 	void *scratch;               /* chunk buffer (save: chunk_size; load: piece buffer) */
 	size_t scratch_len;
 

@@ -575,6 +575,27 @@ int vfiomig_mig_save_setup(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	return 0;
 }
 
+/* The device's estimates and the library's rate; a failed query fails the save. */
+static int pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *out)
+{
+	uint64_t left;
+	int ret;
+
+	ret = m->proto->precopy_info(m, &out->precopy_initial, &out->precopy_dirty);
+	if (!ret)
+		ret = m->proto->stopcopy_size(m, &out->stopcopy);
+	if (ret)
+		return fail_save(m, ret, NULL);
+	if (m->bw_ns && m->bw_bytes) {
+		long double bw = (long double)m->bw_bytes * 1e9L / (long double)m->bw_ns;
+
+		left = out->stopcopy ? out->stopcopy : out->precopy_initial + out->precopy_dirty;
+		out->bandwidth = bw >= 1 ? (uint64_t)bw : 1;
+		out->downtime_ns = (uint64_t)((long double)left * 1e9L / bw);
+	}
+	return 0;
+}
+
 int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *p)
 {
 	VM_API(m ? m->ctx : NULL);
@@ -588,13 +609,75 @@ int vfiomig_mig_save_pending(struct vfiomig_mig *m, struct vfiomig_mig_pending *
 	if (m->role != VFIOMIG_ROLE_SAVE || m->failed)
 		return vm_err(m->ctx, -EINVAL, "device %s: pending on a load or failed save",
 			      m->dev->name);
-	ret = m->proto->precopy_info(m, &out.precopy_initial, &out.precopy_dirty);
-	if (!ret)
-		ret = m->proto->stopcopy_size(m, &out.stopcopy);
+	ret = pending(m, &out);
 	if (ret)
-		return fail_save(m, ret, NULL);
+		return ret;
 	vm_out_copy(p, &out, sizeof(out));
 	return 0;
+}
+
+/*
+ * The advice is STALLED after STALL_ROUNDS rounds in which the rest did
+ * not go below the smallest seen by more than 1/STALL_SHRINK of it (a rest
+ * that only wobbles, or creeps down by a percent a round, is not
+ * converging in any useful time).
+ */
+#define STALL_ROUNDS 3
+#define STALL_SHRINK 16
+
+/* One member's advice (and its expected downtime); the caller checked it is an active save. */
+static int advice(struct vfiomig_mig *m, uint32_t limit_ms, uint64_t *downtime_ns)
+{
+	struct vfiomig_mig_pending p = { .sz = sizeof(p) };
+	uint64_t left;
+	int ret;
+
+	*downtime_ns = 0;
+	if (!m->precopy)
+		return VFIOMIG_ADVICE_NO_PRECOPY;
+	ret = pending(m, &p);
+	if (ret)
+		return ret;
+	*downtime_ns = p.downtime_ns;
+	left = p.stopcopy ? p.stopcopy : p.precopy_initial + p.precopy_dirty;
+	if (m->init_sent && m->stats.precopy_rounds != m->adv_rounds) {
+		/* A new round since the last look: did it get the rest smaller? */
+		m->adv_rounds = m->stats.precopy_rounds;
+		if (!m->adv_best || left < m->adv_best - m->adv_best / STALL_SHRINK) {
+			m->adv_best = left ? left : 1;
+			m->adv_stagnant = 0;
+		} else {
+			m->adv_stagnant++;
+		}
+	}
+	if (m->init_sent && (m->flags & VFIOMIG_MIG_F_SWITCHOVER_ACK) && !m->acked)
+		return VFIOMIG_ADVICE_WAIT_ACK;
+	if (m->init_sent && p.bandwidth && p.downtime_ns <= (uint64_t)limit_ms * 1000000u)
+		return VFIOMIG_ADVICE_FITS;
+	if (m->init_sent && m->adv_stagnant >= STALL_ROUNDS)
+		return VFIOMIG_ADVICE_STALLED;
+	return VFIOMIG_ADVICE_CONTINUE;
+}
+
+int vfiomig_mig_stop_advice(struct vfiomig_mig *m, uint32_t downtime_limit_ms,
+			    uint64_t *downtime_ns)
+{
+	VM_API(m ? m->ctx : NULL);
+	uint64_t ns;
+	int ret;
+
+	if (downtime_ns)
+		*downtime_ns = 0;
+	if (!m)
+		return -EINVAL;
+	if (!save_active(m))
+		return vm_err(m->ctx, m->failed ? -ECANCELED : -EINVAL, "device %s: stop advice "
+			      "for a save that is not running (not set up, complete, failed, or a "
+			      "load)", m->dev->name);
+	ret = advice(m, downtime_limit_ms, &ns);
+	if (downtime_ns)
+		*downtime_ns = ns;
+	return ret;
 }
 
 /* Another member of a parallel run failed: this one stops too (quietly: that one said why). */
@@ -645,7 +728,7 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t deadline
 int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, uint64_t budget)
 {
 	VM_API(m ? m->ctx : NULL);
-	uint64_t moved = 0, initial, dirty;
+	uint64_t moved = 0, initial, dirty, t0;
 	int more = 0, ret;
 
 	ret = check_save(m, out, "save_iterate");
@@ -670,9 +753,14 @@ int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, 
 			if (limit < initial || !limit)
 				limit = initial ? UINT64_MAX : m->chunk_size;
 		}
-		more = move_chunks(m, limit, m->round_ns ? vm_now_ns() + m->round_ns : 0, &moved);
+		t0 = vm_now_ns();
+		more = move_chunks(m, limit, m->round_ns ? t0 + m->round_ns : 0, &moved);
 		if (more < 0)
 			return fail_save(m, more, NULL);
+		if (moved) {
+			m->bw_bytes += moved;
+			m->bw_ns += vm_now_ns() - t0;
+		}
 		if (more == 1) {
 			/* The limit was reached: ask whether anything really remains. */
 			ret = m->proto->precopy_info(m, &initial, &dirty);
@@ -1407,6 +1495,82 @@ int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set, struct vfiomig_
 	return 0;
 }
 
+static struct vfiomig_stream *member_stream(const struct vfiomig_mig *m)
+{
+	return m->role == VFIOMIG_ROLE_SAVE ? m->w.s : m->r.s;
+}
+
+/* ------------------------------------------------- set stop advice */
+
+int vfiomig_mig_set_stop_advice(struct vfiomig_mig_set *set, uint32_t downtime_limit_ms,
+				uint64_t *downtime_ns)
+{
+	VM_API(set ? set->ctx : NULL);
+	uint64_t *ns = NULL, *per_stream = NULL, worst = 0;
+	bool wait = false, unknown = false, all_may_stop = true, any_stalled = false,
+	     all_no_precopy = true;
+	int ret = 0;
+
+	if (downtime_ns)
+		*downtime_ns = 0;
+	if (!set)
+		return -EINVAL;
+	for (size_t i = 0; i < set->n; i++)
+		if (!save_active(set->members[i]))
+			return vm_err(set->ctx, set->members[i]->failed ? -ECANCELED : -EINVAL,
+				      "device set: stop advice: device %s has no save running",
+				      set->members[i]->dev->name);
+	ns = calloc(set->n + 1, sizeof(*ns));
+	per_stream = calloc(set->n + 1, sizeof(*per_stream));
+	if (!ns || !per_stream) {
+		ret = vm_enomem(set->ctx, "device set: stop advice");
+		goto out;
+	}
+	for (size_t i = 0; i < set->n; i++) {
+		struct vfiomig_mig *m = set->members[i];
+		int a = advice(m, downtime_limit_ms, &ns[i]);
+
+		if (a < 0) {
+			ret = a;
+			goto out;
+		}
+		wait |= a == VFIOMIG_ADVICE_WAIT_ACK;
+		any_stalled |= a == VFIOMIG_ADVICE_STALLED;
+		all_no_precopy &= a == VFIOMIG_ADVICE_NO_PRECOPY;
+		all_may_stop &= a != VFIOMIG_ADVICE_CONTINUE && a != VFIOMIG_ADVICE_WAIT_ACK;
+		unknown |= m->precopy && (!ns[i] || !m->init_sent);
+	}
+	/* Members of one stream add up; streams run side by side: the longest is the downtime. */
+	for (size_t i = 0; i < set->n; i++) {
+		size_t first = i;
+
+		for (size_t k = 0; k < i; k++)
+			if (member_stream(set->members[k]) == member_stream(set->members[i])) {
+				first = k;
+				break;
+			}
+		per_stream[first] += ns[i];
+		if (per_stream[first] > worst)
+			worst = per_stream[first];
+	}
+	if (downtime_ns)
+		*downtime_ns = worst;
+	if (wait)
+		ret = VFIOMIG_ADVICE_WAIT_ACK;
+	else if (all_no_precopy)
+		ret = VFIOMIG_ADVICE_NO_PRECOPY;
+	else if (!unknown && worst <= (uint64_t)downtime_limit_ms * 1000000u)
+		ret = VFIOMIG_ADVICE_FITS;
+	else if (all_may_stop && any_stalled)
+		ret = VFIOMIG_ADVICE_STALLED;
+	else
+		ret = VFIOMIG_ADVICE_CONTINUE;
+out:
+	free(ns);
+	free(per_stream);
+	return ret;
+}
+
 /* ------------------------------------------------- parallel set runs */
 
 /* The members of a set that share one stream: one worker moves them in turn. */
@@ -1424,11 +1588,6 @@ struct set_run {
 	int *err_flag;           /* the caller's "ERR line went out" */
 	int *ret;                /* per member: its result */
 };
-
-static struct vfiomig_stream *member_stream(const struct vfiomig_mig *m)
-{
-	return m->role == VFIOMIG_ROLE_SAVE ? m->w.s : m->r.s;
-}
 
 static int run_member(struct set_run *run, struct vfiomig_mig *m)
 {

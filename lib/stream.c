@@ -38,6 +38,7 @@ struct mem_stream {
 	size_t cap;
 	size_t rpos;   /* bytes read back */
 	bool fixed;    /* caller's buffer: never grown or freed */
+	bool pipe;     /* bytes read are released: [rpos, len) is what is kept */
 };
 
 struct vfiomig_stream {
@@ -477,7 +478,24 @@ fail:
 static ssize_t mem_write(void *user, const void *buf, size_t len)
 {
 	struct mem_stream *m = user;
-	size_t room = m->cap - m->len;
+	size_t room;
+
+	if (m->pipe && m->rpos) {
+		size_t unread = m->len - m->rpos;
+
+		/*
+		 * A pipe keeps only the unread bytes: slide them to the front when
+		 * the write would not fit behind them (usually nothing is left:
+		 * the reader has caught up, and nothing moves).
+		 */
+		if (unread == 0 || m->cap - m->len < len) {
+			if (unread)
+				memmove(m->buf, m->buf + m->rpos, unread);
+			m->len = unread;
+			m->rpos = 0;
+		}
+	}
+	room = m->cap - m->len;
 
 	if (room < len && !m->fixed) {
 		size_t need, cap = m->cap ? m->cap : MEM_MIN_CAP;
@@ -513,6 +531,8 @@ static ssize_t mem_read(void *user, void *buf, size_t len)
 	if (len)
 		memcpy(buf, m->buf + m->rpos, len);
 	m->rpos += len;
+	if (m->pipe && m->rpos == m->len)
+		m->rpos = m->len = 0; /* all read: the next write starts at the front again */
 	return (ssize_t)len;
 }
 
@@ -542,6 +562,15 @@ int vfiomig_stream_mem_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out)
 		return vm_err(ctx, -EINVAL, "memory stream: NULL out");
 	*out = NULL;
 	return mem_stream_new(ctx, (struct mem_stream){ 0 }, true, "memory stream", out);
+}
+
+int vfiomig_stream_mem_pipe_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out)
+{
+	VM_API(ctx);
+	if (!out)
+		return vm_err(ctx, -EINVAL, "memory pipe: NULL out");
+	*out = NULL;
+	return mem_stream_new(ctx, (struct mem_stream){ .pipe = true }, true, "memory pipe", out);
 }
 
 int vfiomig_stream_mem_fixed_new(struct vfiomig_ctx *ctx, void *buf, size_t len, uint32_t flags,
@@ -577,6 +606,11 @@ int vfiomig_stream_mem_data(const struct vfiomig_stream *s, const void **data, s
 		return vm_arg_err(s->ctx, __func__);
 	if (s->kind != STREAM_MEM)
 		return vm_err(s->ctx, -EINVAL, "%s: not a memory stream", s->desc);
+	if (s->u.mem.pipe) {
+		*data = s->u.mem.buf + s->u.mem.rpos;
+		*len = s->u.mem.len - s->u.mem.rpos;
+		return 0;
+	}
 	*data = s->u.mem.buf;
 	*len = s->u.mem.len;
 	return 0;

@@ -1212,3 +1212,140 @@ Test(flow, a_config_record_claiming_more_than_the_stream_holds_costs_what_arrive
 	side_close(&d);
 }
 #endif
+
+/* ------------------------------------------------- when to stop the VM */
+
+Test(flow, stop_advice_says_stalled_when_the_dirty_data_stops_shrinking)
+{
+	struct side s;
+	struct vfiomig_stream *out;
+	uint64_t ns = 1;
+	int a, rounds = 0;
+
+	side_open(&s, SRC, MIG_ALL, 1 << 20);
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &out), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(s.m, out), 0, "%s", env.log.last_err);
+	/* Before any round: no rate yet, so no downtime can be promised. */
+	cr_assert_eq(vfiomig_mig_stop_advice(s.m, 1000, &ns), VFIOMIG_ADVICE_CONTINUE);
+	cr_assert_eq(ns, 0);
+	/* The guest dirties 32 pages between rounds, every round: the rest never shrinks. */
+	do {
+		cr_assert_eq(vfiomig_sim_device_run(s.sd, 32), 0);
+		cr_assert_geq(vfiomig_mig_save_iterate(s.m, out, 0), 0, "%s", env.log.last_err);
+		/* A limit nothing meets: only the stall can stop it. */
+		a = vfiomig_mig_stop_advice(s.m, 0, &ns);
+		rounds++;
+	} while (a == VFIOMIG_ADVICE_CONTINUE && rounds < 20);
+	cr_assert_eq(a, VFIOMIG_ADVICE_STALLED, "advice %d after %d rounds", a, rounds);
+	/* Round 1 sends the initial data and sets the smallest rest; 3 flat rounds follow. */
+	cr_assert_eq(rounds, 1 + 3, "stalled after %d rounds", rounds);
+	cr_assert_gt(ns, 0, "a rate was measured");
+	/* A generous limit: the same state fits. */
+	cr_assert_eq(vfiomig_mig_stop_advice(s.m, UINT32_MAX, NULL), VFIOMIG_ADVICE_FITS);
+	vfiomig_stream_free(out);
+	side_close(&s);
+}
+
+Test(flow, stop_advice_fits_once_the_rest_moves_within_the_limit)
+{
+	VFIOMIG_OPTS(mig_pending, p);
+	struct side s;
+	struct vfiomig_stream *out;
+	uint64_t ns;
+	long double expect;
+
+	side_open(&s, SRC, MIG_ALL, 1 << 20);
+	side_mig(&s, VFIOMIG_ROLE_SAVE, NULL);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &out), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(s.m, out), 0, "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_device_run(s.sd, 256), 0);
+	cr_assert_geq(vfiomig_mig_save_iterate(s.m, out, 0), 0, "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_sim_device_run(s.sd, 4), 0);
+	cr_assert_eq(vfiomig_mig_save_pending(s.m, &p), 0);
+	cr_assert_gt(p.bandwidth, 0);
+	/* The expected downtime is what is left at the measured rate. */
+	expect = (long double)(p.stopcopy ? p.stopcopy : p.precopy_initial + p.precopy_dirty) *
+		 1e9L / (long double)p.bandwidth;
+	cr_assert_leq(p.downtime_ns, (uint64_t)expect + 1000000u, "%llu vs %.0Lf",
+		      (unsigned long long)p.downtime_ns, expect);
+	cr_assert_geq(p.downtime_ns + 1000000u, (uint64_t)expect);
+	cr_assert_eq(vfiomig_mig_stop_advice(s.m, 60000, &ns), VFIOMIG_ADVICE_FITS);
+	cr_assert_eq(ns, p.downtime_ns);
+	cr_assert_eq(vfiomig_mig_stop_advice(s.m, 0, &ns), ns == 0 ? VFIOMIG_ADVICE_FITS :
+			     VFIOMIG_ADVICE_CONTINUE, "one flat round is no stall yet");
+	vfiomig_stream_free(out);
+	side_close(&s);
+}
+
+Test(flow, stop_advice_without_precopy_and_while_the_ack_is_outstanding)
+{
+	VFIOMIG_OPTS(mig_opts, nopre, .flags = VFIOMIG_MIG_F_NO_PRECOPY);
+	VFIOMIG_OPTS(mig_opts, ack, .flags = VFIOMIG_MIG_F_SWITCHOVER_ACK);
+	struct side a, b;
+	struct vfiomig_stream *oa, *ob;
+
+	side_open(&a, SRC, MIG_ALL, 64 << 10);
+	side_open(&b, DST, MIG_ALL, 64 << 10);
+	side_mig(&a, VFIOMIG_ROLE_SAVE, &nopre);
+	side_mig(&b, VFIOMIG_ROLE_SAVE, &ack);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &oa), 0);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &ob), 0);
+	/* Not set up: refused. */
+	cr_assert_eq(vfiomig_mig_stop_advice(a.m, 100, NULL), -EINVAL);
+	cr_assert_eq(vfiomig_mig_save_setup(a.m, oa), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(b.m, ob), 0);
+	cr_assert_eq(vfiomig_mig_stop_advice(a.m, 100, NULL), VFIOMIG_ADVICE_NO_PRECOPY);
+	cr_assert_geq(vfiomig_mig_save_iterate(b.m, ob, 0), 0, "%s", env.log.last_err);
+	cr_assert_eq(vfiomig_mig_initial_data_sent(b.m), 1);
+	cr_assert_eq(vfiomig_mig_stop_advice(b.m, UINT32_MAX, NULL), VFIOMIG_ADVICE_WAIT_ACK);
+	vfiomig_stream_free(oa);
+	vfiomig_stream_free(ob);
+	side_close(&a);
+	side_close(&b);
+}
+
+Test(flow, a_sets_expected_downtime_adds_up_a_stream_and_takes_the_longest_stream)
+{
+	struct side s[3];
+	struct vfiomig_stream *one, *two;
+	struct vfiomig_mig_set *set;
+	uint64_t ns[3], total;
+
+	cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set), 0);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &one), 0);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &two), 0);
+	for (int i = 0; i < 3; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "0000:0%d:00.0", 5 + i);
+		side_open(&s[i], name, MIG_ALL, 256 << 10);
+		side_mig(&s[i], VFIOMIG_ROLE_SAVE, NULL);
+		cr_assert_eq(vfiomig_mig_set_add(set, s[i].m), 0);
+		/* Members 0 and 1 share stream one; member 2 has stream two. */
+		cr_assert_eq(vfiomig_mig_save_setup(s[i].m, i < 2 ? one : two), 0);
+		cr_assert_eq(vfiomig_sim_device_run(s[i].sd, 16), 0);
+		cr_assert_geq(vfiomig_mig_save_iterate(s[i].m, i < 2 ? one : two, 0), 0);
+	}
+	/* Different amounts left: 1, 2 and 40 pages dirty. */
+	cr_assert_eq(vfiomig_sim_device_run(s[0].sd, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_run(s[1].sd, 2), 0);
+	cr_assert_eq(vfiomig_sim_device_run(s[2].sd, 40), 0);
+	for (int i = 0; i < 3; i++) {
+		VFIOMIG_OPTS(mig_pending, p);
+
+		cr_assert_eq(vfiomig_mig_save_pending(s[i].m, &p), 0);
+		cr_assert_gt(p.downtime_ns, 0, "member %d", i);
+		ns[i] = p.downtime_ns;
+	}
+	cr_assert_eq(vfiomig_mig_set_stop_advice(set, UINT32_MAX, &total), VFIOMIG_ADVICE_FITS);
+	cr_assert_eq(total, ns[0] + ns[1] > ns[2] ? ns[0] + ns[1] : ns[2], "%llu: %llu %llu %llu",
+		     (unsigned long long)total, (unsigned long long)ns[0],
+		     (unsigned long long)ns[1], (unsigned long long)ns[2]);
+	cr_assert_eq(vfiomig_mig_set_stop_advice(set, 0, &total), VFIOMIG_ADVICE_CONTINUE);
+	vfiomig_mig_set_free(set);
+	for (int i = 0; i < 3; i++)
+		side_close(&s[i]);
+	vfiomig_stream_free(one);
+	vfiomig_stream_free(two);
+}

@@ -648,6 +648,76 @@ Test(stream_mem, growable_write_then_read_back)
 	assert_no_leaks();
 }
 
+Test(stream_mem, a_pipe_yields_every_byte_once_in_order)
+{
+	unsigned char src[50000], dst[50000];
+	struct vfiomig_stream *s;
+	const void *data;
+	size_t len, w = 0, r = 0;
+	unsigned int x = 1;
+
+	fill_pattern(src, sizeof(src), 3);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(NULL, &s), 0);
+	/* Writes and reads of uneven sizes, the reader sometimes behind, sometimes caught up. */
+	while (r < sizeof(src)) {
+		x = x * 1103515245u + 12345u;
+		size_t wn = (x >> 8) % 3000, rn = (x >> 20) % 3500;
+
+		if (wn > sizeof(src) - w)
+			wn = sizeof(src) - w;
+		cr_assert_eq(vfiomig_stream_write(s, src + w, wn), 0);
+		w += wn;
+		if (rn > w - r)
+			rn = w - r;
+		cr_assert_eq(vfiomig_stream_mem_data(s, &data, &len), 0);
+		cr_assert_eq(len, w - r, "the data view is the unread bytes");
+		cr_assert(len == 0 || memcmp(data, src + r, len) == 0);
+		cr_assert_eq(vfiomig_stream_read(s, dst + r, rn), 0);
+		r += rn;
+	}
+	cr_assert(memcmp(dst, src, sizeof(src)) == 0);
+	cr_assert_eq(vfiomig_stream_read(s, dst, 1), -ENODATA);
+	cr_assert_eq(vfiomig_stream_bytes_written(s), sizeof(src));
+	cr_assert_eq(vfiomig_stream_bytes_read(s), sizeof(src));
+	vfiomig_stream_free(s);
+	assert_no_leaks();
+}
+
+#if defined(TESTUTIL_HEAP_COUNT)
+Test(stream_mem, a_pipe_holds_only_what_is_unread)
+{
+	enum { ROUND = 1 << 20, ROUNDS = 32 };
+	unsigned char *buf = malloc(ROUND);
+	struct vfiomig_stream *s, *g;
+	long base;
+
+	cr_assert_not_null(buf);
+	fill_pattern(buf, ROUND, 5);
+	base = heap_in_use();
+	heap_peak_reset();
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(NULL, &s), 0);
+	for (int i = 0; i < ROUNDS; i++) {
+		cr_assert_eq(vfiomig_stream_write(s, buf, ROUND), 0);
+		cr_assert_eq(vfiomig_stream_read(s, buf, ROUND), 0);
+	}
+	/* 32 MiB went through; the pipe's buffer is one round's size (growth by doubling: < 2x). */
+	cr_assert_lt(heap_peak_since(base), 2 * ROUND + 65536, "peak %ld bytes for 1 MiB rounds",
+		     heap_peak_since(base));
+	vfiomig_stream_free(s);
+	/* The growable stream keeps everything: the same rounds cost all 32 MiB. */
+	heap_peak_reset();
+	cr_assert_eq(vfiomig_stream_mem_new(NULL, &g), 0);
+	for (int i = 0; i < ROUNDS; i++) {
+		cr_assert_eq(vfiomig_stream_write(g, buf, ROUND), 0);
+		cr_assert_eq(vfiomig_stream_read(g, buf, ROUND), 0);
+	}
+	cr_assert_geq(heap_peak_since(base), (long)ROUNDS * ROUND);
+	vfiomig_stream_free(g);
+	free(buf);
+	assert_no_leaks();
+}
+#endif
+
 Test(stream_mem, fixed_read_yields_the_buffer_then_the_end)
 {
 	unsigned char buf[10] = "0123456789", dst[10];

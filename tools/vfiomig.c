@@ -3,7 +3,7 @@
  * vfiomig: command-line front end of libvfiomig.
  *
  *   vfiomig probe DEVICE [--json]
- *   vfiomig demo [--state SIZE] [--dirty PAGES] [--proto v1|v2] [--no-precopy]
+ *   vfiomig demo [--state SIZE] [--dirty PAGES] [--downtime-ms N] [--proto v1|v2] [--no-precopy]
  *   vfiomig save DEVICE -o FILE [--no-precopy] [--allow-v1] [--rounds N]
  *   vfiomig load DEVICE -i FILE [--allow-v1]
  *   vfiomig inspect FILE [--records] [--json]
@@ -686,7 +686,7 @@ static void print_mib(const char *label, uint64_t bytes)
 
 /* One demo run: its options, the two simulated devices and the migration between them. */
 struct demo {
-	uint64_t state, dirty, max_rounds;
+	uint64_t state, dirty, max_rounds, downtime_ms;
 	bool v1, precopy;
 	struct vfiomig_sim *sim;
 	struct vfiomig_ctx *ctx;
@@ -720,6 +720,12 @@ static int demo_args(const struct command *cmd, int argc, char **argv, struct de
 			if (d->dirty > UINT32_MAX)
 				return usage_error(cmd, "--dirty: '%s' is over %" PRIu32, v,
 						   UINT32_MAX);
+		} else if ((r = opt_value(cmd, argc, argv, &i, "--downtime-ms", &v))) {
+			if (r < 0)
+				return 2;
+			if (!parse_size(v, &d->downtime_ms) || d->downtime_ms > 3600000)
+				return usage_error(cmd, "--downtime-ms: '%s' is not a number of ms "
+						   "up to 3600000", v);
 		} else if ((r = opt_value(cmd, argc, argv, &i, "--proto", &v))) {
 			if (r < 0)
 				return 2;
@@ -771,7 +777,8 @@ static int demo_setup(struct demo *d)
 	printf("vfiomig demo: live migration of a simulated %s device with %.1f MiB of state\n",
 	       d->v1 ? "v1 (region protocol)" : "v2 (data_fd protocol, PRE_COPY + P2P)",
 	       (double)d->state / (1024.0 * 1024.0));
-	printf("  source " DEMO_SRC " -> destination " DEMO_DST ", in-memory stream\n");
+	printf("  source " DEMO_SRC " -> destination " DEMO_DST ", in-memory pipe; allowed "
+	       "downtime %llu ms\n", (unsigned long long)d->downtime_ms);
 	/* The guest has been using the device: fill its state. */
 	ret = vfiomig_sim_device_run(d->sa, d->state / 4096);
 	if (!ret)
@@ -779,7 +786,7 @@ static int demo_setup(struct demo *d)
 	if (!ret)
 		ret = vfiomig_mig_new(d->db, VFIOMIG_ROLE_LOAD, &so_load, &d->dst);
 	if (!ret)
-		ret = vfiomig_stream_mem_new(d->ctx, &d->wire);
+		ret = vfiomig_stream_mem_pipe_new(d->ctx, &d->wire);
 	if (!ret)
 		ret = vfiomig_mig_save_setup(d->src, d->wire);
 	if (!ret)
@@ -787,12 +794,26 @@ static int demo_setup(struct demo *d)
 	return ret;
 }
 
-/* Pre-copy rounds while the guest keeps running, until little is left dirty. */
+/*
+ * Pre-copy rounds while the guest keeps running, until the library's stop
+ * advice says the rest fits the allowed downtime, or that the rest has
+ * stopped shrinking (or --max-rounds).
+ */
+static const char *const advice_names[] = {
+	[VFIOMIG_ADVICE_CONTINUE] = "continue",
+	[VFIOMIG_ADVICE_FITS] = "the expected downtime fits",
+	[VFIOMIG_ADVICE_STALLED] = "the dirty data stopped shrinking (not converged)",
+	[VFIOMIG_ADVICE_NO_PRECOPY] = "no pre-copy",
+	[VFIOMIG_ADVICE_WAIT_ACK] = "waiting for the switchover-ack",
+};
+
 static int demo_precopy(struct demo *d)
 {
 	VFIOMIG_OPTS(mig_pending, pend);
+	uint64_t round;
+	int advice = VFIOMIG_ADVICE_CONTINUE;
 
-	for (uint64_t round = 1; d->precopy && round <= d->max_rounds; round++) {
+	for (round = 1; d->precopy && round <= d->max_rounds; round++) {
 		uint64_t before = vfiomig_stream_bytes_written(d->wire);
 		int ret;
 
@@ -806,16 +827,25 @@ static int demo_precopy(struct demo *d)
 		}
 		if (!ret)
 			ret = vfiomig_mig_save_pending(d->src, &pend);
+		if (!ret) {
+			advice = vfiomig_mig_stop_advice(d->src, (uint32_t)d->downtime_ms, NULL);
+			ret = advice < 0 ? advice : 0;
+		}
 		if (ret)
 			return ret;
 		printf("  pre-copy round %2llu: %10llu stream bytes; still dirty %8llu bytes, "
-		       "initial data %s\n", (unsigned long long)round,
+		       "initial data %s, %.0f MB/s, expected downtime %.2f ms\n",
+		       (unsigned long long)round,
 		       (unsigned long long)(vfiomig_stream_bytes_written(d->wire) - before),
 		       (unsigned long long)pend.precopy_dirty,
-		       vfiomig_mig_initial_data_sent(d->src) ? "sent" : "pending");
-		if (vfiomig_mig_initial_data_sent(d->src) && pend.precopy_dirty <= 256 * 1024)
+		       vfiomig_mig_initial_data_sent(d->src) ? "sent" : "pending",
+		       (double)pend.bandwidth / 1e6, (double)pend.downtime_ns / 1e6);
+		if (advice != VFIOMIG_ADVICE_CONTINUE && advice != VFIOMIG_ADVICE_WAIT_ACK)
 			break;
 	}
+	if (d->precopy)
+		printf("  stop: %s\n", advice == VFIOMIG_ADVICE_CONTINUE ? "--max-rounds reached" :
+		       advice_names[advice]);
 	return 0;
 }
 
@@ -893,7 +923,8 @@ static void demo_free(struct demo *d)
 
 static int cmd_demo(const struct command *cmd, int argc, char **argv)
 {
-	struct demo d = { .state = 64ull << 20, .dirty = 16, .max_rounds = 10, .precopy = true };
+	struct demo d = { .state = 64ull << 20, .dirty = 16, .max_rounds = 30, .precopy = true,
+			  .downtime_ms = 300 };
 	int ret, rc;
 
 	rc = demo_args(cmd, argc, argv, &d);
@@ -1381,12 +1412,14 @@ static const struct command commands[] = {
 	  "\n"
 	  "Example:\n"
 	  "  vfiomig probe sim:pci,mig=v2-p2p-precopy\n" },
-	{ "demo", cmd_demo, "[--state SIZE] [--dirty PAGES] [--proto v1|v2] [--no-precopy]",
+	{ "demo", cmd_demo, "[--state SIZE] [--dirty PAGES] [--downtime-ms N] [--proto v1|v2] "
+	  "[--no-precopy]",
 	  "live-migrate a simulated device into another and check the result",
 	  "Live-migrate a simulated device (" DEMO_SRC ", SIZE bytes of state that the\n"
 	  "guest keeps changing) into a second one (" DEMO_DST ") over an in-memory\n"
-	  "stream: pre-copy rounds until little is left dirty, then stop-and-copy, and\n"
-	  "the destination resumes. Checks that the destination's state is bit-identical\n"
+	  "pipe: pre-copy rounds until the library's stop advice says the rest fits the\n"
+	  "allowed downtime, or that it stopped shrinking (at most 30 rounds), then\n"
+	  "stop-and-copy, and the destination resumes. Checks that the destination's state is bit-identical\n"
 	  "and that the VMM's config record arrived, then prints the rounds, the bytes\n"
 	  "and how long the VM was paused. Needs no hardware.\n"
 	  "\n"
@@ -1394,6 +1427,7 @@ static const struct command commands[] = {
 	  "  --state SIZE   device state, a multiple of 4K; suffix K, M or G (default 64M)\n"
 	  "  --dirty PAGES  4 KiB pages the guest changes per device read while it runs,\n"
 	  "                 4x that between pre-copy rounds (default 16)\n"
+	  "  --downtime-ms N  the pause the VM may take (default 300)\n"
 	  "  --proto v1|v2  kernel migration protocol (default v2, with PRE_COPY and P2P)\n"
 	  "  --no-precopy   no pre-copy rounds: stop-and-copy only\n"
 	  "  -h, --help     show this help\n"

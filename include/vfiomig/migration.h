@@ -218,10 +218,45 @@ struct vfiomig_mig_pending {
 	 * it is known, else precopy_initial + precopy_dirty — never the sum.
 	 */
 	uint64_t stopcopy;
+	/*
+	 * Measured by the library over this save's pre-copy rounds: the rate
+	 * at which device data went from the device into the stream, in
+	 * bytes/s (0 until a round has moved some), and the stop-and-copy
+	 * time expected at that rate for what is still to move (stopcopy when
+	 * known, else precopy_initial + precopy_dirty), in ns (0: no rate yet).
+	 */
+	uint64_t bandwidth;
+	uint64_t downtime_ns;
 };
 
 /* Estimates (VFIO_MIG_GET_PRECOPY_INFO, VFIO_DEVICE_FEATURE_MIG_DATA_SIZE; v1: pending_bytes). */
 VFIOMIG_API int vfiomig_mig_save_pending(struct vfiomig_mig *mig, struct vfiomig_mig_pending *p);
+
+/* vfiomig_mig_stop_advice() results */
+#define VFIOMIG_ADVICE_CONTINUE   0 /* run another pre-copy round */
+#define VFIOMIG_ADVICE_FITS       1 /* stop: the expected downtime fits the limit */
+#define VFIOMIG_ADVICE_STALLED    2 /* stop: the data still to move stopped shrinking */
+#define VFIOMIG_ADVICE_NO_PRECOPY 3 /* stop: no pre-copy (nothing to gain by waiting) */
+#define VFIOMIG_ADVICE_WAIT_ACK   4 /* do not stop yet: the destination has not acknowledged
+				       the initial data (VFIOMIG_MIG_F_SWITCHOVER_ACK) */
+
+/*
+ * When to stop the VM, from the library's own measurements: call it after
+ * each pre-copy round. It is FITS once the device is switchover-ready
+ * (vfiomig_mig_switchover_ready()) and the expected downtime (see
+ * vfiomig_mig_pending.downtime_ns) is at most `downtime_limit_ms`; it is
+ * STALLED once all the initial data has been sent and for 3 rounds the
+ * data still to move has not gone below its smallest value by more than
+ * a sixteenth (a device
+ * dirtying as fast as it is copied: more rounds would not help, so stop
+ * and take the longer downtime, or cancel); NO_PRECOPY without pre-copy;
+ * WAIT_ACK while the acknowledgement is outstanding; else CONTINUE. The
+ * VMM keeps the last word (a round limit, its own timer, cancel).
+ * *downtime_ns (optional) gets the expected downtime (0: no rate yet).
+ * Returns one of VFIOMIG_ADVICE_*, or -errno (a failed or finished save).
+ */
+VFIOMIG_API int vfiomig_mig_stop_advice(struct vfiomig_mig *mig, uint32_t downtime_limit_ms,
+					uint64_t *downtime_ns);
 
 /*
  * One pre-copy round: move up to `budget` bytes of device data into the
@@ -461,6 +496,16 @@ VFIOMIG_API int vfiomig_mig_set_vm_state(struct vfiomig_mig_set *set, uint32_t s
 
 /* Forward an event to every member (the first error is returned). */
 VFIOMIG_API int vfiomig_mig_set_event(struct vfiomig_mig_set *set, uint32_t event);
+
+/*
+ * vfiomig_mig_stop_advice() for a VM's devices: STALLED, NO_PRECOPY or
+ * FITS only when every member says it may stop, with the set's expected
+ * downtime (the members of one stream move one after another, streams
+ * side by side, as vfiomig_mig_set_save_complete() moves them) against
+ * the limit; WAIT_ACK while any member waits for its acknowledgement.
+ */
+VFIOMIG_API int vfiomig_mig_set_stop_advice(struct vfiomig_mig_set *set,
+					    uint32_t downtime_limit_ms, uint64_t *downtime_ns);
 
 /* Sum of the members' statistics (protocol and device_state are 0). */
 VFIOMIG_API int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set,

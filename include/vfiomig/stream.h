@@ -104,6 +104,16 @@ VFIOMIG_API int vfiomig_stream_fd_new(struct vfiomig_ctx *ctx, int fd, uint32_t 
  */
 VFIOMIG_API int vfiomig_stream_mem_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out);
 
+/*
+ * A memory pipe: a growable in-memory stream whose reads release what
+ * they consume, so it holds only the bytes written and not yet read (its
+ * buffer is as large as the most that was ever unread at once, and is
+ * reused). For a source and a destination in one process: write a
+ * pre-copy round, read it, write the next. Returns 0 and *out, or
+ * -ENOMEM.
+ */
+VFIOMIG_API int vfiomig_stream_mem_pipe_new(struct vfiomig_ctx *ctx, struct vfiomig_stream **out);
+
 /* vfiomig_stream_mem_fixed_new() flags */
 #define VFIOMIG_STREAM_MEM_READ (1u << 0) /* read buf's len existing bytes (read-only stream) */
 
@@ -120,10 +130,11 @@ VFIOMIG_API int vfiomig_stream_mem_fixed_new(struct vfiomig_ctx *ctx, void *buf,
 
 /*
  * The bytes written so far to a memory stream (all of them, including
- * any already read back): *data points into memory owned by the stream
- * (or the caller's buffer for a fixed stream) and stays valid until the
- * next write or vfiomig_stream_free(); *len is their count. -EINVAL for
- * a stream that is not a memory stream.
+ * any already read back; for a memory pipe, the bytes not read yet):
+ * *data points into memory owned by the stream (or the caller's buffer
+ * for a fixed stream) and stays valid until the next write or read of a
+ * pipe, the next write of the others, or vfiomig_stream_free(); *len is
+ * their count. -EINVAL for a stream that is not a memory stream.
  */
 VFIOMIG_API int vfiomig_stream_mem_data(const struct vfiomig_stream *s, const void **data,
 					size_t *len);
