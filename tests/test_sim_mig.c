@@ -1185,6 +1185,261 @@ Test(sim_mig, fail_data_knob_errors_or_truncates_reads)
 	assert_no_leaks();
 }
 
+/* ------------------------------------------------------------- the page sum */
+
+#define FNV_INIT  0xcbf29ce484222325ull
+#define FNV_PRIME 0x100000001b3ull
+#define BIG_PAGES 80u /* past the 64 pages whose end record carries the state hash */
+
+/* The chain of both 0.1 checksums: h = (h ^ w) * prime over 64-bit words. */
+static uint64_t fnv_words(uint64_t h, const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i + 8 <= len; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, p + i, sizeof(w));
+		h = (h ^ w) * FNV_PRIME;
+	}
+	return h;
+}
+
+/* After an edit of an image's page records: its end record (last) gets their checksum again. */
+static void fix_stream_checksum(uint8_t *img, size_t len)
+{
+	uint64_t h = fnv_words(FNV_INIT, img, len - END);
+
+	memcpy(img + len - END + 24, &h, sizeof(h));
+}
+
+static uint32_t end_flags(const uint8_t *img, size_t len)
+{
+	uint32_t f;
+
+	memcpy(&f, img + len - END + 4, sizeof(f));
+	return f;
+}
+
+static uint64_t end_state_checksum(const uint8_t *img, size_t len)
+{
+	uint64_t v;
+
+	memcpy(&v, img + len - END + 16, sizeof(v));
+	return v;
+}
+
+/* Restore an image into a reset device: refused for `why`, leaving it in ERROR. */
+static void refused_for(struct h *h, const uint8_t *img, size_t len, const char *why)
+{
+	char prefix[128];
+
+	reset(h);
+	vfiomig_sim_events_clear(h->sim);
+	cr_assert_eq(restore(h, img, len, one_piece, 1), -EINVAL, "%s", why);
+	cr_assert_eq(get_state(h), ERR_, "%s", why);
+	snprintf(prefix, sizeof(prefix), "%s: RESUMING -> STOP failed (device data refused: %s",
+		 vfiomig_sim_device_name(h->sd), why);
+	cr_assert(has_event_prefix(h->sim, prefix), "%s: %s", why,
+		  vfiomig_sim_event(h->sim, 0) ? vfiomig_sim_event(h->sim, 0) : "(none)");
+	reset(h);
+}
+
+Test(sim_mig, small_states_end_with_the_state_hash_bigger_ones_with_the_page_sum)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *small = mig_dev(sim, "0000:03:00.0", FULLMIG, 64 * PG, 0);
+	struct vfiomig_sim_device *big = mig_dev(sim, "0000:04:00.0", FULLMIG, 65 * PG, 0);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:05:00.0", FULLMIG, 65 * PG, 0);
+	struct h hs = hopen(sim, small), hb = hopen(sim, big), hd = hopen(sim, dst);
+	size_t cap = 65 * REC + END, n, len;
+	uint8_t *img = malloc(cap);
+	const uint8_t *state;
+
+	cr_assert_not_null(img);
+	/* Up to 64 pages: flags 0 and the hash of the whole state, as 0.1 wrote. */
+	cr_assert_eq(vfiomig_sim_device_run(small, 10), 0);
+	n = image_of(&hs, img, cap);
+	cr_assert_eq(n, 64 * REC + END);
+	state = vfiomig_sim_device_state(small, &len);
+	cr_assert_eq(end_flags(img, n), 0);
+	cr_assert_eq(end_state_checksum(img, n), fnv_words(FNV_INIT, state, len));
+	/* One page more: flags 1, the page sum, and the image loads. */
+	cr_assert_eq(vfiomig_sim_device_run(big, 10), 0);
+	n = image_of(&hb, img, cap);
+	cr_assert_eq(n, 65 * REC + END);
+	cr_assert_eq(end_flags(img, n), 1);
+	cr_assert_eq(restore(&hd, img, n, (const size_t[]){ 5000 }, 1), 0);
+	cr_assert(same_state(big, dst));
+	free(img);
+	hclose(&hs);
+	hclose(&hb);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
+Test(sim_mig, the_page_sum_catches_a_flipped_byte_a_swapped_page_and_a_missing_page)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst);
+	size_t cap = BIG_PAGES * REC + END, n;
+	uint8_t *img = malloc(cap), *bad = malloc(cap + REC);
+	uint64_t a, b;
+
+	cr_assert(img && bad);
+	cr_assert_eq(vfiomig_sim_device_run(src, BIG_PAGES), 0); /* every page, each different */
+	n = image_of(&hs, img, cap);
+	cr_assert_eq(n, cap);
+	cr_assert_eq(end_flags(img, n), 1);
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	cr_assert(same_state(src, dst));
+
+	/*
+	 * Each edit below keeps the stream checksum right: only the state
+	 * checksum can see it. A flipped bit or byte, in any page, anywhere.
+	 */
+	for (size_t p = 0; p < BIG_PAGES; p += 13) {
+		size_t at = p * REC + 16 + (p * 577) % PG;
+
+		memcpy(bad, img, n);
+		bad[at] ^= (uint8_t)(1u << (p % 8));
+		fix_stream_checksum(bad, n);
+		refused_for(&hd, bad, n, "state checksum mismatch");
+		memcpy(bad, img, n);
+		bad[at] = (uint8_t)~bad[at];
+		fix_stream_checksum(bad, n);
+		refused_for(&hd, bad, n, "state checksum mismatch");
+	}
+	/* Two pages swapped: each record names the other's index. */
+	memcpy(bad, img, n);
+	a = 5;
+	b = 61;
+	memcpy(bad + 5 * REC + 8, &b, 8);
+	memcpy(bad + 61 * REC + 8, &a, 8);
+	fix_stream_checksum(bad, n);
+	refused_for(&hd, bad, n, "state checksum mismatch");
+	/* Two neighbours swapped. */
+	memcpy(bad, img, n);
+	a = 0;
+	b = 1;
+	memcpy(bad + 8, &b, 8);
+	memcpy(bad + REC + 8, &a, 8);
+	fix_stream_checksum(bad, n);
+	refused_for(&hd, bad, n, "state checksum mismatch");
+	/* A page missing (the reset destination keeps zeros there). */
+	memcpy(bad, img, 7 * REC);
+	memcpy(bad + 7 * REC, img + 8 * REC, n - 8 * REC);
+	fix_stream_checksum(bad, n - REC);
+	refused_for(&hd, bad, n - REC, "state checksum mismatch");
+	/* A page sent twice, the second time at the wrong index. */
+	memcpy(bad, img, n - END);
+	memcpy(bad + n - END, img + 9 * REC, REC);
+	a = 10;
+	memcpy(bad + n - END + 8, &a, 8);
+	memcpy(bad + n - END + REC, img + n - END, END);
+	fix_stream_checksum(bad, n + REC);
+	refused_for(&hd, bad, n + REC, "state checksum mismatch");
+	/* The checksum is about the state: a page the destination already holds may stay away. */
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	memcpy(bad, img, 7 * REC);
+	memcpy(bad + 7 * REC, img + 8 * REC, n - 8 * REC);
+	fix_stream_checksum(bad, n - REC);
+	cr_assert_eq(restore(&hd, bad, n - REC, one_piece, 1), 0);
+	cr_assert(same_state(src, dst));
+	free(img);
+	free(bad);
+	hclose(&hs);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
+Test(sim_mig, a_big_image_with_the_state_hash_of_0_1_still_loads)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst);
+	size_t cap = BIG_PAGES * REC + END, n, len;
+	uint8_t *img = malloc(cap);
+	const uint8_t *state;
+	uint64_t h;
+	uint32_t zero = 0;
+
+	cr_assert_not_null(img);
+	cr_assert_eq(vfiomig_sim_device_run(src, 30), 0);
+	n = image_of(&hs, img, cap);
+	/* What 0.1 wrote for this state: flags 0, the hash of the whole state. */
+	state = vfiomig_sim_device_state(src, &len);
+	h = fnv_words(FNV_INIT, state, len);
+	memcpy(img + n - END + 4, &zero, 4);
+	memcpy(img + n - END + 16, &h, 8);
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	cr_assert(same_state(src, dst));
+	h ^= 1;
+	memcpy(img + n - END + 16, &h, 8);
+	refused_for(&hd, img, n, "state checksum mismatch");
+	/* Unknown end flags are refused. */
+	h ^= 1;
+	memcpy(img + n - END + 16, &h, 8);
+	img[n - END + 6] = 1;
+	refused_for(&hd, img, n, "unknown record flags");
+	free(img);
+	hclose(&hs);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
+/*
+ * The page sum follows every way the state changes: the device running
+ * between rounds and by itself (dirty=), a reset, pages received over a
+ * destination's own older state, and pages sent again unchanged.
+ */
+Test(sim_mig, the_page_sum_follows_runs_resets_and_rounds)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", FULLMIG, BIG_PAGES * PG, 3);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst);
+	size_t cap = 4 * BIG_PAGES * REC, n;
+	uint8_t *buf = malloc(cap);
+	ssize_t last;
+	int sfd, dfd;
+
+	cr_assert_not_null(buf);
+	for (int pass = 0; pass < 3; pass++) {
+		cr_assert_eq(vfiomig_sim_device_run(src, 20 + 10 * (uint64_t)pass), 0);
+		cr_assert_eq(vfiomig_sim_device_run(dst, 7), 0); /* its own older state */
+		if (pass == 2)
+			reset(&hs); /* all zero again: the sum starts over */
+		cr_assert_eq(set_state(&hs, PC, &sfd), 0);
+		cr_assert_eq(set_state(&hd, RES, &dfd), 0);
+		for (int round = 0; round < 4; round++) {
+			n = read_all(sim, sfd, buf, cap, (const size_t[]){ 3 * REC + 5 }, 1, &last);
+			write_all(sim, dfd, buf, n, (const size_t[]){ 999 }, 1);
+			cr_assert_eq(vfiomig_sim_device_run(src, 4), 0);
+		}
+		cr_assert_eq(set_state(&hs, SC, NULL), 0);
+		n = read_all(sim, sfd, buf, cap, one_piece, 1, &last);
+		cr_assert_eq(last, 0);
+		cr_assert_eq(end_flags(buf, n), 1);
+		write_all(sim, dfd, buf, n, (const size_t[]){ 4111 }, 1);
+		cr_assert_eq(set_state(&hd, STOP, NULL), 0, "pass %d", pass);
+		cr_assert(same_state(src, dst), "pass %d", pass);
+		cr_assert_eq(set_state(&hs, RUN, NULL), 0);
+		cr_assert_eq(set_state(&hd, RUN, NULL), 0);
+		kclose(sim, &sfd);
+		kclose(sim, &dfd);
+	}
+	free(buf);
+	hclose(&hs);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
 /* --------------------------------------------------------------------- v1 */
 
 struct v1 {

@@ -14,20 +14,60 @@
  *
  *   page: u32 magic 0x50474d56, u32 flags (0), u64 page index,
  *         then the page's 4096 bytes                         (4112 bytes)
- *   end:  u32 magic 0x444e4556, u32 flags (0), u64 page count,
+ *   end:  u32 magic 0x444e4556, u32 flags, u64 page count,
  *         then u64 state checksum, u64 stream checksum        (32 bytes)
  *
  * A save sends the initial image first (every page once, in order), then
  * the pages changed since they were last sent; a stop-copy closes with
- * the end record. The state checksum covers the whole state when the end
- * record is made; the stream checksum covers every page record before
- * it. Both hash 64-bit words as h = (h ^ w) * FNV prime: each step is a
- * bijection of h, so any one changed byte changes the result and a
- * flipped bit is always caught. The destination parses the records
- * however the bytes are split and refuses the image (bad magic or flags,
- * index out of range, page count mismatch, data after the end, a record
- * cut short, a checksum mismatch) when RESUMING is left, as a real
- * device refuses a bad image.
+ * the end record. The destination parses the records however the bytes
+ * are split and refuses the image (bad magic or flags, index out of
+ * range, page count mismatch, data after the end, a record cut short, a
+ * checksum mismatch) when RESUMING is left, as a real device refuses a
+ * bad image.
+ *
+ * The stream checksum covers every page record before the end record:
+ * h = (h ^ w) * FNV prime over their 64-bit words (host order, as every
+ * word here), from the FNV offset basis. Each step is a bijection of h,
+ * so any one changed word changes the result: a flipped bit is always
+ * caught. It costs what is sent.
+ *
+ * The state checksum covers the whole state as it is when the end
+ * record is made. The end record's flags say which of two it is:
+ *
+ *  - flags 0, the state hash: the same chain over every word of the
+ *    state. It costs the state size, so a source writes it only for
+ *    states of up to 64 pages (256 KiB), where that is a few microseconds
+ *    and keeps the device data of small devices byte for byte what 0.1
+ *    wrote (the golden streams, the fuzz corpus, recorded return-path
+ *    messages whose CRC32C covers it). A destination takes it at any size.
+ *
+ *  - flags 1 (PAGESUM), the page sum, for bigger states:
+ *
+ *      S = sum over pages i of T(i, H(page i)) - T(i, H(zero page))  mod 2^64
+ *      T(i, h) = fmix(h ^ K(i)),   K(i) = fmix((i + 1) * 0x9e3779b97f4a7c15)
+ *
+ *    fmix is MurmurHash3's 64-bit finaliser (a bijection). H hashes a page
+ *    in four lanes, lane j taking words j, j + 4, ...: l = rotl(l ^ w, 29)
+ *    * 0x9e3779b97f4a7c15, then the lanes fold in order by the FNV step.
+ *    A page's term is taken when the page is sent (from the bytes sent)
+ *    or received (from the bytes received); a page that changes otherwise
+ *    (the device running) goes on a list of stale pages, hashed again
+ *    only when the sum is wanted. The sum is kept up to date as terms
+ *    come and go, and a zero page's term is 0 (a fresh or reset state
+ *    costs nothing): the end record and the destination's check cost the
+ *    pages changed since the last look, not the state size.
+ *
+ *    What it catches: a difference within one 64-bit word (a flipped bit
+ *    or byte) always changes S: the lane step is a bijection of the lane
+ *    for a given word and of the word for a given lane, the fold is a
+ *    bijection of each lane with the others fixed, T(i, .) is a bijection
+ *    and the other terms do not move. Any other difference (several words
+ *    of a page, pages swapped, a page missing or written at the wrong
+ *    index) goes unseen only if pseudo-random 64-bit values happen to
+ *    cancel, about one chance in 2^64; K(i) binds each term to its index,
+ *    without which swapped pages would sum the same. (These are checks
+ *    against accidents, not against an adversary: nothing here is a
+ *    cryptographic hash.)
  */
 #include "sim_internal.h"
 
@@ -55,6 +95,12 @@
 
 #define MIG_HASH_INIT  0xcbf29ce484222325ull
 #define MIG_HASH_PRIME 0x100000001b3ull
+#define MIG_GOLDEN     0x9e3779b97f4a7c15ull
+
+/* End record flags. */
+#define MIG_END_F_PAGESUM 1u /* the state checksum is the page sum */
+/* A source writes the page sum for states of more pages than this. */
+#define MIG_HASH_MAX_PAGES 64u
 
 enum mig_rec_kind { REC_NONE, REC_INIT, REC_DIRTY, REC_END };
 
@@ -78,6 +124,20 @@ struct sim_mig {
 	uint64_t rng;
 	uint32_t auto_dirty;
 
+	/*
+	 * The page sum (see the top of the file), kept page by page. A page
+	 * is either current (term[i] is its term, counted in sum) or stale
+	 * (changed since: on the stale list at slot[i] - 1, not counted).
+	 */
+	uint64_t zero_hash;     /* H(zero page) */
+	uint64_t *term;         /* npages terms, 0 for a zero page */
+	uint32_t *slot;         /* npages: 0 current, else 1 + its index in stale[] */
+	uint32_t *stale;        /* the stale pages, in no order */
+	uint64_t nstale;
+	uint64_t sum;           /* the terms of the current pages */
+	void *sum_map;          /* one mapping holds term, slot and stale */
+	size_t sum_map_len;
+
 	/* save session (PRE_COPY*, STOP_COPY) */
 	bool saving;
 	bool end_sent;
@@ -94,6 +154,7 @@ struct sim_mig {
 	uint8_t in[MIG_REC_PAGE];
 	size_t in_have;
 	uint64_t rx_hash, in_state_hash;
+	uint32_t in_end_flags;
 
 	struct sim_datafd *fd;  /* the session's data_fd (a reference held), or NULL */
 	bool fd_fresh;          /* made by the walk in progress: to be installed */
@@ -254,6 +315,119 @@ static uint64_t mig_hash(uint64_t h, const uint8_t *p, uint64_t len)
 	return h;
 }
 
+static uint64_t rotl64(uint64_t x, unsigned int r)
+{
+	return x << r | x >> (64 - r);
+}
+
+/* MurmurHash3's 64-bit finaliser: a bijection that mixes every bit into every bit. */
+static uint64_t fmix64(uint64_t k)
+{
+	k ^= k >> 33;
+	k *= 0xff51afd7ed558ccdull;
+	k ^= k >> 33;
+	k *= 0xc4ceb9fe1a85ec53ull;
+	k ^= k >> 33;
+	return k;
+}
+
+/* H of the page sum: four independent lanes (so the multiplies overlap), folded in order. */
+static uint64_t mig_page_hash(const uint8_t *p)
+{
+	uint64_t l0 = MIG_HASH_INIT, l1 = MIG_HASH_INIT + 1, l2 = MIG_HASH_INIT + 2,
+		 l3 = MIG_HASH_INIT + 3;
+
+	for (size_t i = 0; i < MIG_PAGE; i += 32) {
+		uint64_t w[4];
+
+		memcpy(w, p + i, sizeof(w));
+		l0 = rotl64(l0 ^ w[0], 29) * MIG_GOLDEN;
+		l1 = rotl64(l1 ^ w[1], 29) * MIG_GOLDEN;
+		l2 = rotl64(l2 ^ w[2], 29) * MIG_GOLDEN;
+		l3 = rotl64(l3 ^ w[3], 29) * MIG_GOLDEN;
+	}
+	l0 = (l0 ^ l1) * MIG_HASH_PRIME;
+	l0 = (l0 ^ l2) * MIG_HASH_PRIME;
+	return (l0 ^ l3) * MIG_HASH_PRIME;
+}
+
+/* ------------------------------------------------------------ page sum */
+
+/* T(i, h) - T(i, H(zero page)): a zero page adds nothing. */
+static uint64_t sum_term(const struct sim_mig *m, uint64_t i, uint64_t h)
+{
+	uint64_t k = fmix64((i + 1) * MIG_GOLDEN);
+
+	return fmix64(h ^ k) - fmix64(m->zero_hash ^ k);
+}
+
+/* Page i changed: its term no longer counts until it is taken again. */
+static void sum_stale(struct sim_mig *m, uint64_t i)
+{
+	if (m->slot[i])
+		return;
+	m->sum -= m->term[i];
+	m->stale[m->nstale++] = (uint32_t)i;
+	m->slot[i] = (uint32_t)m->nstale;
+}
+
+/* Page i now hashes to h (the bytes just sent, received or read): its term counts again. */
+static void sum_take(struct sim_mig *m, uint64_t i, uint64_t h)
+{
+	uint32_t s = m->slot[i];
+
+	if (s) {
+		uint32_t last = m->stale[--m->nstale];
+
+		m->stale[s - 1] = last;
+		m->slot[last] = s;
+		m->slot[i] = 0;
+	} else {
+		m->sum -= m->term[i];
+	}
+	m->term[i] = sum_term(m, i, h);
+	m->sum += m->term[i];
+}
+
+/* The page sum of the state as it is: the stale pages are hashed again. */
+static uint64_t sum_now(struct sim_mig *m)
+{
+	while (m->nstale) {
+		uint64_t i = m->stale[m->nstale - 1];
+
+		sum_take(m, i, mig_page_hash(m->mem + i * MIG_PAGE));
+	}
+	return m->sum;
+}
+
+/* The state is all zero again (reset): every term is 0, nothing is stale. */
+static void sum_clear(struct sim_mig *m)
+{
+	if (madvise(m->sum_map, m->sum_map_len, MADV_DONTNEED) < 0)
+		memset(m->sum_map, 0, m->sum_map_len);
+	m->nstale = 0;
+	m->sum = 0;
+}
+
+static int sum_setup(struct sim_mig *m)
+{
+	static const uint8_t zero[MIG_PAGE];
+	size_t n = (size_t)m->npages;
+	void *p;
+
+	m->zero_hash = mig_page_hash(zero);
+	m->sum_map_len = n * (sizeof(*m->term) + sizeof(*m->slot) + sizeof(*m->stale));
+	p = mmap(NULL, m->sum_map_len, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -ENOMEM;
+	m->sum_map = p;
+	m->term = p;
+	m->slot = (uint32_t *)(m->term + n);
+	m->stale = m->slot + n;
+	return 0;
+}
+
 /* xorshift64*: cheap, deterministic per device. */
 static uint64_t mig_rand(struct sim_mig *m)
 {
@@ -350,6 +524,7 @@ static void mig_run(struct sim_mig *m, uint64_t pages)
 
 			memcpy(pg + i, &w, sizeof(w));
 		}
+		sum_stale(m, idx);
 		mig_mark_dirty(m, idx);
 		idx += stride;
 		if (idx >= m->npages)
@@ -387,6 +562,9 @@ static void mig_snapshot(struct sim_mig *m, uint64_t p, int kind)
 	put64(m->rec + 8, p);
 	memcpy(m->rec + MIG_REC_HDR, m->mem + p * MIG_PAGE, MIG_PAGE);
 	m->tx_hash = mig_hash(m->tx_hash, m->rec, MIG_REC_PAGE);
+	/* A current page has not changed since its term was taken. */
+	if (m->slot[p])
+		sum_take(m, p, mig_page_hash(m->rec + MIG_REC_HDR));
 	m->rec_len = MIG_REC_PAGE;
 	m->rec_off = 0;
 	m->rec_kind = kind;
@@ -394,10 +572,12 @@ static void mig_snapshot(struct sim_mig *m, uint64_t p, int kind)
 
 static void mig_make_end(struct sim_mig *m)
 {
+	bool pagesum = m->npages > MIG_HASH_MAX_PAGES;
+
 	put32(m->rec, MIG_MAGIC_END);
-	put32(m->rec + 4, 0);
+	put32(m->rec + 4, pagesum ? MIG_END_F_PAGESUM : 0);
 	put64(m->rec + 8, m->npages);
-	put64(m->rec + 16, mig_hash(MIG_HASH_INIT, m->mem, m->size));
+	put64(m->rec + 16, pagesum ? sum_now(m) : mig_hash(MIG_HASH_INIT, m->mem, m->size));
 	put64(m->rec + 24, m->tx_hash);
 	m->rec_len = MIG_REC_END;
 	m->rec_off = 0;
@@ -511,6 +691,7 @@ static void mig_resume_begin(struct sim_mig *m)
 	m->in_have = 0;
 	m->rx_hash = MIG_HASH_INIT;
 	m->in_state_hash = 0;
+	m->in_end_flags = 0;
 }
 
 static void mig_check_header(struct sim_mig *m)
@@ -522,7 +703,7 @@ static void mig_check_header(struct sim_mig *m)
 		m->in_bad = "data after the end record";
 	else if (magic != MIG_MAGIC_PAGE && magic != MIG_MAGIC_END)
 		m->in_bad = "bad record magic";
-	else if (flags)
+	else if (magic == MIG_MAGIC_PAGE ? flags != 0 : flags & ~MIG_END_F_PAGESUM)
 		m->in_bad = "unknown record flags";
 	else if (magic == MIG_MAGIC_PAGE && idx >= m->npages)
 		m->in_bad = "page index out of range";
@@ -533,18 +714,27 @@ static void mig_check_header(struct sim_mig *m)
 static void mig_apply_record(struct sim_mig *m)
 {
 	if (get32(m->in) == MIG_MAGIC_PAGE) {
-		uint8_t *dst = m->mem + get64(m->in + 8) * MIG_PAGE;
+		uint64_t idx = get64(m->in + 8);
+		uint8_t *dst = m->mem + idx * MIG_PAGE;
 		const uint8_t *src = m->in + MIG_REC_HDR;
 
 		m->rx_hash = mig_hash(m->rx_hash, m->in, MIG_REC_PAGE);
 		/* Leave untouched pages untouched: a big zero state costs no memory. */
-		if (!page_is_zero(src) || !page_is_zero(dst))
+		if (!page_is_zero(src)) {
 			memcpy(dst, src, MIG_PAGE);
+			sum_take(m, idx, mig_page_hash(src));
+		} else if (!page_is_zero(dst)) {
+			memset(dst, 0, MIG_PAGE);
+			sum_take(m, idx, m->zero_hash);
+		} else {
+			sum_take(m, idx, m->zero_hash);
+		}
 		return;
 	}
 	if (get64(m->in + 24) != m->rx_hash)
 		m->in_bad = "stream checksum mismatch";
 	m->in_state_hash = get64(m->in + 16);
+	m->in_end_flags = get32(m->in + 4);
 	m->in_end = true;
 }
 
@@ -573,7 +763,7 @@ static void mig_consume(struct sim_mig *m, const uint8_t *buf, size_t len)
 }
 
 /* Why the image received is refused, or NULL when it is whole and intact. */
-static const char *mig_resume_verdict(const struct sim_mig *m)
+static const char *mig_resume_verdict(struct sim_mig *m)
 {
 	if (m->in_bad)
 		return m->in_bad;
@@ -581,7 +771,9 @@ static const char *mig_resume_verdict(const struct sim_mig *m)
 		return "a record cut short";
 	if (!m->in_end)
 		return "no end record";
-	if (mig_hash(MIG_HASH_INIT, m->mem, m->size) != m->in_state_hash)
+	if ((m->in_end_flags & MIG_END_F_PAGESUM ? sum_now(m)
+						  : mig_hash(MIG_HASH_INIT, m->mem, m->size)) !=
+	    m->in_state_hash)
 		return "state checksum mismatch";
 	return NULL;
 }
@@ -1116,6 +1308,7 @@ static void mig_reset(struct vfiomig_sim_device *dev)
 	/* Power-on state: zero, and the pages go back to the kernel. */
 	if (madvise(m->mem, m->size, MADV_DONTNEED) < 0)
 		memset(m->mem, 0, m->size);
+	sum_clear(m);
 	m->v1_reserved = 0;
 	m->v1_data_size = 0;
 }
@@ -1247,6 +1440,8 @@ int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_devic
 	}
 	m->mem = p;
 	dev->mig = m;
+	if (sum_setup(m))
+		return -ENOMEM; /* the caller frees the device, and the engine with it */
 	if (mig & VFIOMIG_SIM_MIG_V1) {
 		int err = mig_add_v1_region(m);
 
@@ -1267,6 +1462,8 @@ void sim_mig_free(struct vfiomig_sim_device *dev)
 		return;
 	mig_end_sessions(m);
 	munmap(m->mem, (size_t)m->size);
+	if (m->sum_map)
+		munmap(m->sum_map, m->sum_map_len);
 	free(m->dirty);
 	free(m);
 	dev->mig = NULL;
