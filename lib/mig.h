@@ -33,6 +33,7 @@ struct vfiomig_mig {
 	bool init_sent;              /* switchover-ack: initial data all sent (load: all loaded) */
 	bool resumed;                /* save: the source VM resumed after a completed save */
 	bool set_aborted;            /* stopped by a parallel run for another member's failure */
+	bool pipeline;               /* a parallel run lets its stop-copy pipeline (v2) */
 	int fail_err;                /* why the migration failed (negative errno), once failed */
 	char fail_reason[256];       /* and the ERR line that said so */
 	uint32_t fail_origin;        /* VFIOMIG_FAILURE_*: whose failure it was */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_CHUNK (1u << 20)
 #define DEFAULT_ROUND_MS 1000u
@@ -725,6 +726,142 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t deadline
 	}
 }
 
+/*
+ * A pipelined stop-copy (v2, in a parallel set run with threads to spare):
+ * a reader thread reads the data_fd into a ring of chunk buffers while
+ * this thread writes them into the stream, so the device's copy-out and
+ * the stream's CRC and write overlap. The bytes, records and failure
+ * rules are those of move_chunks().
+ */
+#define PIPE_SLOTS 4
+
+struct chunk_pipe {
+	struct vfiomig_mig *m;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct {
+		void *buf;
+		ssize_t len;  /* > 0 bytes, 0 the end, < 0 the reader's error */
+		bool full;
+	} slot[PIPE_SLOTS];
+	bool stop;            /* the writer gave up: the reader ends */
+	int *err_flag;
+	char why[256];        /* the reader's ERR line, the failure's reason */
+};
+
+static void *pipe_reader(void *arg)
+{
+	struct chunk_pipe *cp = arg;
+	struct vfiomig_mig *m = cp->m;
+	VM_API(m->ctx);
+
+	vm_tls_share_err_flag(cp->err_flag);
+	for (unsigned int i = 0;; i = (i + 1) % PIPE_SLOTS) {
+		const void *p = NULL;
+		ssize_t n;
+
+		pthread_mutex_lock(&cp->lock);
+		while (cp->slot[i].full && !cp->stop)
+			pthread_cond_wait(&cp->cond, &cp->lock);
+		if (cp->stop) {
+			pthread_mutex_unlock(&cp->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&cp->lock);
+		m->scratch = cp->slot[i].buf; /* only this thread reads the device now */
+		n = m->proto->save_chunk(m, &p);
+		if (n > 0 && p != cp->slot[i].buf)
+			memcpy(cp->slot[i].buf, p, (size_t)n);
+		if (n < 0)
+			snprintf(cp->why, sizeof(cp->why), "%s", vm_last_err());
+		pthread_mutex_lock(&cp->lock);
+		cp->slot[i].len = n;
+		cp->slot[i].full = true;
+		pthread_cond_broadcast(&cp->cond);
+		pthread_mutex_unlock(&cp->lock);
+		if (n <= 0)
+			return NULL;
+	}
+}
+
+/*
+ * Returns 0 when the device had no more, -errno (with the reason in this
+ * thread's last line), or 1 when no reader could be started (no thread,
+ * no memory for the ring): the caller then moves the chunks itself.
+ */
+static int move_chunks_pipelined(struct vfiomig_mig *m, uint64_t *moved)
+{
+	struct chunk_pipe cp = { .m = m, .err_flag = vm_tls_err_flag() };
+	void *own = m->scratch;
+	sigset_t all, old;
+	pthread_t th;
+	int ret = 0, err;
+	unsigned int i;
+
+	*moved = 0;
+	for (i = 0; i < PIPE_SLOTS; i++) {
+		cp.slot[i].buf = malloc(m->scratch_len);
+		if (!cp.slot[i].buf) {
+			while (i--)
+				free(cp.slot[i].buf);
+			return 1; /* no memory for the ring: the caller moves the chunks itself */
+		}
+	}
+	pthread_mutex_init(&cp.lock, NULL);
+	pthread_cond_init(&cp.cond, NULL);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&th, NULL, pipe_reader, &cp);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		goto out;
+	vm_dbg(m->ctx, "device %s: stop-copy pipelined: a reader thread for the data_fd",
+	       m->dev->name);
+	for (i = 0;; i = (i + 1) % PIPE_SLOTS) {
+		ssize_t n;
+
+		pthread_mutex_lock(&cp.lock);
+		while (!cp.slot[i].full)
+			pthread_cond_wait(&cp.cond, &cp.lock);
+		n = cp.slot[i].len;
+		pthread_mutex_unlock(&cp.lock);
+		if (n < 0) {
+			/* The reader's line was the ERR line; its text is the failure's reason. */
+			snprintf(vm_tls.err_msg, sizeof(vm_tls.err_msg), "%s", cp.why);
+			ret = (int)n;
+			break;
+		}
+		if (n == 0)
+			break;
+		if (vm_mig_set_aborted(m)) {
+			ret = set_aborted(m);
+			break;
+		}
+		ret = vm_fmt_write_data(&m->w, cp.slot[i].buf, (size_t)n);
+		if (ret)
+			break;
+		*moved += (uint64_t)n;
+		pthread_mutex_lock(&cp.lock);
+		cp.slot[i].full = false;
+		pthread_cond_broadcast(&cp.cond);
+		pthread_mutex_unlock(&cp.lock);
+	}
+	pthread_mutex_lock(&cp.lock);
+	cp.stop = true;
+	pthread_cond_broadcast(&cp.cond);
+	pthread_mutex_unlock(&cp.lock);
+	pthread_join(th, NULL);
+out:
+	m->scratch = own;
+	pthread_cond_destroy(&cp.cond);
+	pthread_mutex_destroy(&cp.lock);
+	for (i = 0; i < PIPE_SLOTS; i++)
+		free(cp.slot[i].buf);
+	if (err)
+		return 1; /* no thread: the caller moves the chunks itself */
+	return ret;
+}
+
 int vfiomig_mig_save_iterate(struct vfiomig_mig *m, struct vfiomig_stream *out, uint64_t budget)
 {
 	VM_API(m ? m->ctx : NULL);
@@ -832,8 +969,13 @@ static int save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	ret = enter_stopcopy(m);
 	if (!ret)
 		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_STOPCOPY);
-	if (!ret)
+	if (!ret && m->pipeline && m->proto == &vm_proto_v2) {
+		ret = move_chunks_pipelined(m, &moved);
+		if (ret == 1) /* no reader thread: done here */
+			ret = move_chunks(m, 0, 0, &moved);
+	} else if (!ret) {
 		ret = move_chunks(m, 0, 0, &moved);
+	}
 	if (!ret && m->config_save) {
 		const void *cfg = NULL;
 		size_t len = 0;
@@ -1722,6 +1864,19 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 		}
 	}
 
+	/*
+	 * Threads to spare (at least two per stream): each v2 member's
+	 * stop-copy pipelines, a reader thread on its data_fd.
+	 */
+	{
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		uint64_t budget = VM_OPTS_GET(opts, struct vfiomig_mig_set_run_opts, threads, 0);
+
+		if (!budget)
+			budget = cpus > 0 ? (uint64_t)cpus : 1;
+		for (size_t i = 0; i < n; i++)
+			set->members[i]->pipeline = !load && budget >= 2 * run.njobs;
+	}
 	for (size_t i = 0; i < n; i++)
 		set->members[i]->set_aborted = false;
 	set->running = true;
@@ -1758,6 +1913,8 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 		pthread_join(tids[t], NULL);
 	set->running = false;
 	set->abort = 0;
+	for (size_t i = 0; i < n; i++)
+		set->members[i]->pipeline = false;
 
 	/* The first failure that was not an abort is the set's; then the rest fail with it. */
 	for (size_t i = 0; i < n; i++) {

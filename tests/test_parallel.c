@@ -421,3 +421,137 @@ Test(parallel, a_set_run_refuses_what_it_cannot_run)
 	tap_free(&tap);
 	vm_close(&src);
 }
+
+/* ------------------------------------------------ one device, pipelined */
+
+struct seen {
+	bool pipelined;
+	struct logcap *next;
+};
+
+static void seen_log(void *user, int prio, const char *msg)
+{
+	struct seen *s = user;
+
+	if (strstr(msg, "stop-copy pipelined"))
+		s->pipelined = true;
+	logcap_fn(s->next, prio, msg);
+}
+
+/* One save member and one load member, on one memory pipe. */
+static void pair_open(struct vfiomig_sim_device **sd, struct vfiomig_device **dev,
+		      struct vfiomig_mig **m, struct vfiomig_mig_set **set)
+{
+	static const char *const names[2] = { "0000:50:00.0", "0000:51:00.0" };
+
+	for (int i = 0; i < 2; i++) {
+		VFIOMIG_OPTS(sim_device_opts, so, .name = names[i], .migration = MIG_ALL,
+			     .state_size = 4 * STATE);
+		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd[i]), 0);
+		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &dev[i]), 0);
+		cr_assert_eq(vfiomig_mig_new(dev[i], i ? VFIOMIG_ROLE_LOAD : VFIOMIG_ROLE_SAVE, NULL,
+					     &m[i]), 0);
+		cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set[i]), 0);
+		cr_assert_eq(vfiomig_mig_set_add(set[i], m[i]), 0);
+	}
+	cr_assert_eq(vfiomig_sim_device_run(sd[0], 4 * STATE / 4096), 0);
+}
+
+static void pair_close(struct vfiomig_device **dev, struct vfiomig_mig **m,
+		       struct vfiomig_mig_set **set)
+{
+	for (int i = 0; i < 2; i++) {
+		vfiomig_mig_set_free(set[i]);
+		vfiomig_mig_free(m[i]);
+		vfiomig_device_close(dev[i]);
+	}
+}
+
+Test(parallel, a_lone_devices_stop_copy_pipelines_when_threads_allow)
+{
+	VFIOMIG_OPTS(mig_set_run_opts, two, .threads = 2);
+	VFIOMIG_OPTS(mig_set_run_opts, one, .threads = 1);
+	struct vfiomig_sim_device *sd[2];
+	struct vfiomig_device *dev[2];
+	struct vfiomig_mig *m[2];
+	struct vfiomig_mig_set *set[2];
+	struct vfiomig_stream *s;
+	struct seen seen = { .next = &env.log };
+
+	vfiomig_ctx_set_log_fn(env.ctx, seen_log, &seen);
+	vfiomig_ctx_set_log_priority(env.ctx, VFIOMIG_LOG_DEBUG);
+	/* threads = 1: no thread to spare, no pipeline. */
+	pair_open(sd, dev, m, set);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(m[0], s), 0);
+	cr_assert_eq(vfiomig_mig_set_save_complete(set[0], &one), 0, "%s", env.log.last_err);
+	cr_assert_not(seen.pipelined);
+	cr_assert_eq(vfiomig_mig_set_vm_state(set[0], VFIOMIG_VM_RUNNING), 0);
+	pair_close(dev, m, set);
+	vfiomig_stream_free(s);
+
+	/* threads = 2 for one stream: the reader thread and the worker. */
+	for (int i = 0; i < 2; i++) {
+		static const char *const names[2] = { "0000:50:00.0", "0000:51:00.0" };
+
+		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &dev[i]), 0);
+		cr_assert_eq(vfiomig_mig_new(dev[i], i ? VFIOMIG_ROLE_LOAD : VFIOMIG_ROLE_SAVE, NULL,
+					     &m[i]), 0);
+		cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set[i]), 0);
+		cr_assert_eq(vfiomig_mig_set_add(set[i], m[i]), 0);
+	}
+	cr_assert_eq(vfiomig_sim_device_run(sd[0], 100), 0);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(m[0], s), 0);
+	cr_assert_eq(vfiomig_mig_set_save_complete(set[0], &two), 0, "%s", env.log.last_err);
+	cr_assert(seen.pipelined, "no pipelined stop-copy with a thread to spare");
+	cr_assert_eq(vfiomig_mig_load_setup(m[1], s), 0);
+	cr_assert_eq(vfiomig_mig_set_load(set[1], &two), 0, "%s", env.log.last_err);
+	cr_assert(same_state(sd[0], sd[1]), "the pipelined stop-copy moved the state intact");
+	cr_assert_eq(env.log.errors, 0, "%s", env.log.last_err);
+	pair_close(dev, m, set);
+	vfiomig_stream_free(s);
+	vfiomig_ctx_set_log_fn(env.ctx, logcap_fn, &env.log);
+}
+
+Test(parallel, a_device_failing_under_the_pipeline_is_put_back_with_one_err_line)
+{
+	VFIOMIG_OPTS(mig_set_run_opts, two, .threads = 2);
+	struct vfiomig_sim_device *sd[2];
+	struct vfiomig_device *dev[2];
+	struct vfiomig_mig *m[2];
+	struct vfiomig_mig_set *set[2];
+	struct vfiomig_stream *s;
+	struct seen seen = { .next = &env.log };
+	char why[256];
+	void *before;
+	size_t len;
+	int ret;
+
+	pair_open(sd, dev, m, set);
+	vfiomig_ctx_set_log_fn(env.ctx, seen_log, &seen);
+	vfiomig_ctx_set_log_priority(env.ctx, VFIOMIG_LOG_DEBUG);
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &s), 0);
+	cr_assert_eq(vfiomig_mig_save_setup(m[0], s), 0);
+	cr_assert_eq(vfiomig_mig_set_vm_state(set[0], VFIOMIG_VM_STOPPED), 0);
+	before = snapshot(sd[0], &len);
+	/* The data_fd fails after a megabyte, while the writer is busy with earlier chunks. */
+	cr_assert_eq(vfiomig_sim_device_fail_data(sd[0], 1 << 20, -EIO), 0);
+	env.log.errors = 0;
+	ret = vfiomig_mig_set_save_complete(set[0], &two);
+	cr_assert_eq(ret, -EIO, "%d: %s", ret, env.log.last_err);
+	cr_assert(seen.pipelined);
+	cr_assert_eq(env.log.errors, 1, "%d ERR lines (last: %s)", env.log.errors,
+		     env.log.last_err);
+	cr_assert_eq(vfiomig_mig_failure(m[0], NULL, why, sizeof(why)), -EIO);
+	cr_assert(strstr(why, "data_fd"), "the reader's line is the reason: %s", why);
+	cr_assert_eq(vfiomig_sim_device_mig_state(sd[0]), VFIOMIG_DEVICE_STATE_STOP);
+	cr_assert(state_is(sd[0], before, len), "the source kept its state");
+	/* The destination sees the CANCEL the source wrote. */
+	cr_assert_eq(vfiomig_mig_load_setup(m[1], s), 0);
+	cr_assert_eq(vfiomig_mig_set_load(set[1], NULL), -ECANCELED, "%s", env.log.last_err);
+	free(before);
+	vfiomig_ctx_set_log_fn(env.ctx, logcap_fn, &env.log);
+	pair_close(dev, m, set);
+	vfiomig_stream_free(s);
+}

@@ -540,10 +540,13 @@ VFIOMIG_API int vfiomig_mig_set_get_stats(const struct vfiomig_mig_set *set,
 struct vfiomig_mig_set_run_opts {
 	size_t sz;
 	/*
-	 * Worker threads: 0 = one per stream, at most the number of CPUs
-	 * online; 1 = none: the caller's thread moves the members in turn;
-	 * N = at most N. A worker that cannot be started is not an error:
-	 * the remaining work runs on the threads that did start (or the
+	 * Worker threads, the caller's included: 0 = one per stream; 1 =
+	 * none but the caller's, which moves the members in turn; N = at
+	 * most N. When the budget (N, or for 0 the CPUs online) is at least
+	 * twice the number of streams, each v2 member's stop-and-copy also
+	 * pipelines: a thread of its own reads the device's data_fd while
+	 * the worker writes the stream. A thread that cannot be started is
+	 * not an error: its work runs on the threads that did start (or the
 	 * caller's), with a debug line.
 	 */
 	uint32_t threads;
