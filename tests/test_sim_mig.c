@@ -1440,6 +1440,174 @@ Test(sim_mig, the_page_sum_follows_runs_resets_and_rounds)
 	assert_no_leaks();
 }
 
+/* ------------------------------------------------------------ copy cost */
+
+#define COPYMIG (FULLMIG | VFIOMIG_SIM_MIG_COST_COPY)
+
+Test(sim_mig, a_copy_cost_device_moves_the_state_without_checksums)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", COPYMIG, BIG_PAGES * PG, 2);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", COPYMIG, BIG_PAGES * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst);
+	size_t cap = 4 * BIG_PAGES * REC, n, got;
+	uint8_t *buf = malloc(cap);
+	const uint8_t *state = vfiomig_sim_device_state(src, NULL);
+	uint64_t hsrc, hdst, zero;
+	ssize_t last;
+	int sfd, dfd;
+
+	cr_assert_not_null(buf);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &zero), 0);
+	cr_assert_eq(zero, 0, "a zero state sums to 0");
+	cr_assert_eq(vfiomig_sim_device_run(src, BIG_PAGES), 0);
+	cr_assert_eq(vfiomig_sim_device_run(dst, 9), 0); /* its own older state */
+	cr_assert_eq(set_state(&hs, PC, &sfd), 0);
+	cr_assert_eq(set_state(&hd, RES, &dfd), 0);
+	/* The same records as any device: header, then the page straight from the state. */
+	cr_assert_eq(K->read(sim, sfd, buf, REC), REC);
+	check_page_record(buf, 0, state);
+	write_all(sim, dfd, buf, REC, one_piece, 1);
+	/* A page changing while half read goes again whole. */
+	got = (size_t)K->read(sim, sfd, buf, 100); /* page 1, part of it */
+	cr_assert_eq(got, 100);
+	cr_assert_eq(vfiomig_sim_device_run(src, BIG_PAGES), 0);
+	n = read_all(sim, sfd, buf + got, cap - got, (const size_t[]){ 3 * REC + 5 }, 1, &last);
+	write_all(sim, dfd, buf, got + n, (const size_t[]){ 999 }, 1);
+	for (int round = 0; round < 3; round++) {
+		cr_assert_eq(vfiomig_sim_device_run(src, 5), 0);
+		n = read_all(sim, sfd, buf, cap, (const size_t[]){ 7 * REC + 3 }, 1, &last);
+		write_all(sim, dfd, buf, n, (const size_t[]){ 4111 }, 1);
+	}
+	cr_assert_eq(set_state(&hs, SC, NULL), 0);
+	n = read_all(sim, sfd, buf, cap, one_piece, 1, &last);
+	cr_assert_eq(last, 0);
+	cr_assert_geq(n, END);
+	cr_assert_eq(end_flags(buf, n), 2, "an unchecked end record");
+	cr_assert_eq(end_state_checksum(buf, n), 0);
+	write_all(sim, dfd, buf, n, (const size_t[]){ 5 }, 1);
+	cr_assert_eq(set_state(&hd, STOP, NULL), 0);
+	cr_assert(same_state(src, dst));
+	/* The caller's check, after the fact. */
+	cr_assert_eq(vfiomig_sim_device_state_hash(src, &hsrc), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_eq(hsrc, hdst);
+	cr_assert_neq(hsrc, 0);
+	kclose(sim, &sfd);
+	kclose(sim, &dfd);
+	free(buf);
+	hclose(&hs);
+	hclose(&hd);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
+Test(sim_mig, a_copy_cost_device_checks_structure_only_and_the_hash_tells)
+{
+	struct vfiomig_sim *sim = sim_make();
+	struct vfiomig_sim_device *src = mig_dev(sim, "0000:03:00.0", COPYMIG, BIG_PAGES * PG, 0);
+	struct vfiomig_sim_device *dst = mig_dev(sim, "0000:04:00.0", COPYMIG, BIG_PAGES * PG, 0);
+	struct vfiomig_sim_device *chk = mig_dev(sim, "0000:05:00.0", FULLMIG, BIG_PAGES * PG, 0);
+	struct h hs = hopen(sim, src), hd = hopen(sim, dst), hc = hopen(sim, chk);
+	size_t cap = BIG_PAGES * REC + END, n;
+	uint8_t *img = malloc(cap), *bad = malloc(cap);
+	uint64_t hsrc, hdst;
+
+	cr_assert(img && bad);
+	cr_assert_eq(vfiomig_sim_device_run(src, BIG_PAGES), 0);
+	n = image_of(&hs, img, cap);
+	cr_assert_eq(n, cap);
+	cr_assert_eq(vfiomig_sim_device_state_hash(src, &hsrc), 0);
+	/* A checking device wants checksums. */
+	refused_for(&hc, img, n, "no checksums");
+	/* The structure is still checked. */
+	refused_for(&hd, img, n - 1, "a record cut short");
+	refused_for(&hd, img, n - END, "no end record");
+	memcpy(bad, img, n);
+	bad[3 * REC + 8] = BIG_PAGES;
+	refused_for(&hd, bad, n, "page index out of range");
+	memcpy(bad, img, n);
+	bad[n - END + 8] = BIG_PAGES + 1;
+	refused_for(&hd, bad, n, "state size differs");
+	memcpy(bad, img, n);
+	bad[n - END + 4] = 3;
+	refused_for(&hd, bad, n, "unknown record flags");
+	/* A flipped bit in a page goes in; the state hash shows it. */
+	memcpy(bad, img, n);
+	bad[40 * REC + 16 + 1234] ^= 0x20;
+	cr_assert_eq(restore(&hd, bad, n, one_piece, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_neq(hdst, hsrc);
+	cr_assert(!same_state(src, dst));
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_eq(hdst, hsrc);
+	/* It takes a checked image too, and a checking device's hash is the same sum. */
+	n = image_of(&hc, img, cap); /* chk's state: zero */
+	cr_assert_eq(end_flags(img, n), 1);
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_eq(hdst, 0);
+	cr_assert_eq(set_state(&hc, RUN, NULL), 0);
+	cr_assert_eq(vfiomig_sim_device_run(chk, BIG_PAGES), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(chk, &hsrc), 0);
+	n = image_of(&hc, img, cap);
+	cr_assert_eq(end_state_checksum(img, n), hsrc, "the end record's page sum");
+	cr_assert_eq(restore(&hd, img, n, (const size_t[]){ 333 }, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_eq(hdst, hsrc);
+	cr_assert(same_state(chk, dst));
+	/* corrupt_data: the destination cannot tell, the hash can. */
+	cr_assert_eq(vfiomig_sim_device_corrupt_data(src, 17 * REC + 100), 0);
+	n = image_of(&hs, img, cap);
+	cr_assert_eq(restore(&hd, img, n, one_piece, 1), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(src, &hsrc), 0);
+	cr_assert_eq(vfiomig_sim_device_state_hash(dst, &hdst), 0);
+	cr_assert_neq(hsrc, hdst);
+	/* Bad arguments. */
+	cr_assert_eq(vfiomig_sim_device_state_hash(NULL, &hsrc), -EINVAL);
+	cr_assert_eq(vfiomig_sim_device_state_hash(src, NULL), -EINVAL);
+	{
+		VFIOMIG_OPTS(sim_device_opts, o, .name = "0000:06:00.0");
+		struct vfiomig_sim_device *plain = NULL;
+
+		cr_assert_eq(vfiomig_sim_device_add(sim, &o, &plain), 0);
+		cr_assert_eq(vfiomig_sim_device_state_hash(plain, &hsrc), -EOPNOTSUPP);
+	}
+	free(img);
+	free(bad);
+	hclose(&hs);
+	hclose(&hd);
+	hclose(&hc);
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
+Test(sim_mig, cost_copy_in_a_spec_makes_a_copy_cost_device_whatever_the_key_order)
+{
+	static const char *const specs[] = { "sim:pci,mig=v2,state=8K,cost=copy",
+					     "sim:pci,cost=copy,mig=v2-precopy,state=8K",
+					     "sim:pci,mig=v2,state=8K,cost=check" };
+	struct vfiomig_sim *sim = sim_make();
+	uint8_t img[2 * REC + END];
+
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		struct vfiomig_sim_device *d = NULL;
+		struct h h;
+		size_t n;
+
+		cr_assert_eq(vfiomig_sim_device_add_spec(sim, NULL, specs[i], &d), 0, "%s: %s",
+			     specs[i], sim_last_error(sim));
+		h = hopen(sim, d);
+		n = image_of(&h, img, sizeof(img));
+		cr_assert_eq(n, sizeof(img));
+		cr_assert_eq(end_flags(img, n), i < 2 ? 2 : 0, "%s", specs[i]);
+		hclose(&h);
+	}
+	vfiomig_sim_free(sim);
+	assert_no_leaks();
+}
+
 /* --------------------------------------------------------------------- v1 */
 
 struct v1 {
@@ -1659,11 +1827,13 @@ Test(sim_mig, v1_reserved_bits_survive_and_bad_states_are_refused)
 	assert_no_leaks();
 }
 
-static void v1_round_trip(bool src_map, bool dst_map, size_t chunk)
+/* extra: more migration flags for both devices. */
+static void v1_round_trip(bool src_map, bool dst_map, size_t chunk, uint32_t extra)
 {
 	struct vfiomig_sim *sim = sim_make();
-	VFIOMIG_OPTS(sim_device_opts, o, .name = "0000:03:00.0", .migration = VFIOMIG_SIM_MIG_V1,
-		     .state_size = 16 * PG, .v1_data_size = 3 * PG);
+	VFIOMIG_OPTS(sim_device_opts, o, .name = "0000:03:00.0",
+		     .migration = VFIOMIG_SIM_MIG_V1 | extra, .state_size = 16 * PG,
+		     .v1_data_size = 3 * PG);
 	struct vfiomig_sim_device *src = NULL, *dst = NULL;
 	size_t cap = 64 * REC, len = 0, n;
 	uint8_t *buf = malloc(cap);
@@ -1675,7 +1845,7 @@ static void v1_round_trip(bool src_map, bool dst_map, size_t chunk)
 		o.migration |= VFIOMIG_SIM_MIG_V1_TRAPPED;
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &src), 0);
 	o.name = "0000:04:00.0";
-	o.migration = VFIOMIG_SIM_MIG_V1 | (dst_map ? 0 : VFIOMIG_SIM_MIG_V1_TRAPPED);
+	o.migration = VFIOMIG_SIM_MIG_V1 | extra | (dst_map ? 0 : VFIOMIG_SIM_MIG_V1_TRAPPED);
 	cr_assert_eq(vfiomig_sim_device_add(sim, &o, &dst), 0);
 	vs = v1_open(sim, src, src_map);
 	vd = v1_open(sim, dst, dst_map);
@@ -1718,13 +1888,20 @@ static void v1_round_trip(bool src_map, bool dst_map, size_t chunk)
 
 Test(sim_mig, v1_save_by_pread_restore_through_mmap)
 {
-	v1_round_trip(false, true, 3 * PG);
+	v1_round_trip(false, true, 3 * PG, 0);
 	assert_no_leaks();
 }
 
 Test(sim_mig, v1_save_through_mmap_restore_by_pwrite_in_odd_chunks)
 {
-	v1_round_trip(true, false, 4095);
+	v1_round_trip(true, false, 4095, 0);
+	assert_no_leaks();
+}
+
+Test(sim_mig, v1_copy_cost_devices_round_trip)
+{
+	v1_round_trip(true, false, 4095, VFIOMIG_SIM_MIG_COST_COPY);
+	v1_round_trip(false, true, 3 * PG, VFIOMIG_SIM_MIG_COST_COPY);
 	assert_no_leaks();
 }
 
@@ -1924,6 +2101,7 @@ Test(sim_mig, device_add_validates_migration_opts)
 		{ VFIOMIG_SIM_MIG_V1, 0, 100, 0, "needs V1, a multiple" },
 		{ 0, 4096, 0, 0, "only with migration" },
 		{ 0, 0, 0, 3, "only with migration" },
+		{ VFIOMIG_SIM_MIG_COST_COPY, 0, 0, 0, "only with migration" },
 	};
 	struct vfiomig_sim *sim = sim_make();
 
@@ -2056,6 +2234,9 @@ Test(sim_mig, spec_keys_build_migratable_devices_and_log_their_errors)
 			{ "sim:pci,dirty=3", "only with migration" },
 			{ "sim:pci,dirty=-1", "bad value" },
 			{ "sim:pci,mig=v2,mig=v1", "twice" },
+			{ "sim:pci,cost=copy", "only with migration" },
+			{ "sim:pci,mig=v2,cost=free", "bad value" },
+			{ "sim:pci,mig=v2,cost=copy,cost=check", "twice" },
 		};
 
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -113,6 +113,19 @@ struct vfiomig_sim_device_opts {
 #define VFIOMIG_SIM_MIG_V1_TRAPPED (1u << 4) /* v1 data section not mmappable */
 #define VFIOMIG_SIM_MIG_ENOMSG     (1u << 5) /* PRE_COPY "no data now" is -ENOMSG, not 0 */
 #define VFIOMIG_SIM_MIG_NO_DATA_SIZE (1u << 6) /* no MIG_DATA_SIZE (a pre-6.2 kernel) */
+/*
+ * The device's data path costs the copy and nothing more, so a benchmark
+ * times the library and not the simulator: it computes no checksum when
+ * it saves and checks none when it loads (the records are the same, and
+ * still checked for structure: a record cut short, a bad index, a page
+ * count that differs). Its saves end "unchecked", which a device of the
+ * default kind refuses; it takes any image. Check the destination's state
+ * afterwards with vfiomig_sim_device_state_hash() (or the bytes of
+ * vfiomig_sim_device_state()). Its state is resident from the start (the
+ * device takes state_size bytes of memory when added), so the data path
+ * takes no page faults either. With V1 or V2.
+ */
+#define VFIOMIG_SIM_MIG_COST_COPY    (1u << 7)
 
 /*
  * Add a device. Returns 0 and *out (owned by the simulator), or -EINVAL /
@@ -129,7 +142,8 @@ VFIOMIG_API int vfiomig_sim_device_add(struct vfiomig_sim *sim,
  * bar0=SIZE (suffix K, M or G), sparse=0|1, msix_mappable=0|1,
  * mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy (default none),
  * state=SIZE (default 64K), dirty=PAGES (auto_dirty_pages), v1data=SIZE,
- * dmalog=0|1 (VFIOMIG_SIM_DEV_DMA_LOGGING).
+ * dmalog=0|1 (VFIOMIG_SIM_DEV_DMA_LOGGING), cost=check|copy (default check;
+ * copy: VFIOMIG_SIM_MIG_COST_COPY, needs mig=).
  * Returns 0 and *out, or -EINVAL; the reason is logged through ctx
  * (which may be NULL for silence).
  */
@@ -171,6 +185,19 @@ VFIOMIG_API int vfiomig_sim_device_run(struct vfiomig_sim_device *dev, uint64_t 
 /* The device's state bytes (owned by the simulator; valid until the device's sim is freed). */
 VFIOMIG_API const void *vfiomig_sim_device_state(const struct vfiomig_sim_device *dev,
 						 size_t *len);
+
+/*
+ * A 64-bit checksum of the device's state: the page sum its end records
+ * carry (lib/sim/sim_mig.c says how it is made and what it catches). Two
+ * devices with the same state_size have the same hash when their states
+ * are equal, and a different one (but for a chance of about 2^-64) when
+ * they are not; one differing bit always shows. It costs a hash of the
+ * pages changed since it last knew them: a device of the default kind
+ * knows every page it sent or received, a VFIOMIG_SIM_MIG_COST_COPY
+ * device learns the pages it moved here (outside a benchmark's timing).
+ * Returns 0 and *hash, -EINVAL, or -EOPNOTSUPP (no migration).
+ */
+VFIOMIG_API int vfiomig_sim_device_state_hash(struct vfiomig_sim_device *dev, uint64_t *hash);
 
 /* The device's migration state as a v2 state number (v1 devices: the equivalent state). */
 VFIOMIG_API int vfiomig_sim_device_mig_state(const struct vfiomig_sim_device *dev);

@@ -68,6 +68,19 @@
  *    without which swapped pages would sum the same. (These are checks
  *    against accidents, not against an adversary: nothing here is a
  *    cryptographic hash.)
+ *
+ *  - flags 2 (UNCHECKED): no checksums, both fields 0, from a device made
+ *    with VFIOMIG_SIM_MIG_COST_COPY (spec cost=copy). Such a device's
+ *    data path costs the copy and nothing else, for benchmarks of the
+ *    library: a read copies page records straight out of the state (the
+ *    16-byte header aside), a write copies page bodies straight into it,
+ *    and it neither computes nor checks a checksum; the records and
+ *    their structural checks (magic, flags, index, page count, order, a
+ *    record cut short) are the same. It takes images with or without
+ *    checksums; a device of the default kind refuses an image without.
+ *    The caller checks the result outside its timing, with
+ *    vfiomig_sim_device_state_hash() (the page sum, which any device
+ *    gives on request: pages a copy-cost device moved are hashed then).
  */
 #include "sim_internal.h"
 
@@ -98,7 +111,8 @@
 #define MIG_GOLDEN     0x9e3779b97f4a7c15ull
 
 /* End record flags. */
-#define MIG_END_F_PAGESUM 1u /* the state checksum is the page sum */
+#define MIG_END_F_PAGESUM   1u /* the state checksum is the page sum */
+#define MIG_END_F_UNCHECKED 2u /* no checksums (a copy-cost device's image) */
 /* A source writes the page sum for states of more pages than this. */
 #define MIG_HASH_MAX_PAGES 64u
 
@@ -123,6 +137,7 @@ struct sim_mig {
 	uint64_t ndirty, dirty_scan;
 	uint64_t rng;
 	uint32_t auto_dirty;
+	bool copy_cost;         /* VFIOMIG_SIM_MIG_COST_COPY: no checksums */
 
 	/*
 	 * The page sum (see the top of the file), kept page by page. A page
@@ -143,6 +158,7 @@ struct sim_mig {
 	bool end_sent;
 	uint64_t init_next;     /* next page of the initial image */
 	uint8_t rec[MIG_REC_PAGE]; /* the record being handed out */
+	const uint8_t *rec_body; /* its bytes past the header when not in rec (copy cost) */
 	size_t rec_len, rec_off;
 	int rec_kind;
 	uint64_t tx_hash;
@@ -560,11 +576,21 @@ static void mig_snapshot(struct sim_mig *m, uint64_t p, int kind)
 	put32(m->rec, MIG_MAGIC_PAGE);
 	put32(m->rec + 4, 0);
 	put64(m->rec + 8, p);
-	memcpy(m->rec + MIG_REC_HDR, m->mem + p * MIG_PAGE, MIG_PAGE);
-	m->tx_hash = mig_hash(m->tx_hash, m->rec, MIG_REC_PAGE);
-	/* A current page has not changed since its term was taken. */
-	if (m->slot[p])
-		sum_take(m, p, mig_page_hash(m->rec + MIG_REC_HDR));
+	if (m->copy_cost) {
+		/*
+		 * Straight from the state: should the page change before it is
+		 * all read, it is dirty and goes again whole.
+		 */
+		m->rec_body = m->mem + p * MIG_PAGE;
+	} else {
+		/* A snapshot: the checksums are of the very bytes that go out. */
+		m->rec_body = NULL;
+		memcpy(m->rec + MIG_REC_HDR, m->mem + p * MIG_PAGE, MIG_PAGE);
+		m->tx_hash = mig_hash(m->tx_hash, m->rec, MIG_REC_PAGE);
+		/* A current page has not changed since its term was taken. */
+		if (m->slot[p])
+			sum_take(m, p, mig_page_hash(m->rec + MIG_REC_HDR));
+	}
 	m->rec_len = MIG_REC_PAGE;
 	m->rec_off = 0;
 	m->rec_kind = kind;
@@ -575,10 +601,18 @@ static void mig_make_end(struct sim_mig *m)
 	bool pagesum = m->npages > MIG_HASH_MAX_PAGES;
 
 	put32(m->rec, MIG_MAGIC_END);
-	put32(m->rec + 4, pagesum ? MIG_END_F_PAGESUM : 0);
 	put64(m->rec + 8, m->npages);
-	put64(m->rec + 16, pagesum ? sum_now(m) : mig_hash(MIG_HASH_INIT, m->mem, m->size));
-	put64(m->rec + 24, m->tx_hash);
+	if (m->copy_cost) {
+		put32(m->rec + 4, MIG_END_F_UNCHECKED);
+		put64(m->rec + 16, 0);
+		put64(m->rec + 24, 0);
+	} else {
+		put32(m->rec + 4, pagesum ? MIG_END_F_PAGESUM : 0);
+		put64(m->rec + 16,
+		      pagesum ? sum_now(m) : mig_hash(MIG_HASH_INIT, m->mem, m->size));
+		put64(m->rec + 24, m->tx_hash);
+	}
+	m->rec_body = NULL;
 	m->rec_len = MIG_REC_END;
 	m->rec_off = 0;
 	m->rec_kind = REC_END;
@@ -613,7 +647,13 @@ static size_t mig_produce(struct sim_mig *m, uint8_t *buf, size_t len)
 		if (m->rec_off == m->rec_len && !mig_refill(m))
 			break;
 		n = sim_min_size(len - done, m->rec_len - m->rec_off);
-		memcpy(buf + done, m->rec + m->rec_off, n);
+		/* A page record straight from the state: its header, then its body. */
+		if (m->rec_body && m->rec_off < MIG_REC_HDR)
+			n = sim_min(n, MIG_REC_HDR - m->rec_off);
+		if (!m->rec_body || m->rec_off < MIG_REC_HDR)
+			memcpy(buf + done, m->rec + m->rec_off, n);
+		else
+			memcpy(buf + done, m->rec_body + (m->rec_off - MIG_REC_HDR), n);
 		m->rec_off += n;
 		done += n;
 	}
@@ -703,7 +743,9 @@ static void mig_check_header(struct sim_mig *m)
 		m->in_bad = "data after the end record";
 	else if (magic != MIG_MAGIC_PAGE && magic != MIG_MAGIC_END)
 		m->in_bad = "bad record magic";
-	else if (magic == MIG_MAGIC_PAGE ? flags != 0 : flags & ~MIG_END_F_PAGESUM)
+	else if (magic == MIG_MAGIC_PAGE ? flags != 0
+					  : flags != 0 && flags != MIG_END_F_PAGESUM &&
+						    flags != MIG_END_F_UNCHECKED)
 		m->in_bad = "unknown record flags";
 	else if (magic == MIG_MAGIC_PAGE && idx >= m->npages)
 		m->in_bad = "page index out of range";
@@ -713,6 +755,10 @@ static void mig_check_header(struct sim_mig *m)
 
 static void mig_apply_record(struct sim_mig *m)
 {
+	if (get32(m->in) == MIG_MAGIC_PAGE && m->copy_cost) {
+		sum_stale(m, get64(m->in + 8)); /* its body went straight into the state */
+		return;
+	}
 	if (get32(m->in) == MIG_MAGIC_PAGE) {
 		uint64_t idx = get64(m->in + 8);
 		uint8_t *dst = m->mem + idx * MIG_PAGE;
@@ -731,11 +777,15 @@ static void mig_apply_record(struct sim_mig *m)
 		}
 		return;
 	}
-	if (get64(m->in + 24) != m->rx_hash)
-		m->in_bad = "stream checksum mismatch";
 	m->in_state_hash = get64(m->in + 16);
 	m->in_end_flags = get32(m->in + 4);
 	m->in_end = true;
+	if (m->copy_cost)
+		return;
+	if (m->in_end_flags & MIG_END_F_UNCHECKED)
+		m->in_bad = "no checksums (an image of a cost=copy device)";
+	else if (get64(m->in + 24) != m->rx_hash)
+		m->in_bad = "stream checksum mismatch";
 }
 
 /* Take device data from the host, split anywhere. Garbage is latched, not reported here. */
@@ -747,7 +797,11 @@ static void mig_consume(struct sim_mig *m, const uint8_t *buf, size_t len)
 		if (m->in_have >= MIG_REC_HDR)
 			need = get32(m->in) == MIG_MAGIC_PAGE ? MIG_REC_PAGE : MIG_REC_END;
 		n = sim_min_size(len, need - m->in_have);
-		memcpy(m->in + m->in_have, buf, n);
+		if (m->copy_cost && m->in_have >= MIG_REC_HDR && need == MIG_REC_PAGE)
+			memcpy(m->mem + get64(m->in + 8) * MIG_PAGE + (m->in_have - MIG_REC_HDR),
+			       buf, n);
+		else
+			memcpy(m->in + m->in_have, buf, n);
 		m->in_have += n;
 		buf += n;
 		len -= n;
@@ -771,6 +825,8 @@ static const char *mig_resume_verdict(struct sim_mig *m)
 		return "a record cut short";
 	if (!m->in_end)
 		return "no end record";
+	if (m->copy_cost)
+		return NULL;
 	if ((m->in_end_flags & MIG_END_F_PAGESUM ? sum_now(m)
 						  : mig_hash(MIG_HASH_INIT, m->mem, m->size)) !=
 	    m->in_state_hash)
@@ -1305,8 +1361,8 @@ static void mig_reset(struct vfiomig_sim_device *dev)
 
 	mig_end_sessions(m);
 	m->state = VU_STATE_RUNNING;
-	/* Power-on state: zero, and the pages go back to the kernel. */
-	if (madvise(m->mem, m->size, MADV_DONTNEED) < 0)
+	/* Power-on state: zero, the pages back to the kernel (a copy-cost device keeps them). */
+	if (m->copy_cost || madvise(m->mem, m->size, MADV_DONTNEED) < 0)
 		memset(m->mem, 0, m->size);
 	sum_clear(m);
 	m->v1_reserved = 0;
@@ -1317,7 +1373,8 @@ int sim_mig_check_opts(struct vfiomig_sim *sim, const struct vfiomig_sim_device_
 {
 	const uint32_t known = VFIOMIG_SIM_MIG_V2 | VFIOMIG_SIM_MIG_P2P | VFIOMIG_SIM_MIG_PRE_COPY |
 			       VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED |
-			       VFIOMIG_SIM_MIG_ENOMSG | VFIOMIG_SIM_MIG_NO_DATA_SIZE;
+			       VFIOMIG_SIM_MIG_ENOMSG | VFIOMIG_SIM_MIG_NO_DATA_SIZE |
+			       VFIOMIG_SIM_MIG_COST_COPY;
 	const uint32_t v2only = VFIOMIG_SIM_MIG_P2P | VFIOMIG_SIM_MIG_PRE_COPY |
 				VFIOMIG_SIM_MIG_ENOMSG | VFIOMIG_SIM_MIG_NO_DATA_SIZE;
 	uint32_t mig = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, migration, 0);
@@ -1336,6 +1393,10 @@ int sim_mig_check_opts(struct vfiomig_sim *sim, const struct vfiomig_sim_device_
 			return -EINVAL;
 		}
 		return 0;
+	}
+	if (mig == VFIOMIG_SIM_MIG_COST_COPY) {
+		sim_set_error(sim, "COST_COPY (cost=copy): only with migration (V1 or V2)");
+		return -EINVAL;
 	}
 	if (!(mig & (VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V2))) {
 		sim_set_error(sim, "migration flags 0x%x: neither V1 nor V2", mig);
@@ -1417,6 +1478,7 @@ int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_devic
 	m->size = state ? state : MIG_STATE_DEFAULT;
 	m->npages = m->size / MIG_PAGE;
 	m->auto_dirty = VM_OPTS_GET(opts, struct vfiomig_sim_device_opts, auto_dirty_pages, 0);
+	m->copy_cost = mig & VFIOMIG_SIM_MIG_COST_COPY;
 	m->rng = mig_seed(dev->name);
 	m->state = VU_STATE_RUNNING;
 	m->v1_index = -1;
@@ -1429,8 +1491,14 @@ int sim_mig_setup(struct vfiomig_sim_device *dev, const struct vfiomig_sim_devic
 			m->v2_flags |= VU_MIGRATION_PRE_COPY;
 	}
 	m->dirty = calloc((size_t)((m->npages + 63) / 64), sizeof(m->dirty[0]));
+	/*
+	 * Untouched pages cost nothing: a big state that stays mostly zero is
+	 * cheap. A copy-cost device's state is resident from the start
+	 * instead, so its data path takes no page faults either.
+	 */
 	p = mmap(NULL, (size_t)m->size, PROT_READ | PROT_WRITE,
-		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		 MAP_PRIVATE | MAP_ANONYMOUS |
+			 (m->copy_cost ? MAP_POPULATE : MAP_NORESERVE), -1, 0);
 	if (!m->dirty || p == MAP_FAILED) {
 		if (p != MAP_FAILED)
 			munmap(p, (size_t)m->size);
@@ -1492,6 +1560,16 @@ const void *vfiomig_sim_device_state(const struct vfiomig_sim_device *dev, size_
 	if (len)
 		*len = (size_t)dev->mig->size;
 	return dev->mig->mem;
+}
+
+int vfiomig_sim_device_state_hash(struct vfiomig_sim_device *dev, uint64_t *hash)
+{
+	if (!dev || !hash)
+		return -EINVAL;
+	if (!dev->mig)
+		return -EOPNOTSUPP;
+	*hash = sum_now(dev->mig);
+	return 0;
 }
 
 int vfiomig_sim_device_mig_state(const struct vfiomig_sim_device *dev)

@@ -3,7 +3,8 @@
  * Device spec strings, the syntax tools accept to describe a simulated
  * device on a command line: "sim:pci,name=0000:05:00.0,bar0=1M,sparse=0"
  * or "sim:mdev,...". dmalog=1 gives the device DMA logging
- * (VFIOMIG_SIM_DEV_DMA_LOGGING). Parsed strictly: unknown or repeated keys, bad
+ * (VFIOMIG_SIM_DEV_DMA_LOGGING), cost=copy a data path that costs only
+ * the copy (VFIOMIG_SIM_MIG_COST_COPY). Parsed strictly: unknown or repeated keys, bad
  * numbers and a missing "sim:" prefix are refused, the reason logged
  * through the caller's ctx (vfiomig_ctx_log) and kept for
  * sim_last_error().
@@ -99,10 +100,11 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 {
 	static const char *const keys[] = { "name", "vendor", "device", "subvendor", "subdevice",
 					     "bar0", "sparse", "msix_mappable", "mig", "state",
-					     "dirty", "v1data", "dmalog" };
+					     "dirty", "v1data", "dmalog", "cost" };
 	VFIOMIG_OPTS(sim_device_opts, o);
 	char buf[SPEC_MAX];
 	unsigned int seen = 0;
+	bool copy_cost = false;
 	char *kind, *p;
 
 	if (!spec) {
@@ -206,10 +208,14 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 		case 11:
 			ok = spec_number(val, UINT64_MAX, true, &o.v1_data_size);
 			break;
-		default:
+		case 12:
 			ok = spec_bool(val, &b);
 			if (b)
 				o.flags |= VFIOMIG_SIM_DEV_DMA_LOGGING;
+			break;
+		default:
+			ok = strcmp(val, "check") == 0 || strcmp(val, "copy") == 0;
+			copy_cost = strcmp(val, "copy") == 0;
 			break;
 		}
 		if (!ok) {
@@ -218,6 +224,9 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 			return -EINVAL;
 		}
 	}
+	/* After the loop: mig= sets the migration flags whole, in any order. */
+	if (copy_cost)
+		o.migration |= VFIOMIG_SIM_MIG_COST_COPY;
 	return vfiomig_sim_device_add(sim, &o, out);
 }
 
