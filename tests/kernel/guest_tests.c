@@ -33,6 +33,8 @@
 #include <sys/ioctl.h>
 #include <sys/klog.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -3129,6 +3131,307 @@ out:
 	return ok;
 }
 
+/* ------------------------------------------ zero-copy on a data_fd */
+
+/*
+ * Can a migration data_fd take part in zero-copy (splice, sendfile,
+ * copy_file_range)? The stream API has an optional `fd` op for that and
+ * the library does not use it; these tests ask the real kernel. Each call
+ * must be refused with ZC_ERRNO and move nothing; the stream is then read
+ * and written with plain read()/write() and must still load, so a refused
+ * call neither consumed nor damaged a byte.
+ */
+#define ZC_ERRNO EINVAL
+#define ZC_LEN   4096u
+
+/* An errno as its name ("EINVAL"), for the # lines. */
+static const char *errno_name(int err)
+{
+	const char *s = strerrorname_np(err);
+
+	return s ? s : "an unknown errno";
+}
+
+/*
+ * One zero-copy call's answer, `ret` as the call returned it (errno still
+ * set): prints a # line, and records the first surprise in why (soft, as
+ * EXPECT does, so that every call is tried and printed).
+ */
+static void zc_answer(const char *dev, const char *call, ssize_t ret, bool *soft, char *why,
+		      size_t whylen)
+{
+	int err = ret < 0 ? errno : 0;
+
+	if (ret >= 0)
+		printf("# zero-copy %s: %s WORKED (%zd bytes)\n", dev, call, ret);
+	else
+		printf("# zero-copy %s: %s -> %s\n", dev, call, errno_name(err));
+	if (*soft)
+		return;
+	if (ret >= 0) {
+		snprintf(why, whylen, "%s: %s worked (%zd bytes): a data_fd takes part in zero-copy",
+			 dev, call, ret);
+		*soft = true;
+	} else if (err != ZC_ERRNO) {
+		snprintf(why, whylen, "%s: %s failed with %s, expected %s", dev, call,
+			 errno_name(err), errno_name(ZC_ERRNO));
+		*soft = true;
+	}
+}
+
+/* The fds the calls pair a data_fd with: a pipe, a socket pair, a file in TMPDIR. */
+struct zc_peers {
+	int pipe[2];
+	int sock[2];
+	int file;
+};
+
+static int zc_peers_open(struct env *e, struct zc_peers *p)
+{
+	char path[256];
+
+	p->pipe[0] = p->pipe[1] = p->sock[0] = p->sock[1] = p->file = -1;
+	snprintf(path, sizeof(path), "%s/zero-copy.XXXXXX", e->tmpdir);
+	if (pipe2(p->pipe, O_CLOEXEC) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p->sock) < 0)
+		return -errno;
+	p->file = mkostemp(path, O_CLOEXEC);
+	if (p->file < 0)
+		return -errno;
+	unlink(path);
+	return 0;
+}
+
+static void zc_peers_close(struct zc_peers *p)
+{
+	int *fds[] = { &p->pipe[0], &p->pipe[1], &p->sock[0], &p->sock[1], &p->file };
+
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+}
+
+/* A save data_fd (STOP_COPY) as the source of every zero-copy call. */
+static void zc_try_save(const char *dev, int dfd, struct zc_peers *p, bool *soft, char *why,
+			size_t whylen)
+{
+	zc_answer(dev, "splice(data_fd -> pipe)",
+		  splice(dfd, NULL, p->pipe[1], NULL, ZC_LEN, SPLICE_F_NONBLOCK), soft, why, whylen);
+	zc_answer(dev, "sendfile(pipe <- data_fd)", sendfile(p->pipe[1], dfd, NULL, ZC_LEN), soft,
+		  why, whylen);
+	zc_answer(dev, "sendfile(socket <- data_fd)", sendfile(p->sock[0], dfd, NULL, ZC_LEN), soft,
+		  why, whylen);
+	zc_answer(dev, "sendfile(file <- data_fd)", sendfile(p->file, dfd, NULL, ZC_LEN), soft, why,
+		  whylen);
+	zc_answer(dev, "copy_file_range(data_fd -> file)",
+		  copy_file_range(dfd, NULL, p->file, NULL, ZC_LEN, 0), soft, why, whylen);
+}
+
+/*
+ * A resume data_fd (RESUMING) as the sink of every zero-copy call, offered
+ * the first bytes of a real stream (in the pipe and in the file).
+ */
+static int zc_try_resume(const char *dev, int rfd, struct zc_peers *p, const uint8_t *stream,
+			 size_t len, bool *soft, char *why, size_t whylen)
+{
+	size_t n = len < ZC_LEN ? len : ZC_LEN;
+	off_t off = 0;
+	int queued = -1;
+
+	if (write(p->pipe[1], stream, n) != (ssize_t)n || pwrite(p->file, stream, n, 0) != (ssize_t)n)
+		return -errno;
+	zc_answer(dev, "splice(pipe -> data_fd)",
+		  splice(p->pipe[0], NULL, rfd, NULL, n, SPLICE_F_NONBLOCK), soft, why, whylen);
+	zc_answer(dev, "sendfile(data_fd <- file)", sendfile(rfd, p->file, &off, n), soft, why,
+		  whylen);
+	off = 0;
+	zc_answer(dev, "copy_file_range(file -> data_fd)",
+		  copy_file_range(p->file, &off, rfd, NULL, n, 0), soft, why, whylen);
+	/* Nothing left the pipe. */
+	if (ioctl(p->pipe[0], FIONREAD, &queued) < 0)
+		return -errno;
+	if (queued != (int)n && !*soft) {
+		snprintf(why, whylen, "%s: the pipe holds %d bytes after the refused splice, not %zu",
+			 dev, queued, n);
+		*soft = true;
+	}
+	return 0;
+}
+
+/* The rest of a data_fd with read(), into a growing buffer (free it). */
+static int zc_read_all(int dfd, uint8_t **buf, size_t *len)
+{
+	size_t cap = 0;
+	ssize_t n;
+
+	*buf = NULL;
+	*len = 0;
+	for (;;) {
+		if (cap - *len < 65536) {
+			uint8_t *nb = realloc(*buf, cap + (1u << 20));
+
+			if (!nb)
+				return -ENOMEM;
+			*buf = nb;
+			cap += 1u << 20;
+		}
+		n = read(dfd, *buf + *len, cap - *len);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		*len += (size_t)n;
+	}
+}
+
+static int zc_write_all(int rfd, const uint8_t *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(rfd, buf, len);
+
+		if (n < 0)
+			return -errno;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * The test driver: STOP_COPY's data_fd as a source, RESUMING's as a sink;
+ * then the stream, read after the refused calls, loads back into the
+ * (reset) device and gives it the saved state again. Ends reset, RUNNING.
+ */
+static bool vmt_v2_data_fd_no_zero_copy(struct env *e, char *why, size_t whylen)
+{
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct zc_peers p = { .pipe = { -1, -1 }, .sock = { -1, -1 }, .file = -1 };
+	uint64_t sum0 = 0, pristine = 0, sum1 = 0;
+	uint8_t *stream = NULL;
+	size_t len = 0;
+	int fd = -1, dfd = -1, unused = -1, ret, st;
+	bool ok = false, soft = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->vmt[V_ARC], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	CALL(zc_peers_open(e, &p));
+	CALL(kreset(fd));
+	KNOB(V_ARC, "dirty_pause", "1");
+	KNOB(V_ARC, "poke", "%u", 5); /* a state the reset below does not give back */
+	CALL(vmt_checksum(e, V_ARC, &sum0));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP_COPY, &dfd));
+	CHECK(dfd >= 0, "STOP -> STOP_COPY gave no data_fd");
+	zc_try_save("vfiomig_test STOP_COPY", dfd, &p, &soft, why, whylen);
+	CALL(zc_read_all(dfd, &stream, &len));
+	CHECK(len > (1u << 20), "the stream after the refused calls: %zu bytes for a 1 MiB state",
+	      len);
+	close(dfd);
+	dfd = -1;
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+
+	CALL(kreset(fd));
+	CALL(vmt_checksum(e, V_ARC, &pristine));
+	CHECK(pristine != sum0, "reset gave back the poked state: the load would prove nothing");
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_RESUMING, &dfd));
+	CHECK(dfd >= 0, "STOP -> RESUMING gave no data_fd");
+	CALL(zc_try_resume("vfiomig_test RESUMING", dfd, &p, stream, len, &soft, why, whylen));
+	CALL(zc_write_all(dfd, stream, len));
+	ret = kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused);
+	CHECK(ret == 0, "RESUMING -> STOP after the refused calls and a plain write: %s (the "
+	      "device refused its own stream)", vfiomig_strerror(ret));
+	CALL(vmt_checksum(e, V_ARC, &sum1));
+	CHECK(sum1 == sum0, "loaded %016" PRIx64 ", saved %016" PRIx64, sum1, sum0);
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_RUNNING, &unused));
+	CALL(kreset(fd));
+	st = kget_state(fd);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after reset: %s", kstate_name(st));
+	ok = !soft;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	if (!ok && fd >= 0)
+		kreset(fd); /* no later test may find it in STOP_COPY or RESUMING */
+	vmt_set(e, V_ARC, "dirty_pause", "0");
+	zc_peers_close(&p);
+	free(stream);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+	return ok;
+}
+
+/*
+ * The same on mtty (v2 with a data_fd): the stream read after the refused
+ * calls restores both ports' registers after a reset and new values.
+ * Uses E, a set source the set test left stopped; ends RUNNING.
+ */
+static bool mtty_data_fd_no_zero_copy(struct env *e, char *why, size_t whylen)
+{
+	static const struct uart u[2] = { { .scr = 0x5e, .divisor = 0x0e05 },
+					  { .scr = 0xe5, .divisor = 0x050e } };
+	static const struct uart other = { .scr = 0x11, .divisor = 0x0011 };
+	struct vfiomig_ctx *ctx = NULL;
+	struct vfiomig_device *dev = NULL;
+	struct zc_peers p = { .pipe = { -1, -1 }, .sock = { -1, -1 }, .file = -1 };
+	uint8_t *stream = NULL;
+	size_t len = 0;
+	int fd = -1, dfd = -1, unused = -1, ret, st;
+	bool ok = false, soft = false;
+
+	CALL(ctx_new(&ctx));
+	CALL(vfiomig_device_open(ctx, e->mtty[M_E], NULL, &dev));
+	fd = vfiomig_device_fd(dev);
+	CALL(zc_peers_open(e, &p));
+	CALL(kreset(fd));
+	for (uint32_t bar = 0; bar < 2; bar++)
+		CALL(uart_set(dev, bar, &u[bar]));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP_COPY, &dfd));
+	CHECK(dfd >= 0, "STOP -> STOP_COPY gave no data_fd");
+	zc_try_save("mtty STOP_COPY", dfd, &p, &soft, why, whylen);
+	CALL(zc_read_all(dfd, &stream, &len));
+	CHECK(len > 0, "no stream after the refused calls");
+	close(dfd);
+	dfd = -1;
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+
+	CALL(kreset(fd));
+	for (uint32_t bar = 0; bar < 2; bar++)
+		CALL(uart_set(dev, bar, &other));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_RESUMING, &dfd));
+	CHECK(dfd >= 0, "STOP -> RESUMING gave no data_fd");
+	CALL(zc_try_resume("mtty RESUMING", dfd, &p, stream, len, &soft, why, whylen));
+	CALL(zc_write_all(dfd, stream, len));
+	ret = kset_state(fd, VFIOMIG_DEVICE_STATE_STOP, &unused);
+	CHECK(ret == 0, "RESUMING -> STOP after the refused calls and a plain write: %s",
+	      vfiomig_strerror(ret));
+	CALL(kset_state(fd, VFIOMIG_DEVICE_STATE_RUNNING, &unused));
+	st = kget_state(fd);
+	CHECK(st == VFIOMIG_DEVICE_STATE_RUNNING, "after the load: %s", kstate_name(st));
+	for (uint32_t bar = 0; bar < 2; bar++)
+		if (uart_check(dev, bar, &u[bar], why, whylen))
+			goto out;
+	printf("# zero-copy: mtty's %zu-byte stream loaded with write() after the refused calls\n",
+	       len);
+	ok = !soft;
+out:
+	if (dfd >= 0)
+		close(dfd);
+	if (!ok && fd >= 0)
+		kreset(fd);
+	zc_peers_close(&p);
+	free(stream);
+	vfiomig_device_close(dev);
+	vfiomig_ctx_unref(ctx);
+	return ok;
+}
+
 /* ------------------------------------------------------- DMA logging */
 
 /* Does the kernel have iova_bitmap (CONFIG_IOMMUFD_DRIVER), which DMA_LOGGING_REPORT needs? */
@@ -5044,6 +5347,8 @@ static const struct test tests[] = {
 	{ "vmt_devices_present", vmt_devices_present },
 	{ "vmt_v2_all_arcs", vmt_v2_all_arcs },
 	{ "vmt_v2_data_fd_rules", vmt_v2_data_fd_rules },
+	{ "vmt_v2_data_fd_no_zero_copy", vmt_v2_data_fd_no_zero_copy },
+	{ "mtty_data_fd_no_zero_copy", mtty_data_fd_no_zero_copy },
 	{ "vmt_v2_migrate_64m_precopy", vmt_v2_migrate_64m_precopy },
 	{ "migrate_vmt_64m_precopy_tcp", migrate_vmt_64m_precopy_tcp },
 	{ "vmt_v1_migrate_64m_mmap", vmt_v1_migrate_64m_mmap },
