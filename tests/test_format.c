@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The stream format: CRC32C (both implementations), writer/reader round
+ * The stream format: CRC32C (every implementation), writer/reader round
  * trips, every refusal (magic, versions, lengths, strings, grammar,
  * unknown mandatory records, sizes over the limit, truncation at every
  * offset, a flipped bit anywhere, trailer mismatches, identity), and the
@@ -312,17 +312,75 @@ static size_t small_stream(unsigned char *buf, size_t cap)
 
 TestSuite(crc32c);
 
+/* Every version of the library, each checked against the others below. */
+static uint32_t (*const crc32c_impls[])(uint32_t, const void *, size_t) = {
+	vm_crc32c,
+	vm_crc32c_sw,
+	vm_crc32c_hw,
+	vm_crc32c_hw_1way,
+};
+static const char *const crc32c_impl_names[] = { "vm_crc32c", "_sw", "_hw", "_hw_1way" };
+#define CRC32C_NIMPLS (sizeof(crc32c_impls) / sizeof(crc32c_impls[0]))
+
+/*
+ * A bit at a time, from the definition: a reference that shares neither
+ * code nor tables with the library.
+ */
+static uint32_t crc32c_bitwise(uint32_t crc, const unsigned char *p, size_t len)
+{
+	crc = ~crc;
+	while (len--) {
+		crc ^= *p++;
+		for (int b = 0; b < 8; b++)
+			crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
+	}
+	return ~crc;
+}
+
+/* xorshift64: random bytes a failure can be reproduced from (its seed). */
+static uint64_t xorshift64(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void fill_random(unsigned char *p, size_t n, uint64_t seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(xorshift64(&seed) >> 56);
+}
+
 Test(crc32c, standard_check_value)
 {
 	static const char check[] = "123456789";
 
-	cr_assert_eq(vm_crc32c_sw(0, check, 9), 0xe3069283u);
-	cr_assert_eq(vm_crc32c_hw(0, check, 9), 0xe3069283u);
-	cr_assert_eq(vm_crc32c(0, check, 9), 0xe3069283u);
-	cr_assert_eq(vm_crc32c(0, check, 0), 0);
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++) {
+		cr_assert_eq(crc32c_impls[i](0, check, 9), 0xe3069283u, "%s", crc32c_impl_names[i]);
+		cr_assert_eq(crc32c_impls[i](0, check, 0), 0, "%s", crc32c_impl_names[i]);
+	}
 #if defined(__x86_64__)
 	cr_assert_eq(vm_crc32c_hw_available(), __builtin_cpu_supports("sse4.2") != 0);
 #endif
+}
+
+/*
+ * The tests below compare the versions with each other; this one makes
+ * sure the version under test is the one the CPU allows, so that on a
+ * machine with SSE4.2 and PCLMULQDQ they do test the interleaved path.
+ */
+Test(crc32c, the_fastest_version_for_this_cpu_is_chosen)
+{
+	const char *want = "slice-by-8";
+
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("sse4.2"))
+		want = __builtin_cpu_supports("pclmul") ? "sse4.2 3-way, pclmulqdq combine"
+							: "sse4.2 single chain";
+#endif
+	cr_assert_str_eq(vm_crc32c_impl_name(), want);
 }
 
 /* The iSCSI vectors (RFC 3720, B.4). */
@@ -335,14 +393,44 @@ Test(crc32c, rfc3720_vectors)
 		inc[i] = (unsigned char)i;
 		dec[i] = (unsigned char)(31 - i);
 	}
-	for (int impl = 0; impl < 2; impl++) {
-		uint32_t (*f)(uint32_t, const void *, size_t) = impl ? vm_crc32c_hw : vm_crc32c_sw;
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++) {
+		uint32_t (*f)(uint32_t, const void *, size_t) = crc32c_impls[i];
 
-		cr_assert_eq(f(0, zero, 32), 0x8a9136aau);
-		cr_assert_eq(f(0, ones, 32), 0x62a8ab43u);
-		cr_assert_eq(f(0, inc, 32), 0x46dd794eu);
-		cr_assert_eq(f(0, dec, 32), 0x113fdb5cu);
+		cr_assert_eq(f(0, zero, 32), 0x8a9136aau, "%s", crc32c_impl_names[i]);
+		cr_assert_eq(f(0, ones, 32), 0x62a8ab43u, "%s", crc32c_impl_names[i]);
+		cr_assert_eq(f(0, inc, 32), 0x46dd794eu, "%s", crc32c_impl_names[i]);
+		cr_assert_eq(f(0, dec, 32), 0x113fdb5cu, "%s", crc32c_impl_names[i]);
 	}
+}
+
+/*
+ * Long check values, long enough for every block size of the interleaved
+ * version (computed a bit at a time by a separate program, and here by
+ * crc32c_bitwise).
+ */
+Test(crc32c, long_check_values)
+{
+	size_t n = 1u << 20;
+	unsigned char *buf = malloc(n);
+
+	cr_assert_not_null(buf);
+	memset(buf, 0, 4096);
+	cr_assert_eq(crc32c_bitwise(0, buf, 4096), 0x98f94189u);
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++)
+		cr_assert_eq(crc32c_impls[i](0, buf, 4096), 0x98f94189u, "%s 4096 zeros",
+			     crc32c_impl_names[i]);
+	memset(buf, 0xff, 65537);
+	cr_assert_eq(crc32c_bitwise(0, buf, 65537), 0x79b5d0dcu);
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++)
+		cr_assert_eq(crc32c_impls[i](0, buf, 65537), 0x79b5d0dcu, "%s 65537 x 0xff",
+			     crc32c_impl_names[i]);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (unsigned char)i;
+	cr_assert_eq(crc32c_bitwise(0, buf, n), 0x7d25b26du);
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++)
+		cr_assert_eq(crc32c_impls[i](0, buf, n), 0x7d25b26du, "%s 1 MiB of i & 0xff",
+			     crc32c_impl_names[i]);
+	free(buf);
 }
 
 Test(crc32c, tables_match_their_definition)
@@ -359,43 +447,165 @@ Test(crc32c, tables_match_their_definition)
 	}
 }
 
-Test(crc32c, software_and_sse42_agree_on_odd_lengths_and_alignments)
+/*
+ * Every length from 0 to 2100 (the single chain, the smaller blocks of
+ * the interleaved version alone and with every remainder) at 16
+ * alignments, from a register that is not the initial one.
+ */
+Test(crc32c, every_length_to_2100_at_16_alignments_equals_software)
 {
-	unsigned char *buf = malloc(8192 + 16);
-	unsigned seed = 12345;
+	static unsigned char buf[2100 + 16];
 
-	for (size_t i = 0; i < 8192 + 16; i++) {
-		seed = seed * 1103515245u + 12345u;
-		buf[i] = (unsigned char)(seed >> 16);
-	}
+	fill_random(buf, sizeof(buf), 1);
 	for (size_t align = 0; align < 16; align++) {
-		for (size_t len = 0; len < 300; len++) {
-			uint32_t a = vm_crc32c_sw(0x1234u, buf + align, len);
+		for (size_t len = 0; len <= 2100; len++) {
+			uint32_t start = (uint32_t)(len * 0x9e3779b9u + align);
+			uint32_t want = vm_crc32c_sw(start, buf + align, len);
 
-			cr_assert_eq(vm_crc32c_hw(0x1234u, buf + align, len), a,
-				     "align %zu len %zu", align, len);
+			for (size_t i = 0; i < CRC32C_NIMPLS; i++)
+				cr_assert_eq(crc32c_impls[i](start, buf + align, len), want,
+					     "%s align %zu len %zu", crc32c_impl_names[i], align,
+					     len);
 		}
-		for (size_t len = 301; len < 8192; len = len * 2 + 1)
-			cr_assert_eq(vm_crc32c_hw(0, buf + align, len),
-				     vm_crc32c_sw(0, buf + align, len), "align %zu len %zu", align,
-				     len);
 	}
+}
+
+static void assert_crc32c_equal_software(const unsigned char *buf, size_t len, uint32_t start)
+{
+	uint32_t want = vm_crc32c_sw(start, buf, len);
+
+	for (size_t i = 0; i < CRC32C_NIMPLS; i++)
+		cr_assert_eq(crc32c_impls[i](start, buf, len), want, "%s align %zu len %zu",
+			     crc32c_impl_names[i], (size_t)((uintptr_t)buf & 7), len);
+}
+
+/*
+ * The interleaved version cuts buffers into blocks of 3 x 64 KiB, then
+ * 3 x 4 KiB, 3 x 512 and 3 x 64 bytes. Lengths on each side of 1 to 4 of
+ * each block size (1 byte under a block is the most blocks of the smaller
+ * sizes and the longest tail), and a block of each of the two largest
+ * sizes followed by a spread of remainders.
+ */
+Test(crc32c, lengths_around_every_block_size_equal_software)
+{
+	static const size_t blocks[] = { 3 * 64, 3 * 512, 3 * 4096, 3 * 65536 };
+	size_t max = 4 * blocks[3] + 16;
+	unsigned char *buf = malloc(max);
+
+	cr_assert_not_null(buf);
+	fill_random(buf, max, 2);
+	for (size_t b = 0; b < sizeof(blocks) / sizeof(blocks[0]); b++)
+		for (size_t k = 1; k <= 4; k++)
+			for (size_t d = 0; d < 5; d++)
+				assert_crc32c_equal_software(buf + ((k * 5 + d) & 7),
+							     k * blocks[b] + d - 2,
+							     (uint32_t)(b * 1000 + k * 10 + d));
+	for (size_t extra = 0; extra < blocks[2]; extra += 67)
+		assert_crc32c_equal_software(buf + (extra & 7), blocks[2] + extra, 0);
+	for (size_t extra = 0; extra < blocks[3]; extra += 4099)
+		assert_crc32c_equal_software(buf + (extra & 7), blocks[3] + extra, 0);
+	free(buf);
+}
+
+Test(crc32c, random_buffers_up_to_4_mib_equal_software)
+{
+	size_t max = 4u << 20;
+	unsigned char *buf = malloc(max + 64);
+	uint64_t s = 0x9d2c5680a5d1b3f7ull;
+
+	cr_assert_not_null(buf);
+	fill_random(buf, max + 64, 3);
+	for (int r = 0; r < 48; r++) {
+		/* Sizes spread over every power of two up to 4 MiB. */
+		size_t len = (size_t)(xorshift64(&s) % ((max >> (r % 12)) + 1));
+		size_t off = (size_t)(xorshift64(&s) % 64);
+		uint32_t start = (uint32_t)xorshift64(&s);
+		uint32_t want = vm_crc32c_sw(start, buf + off, len);
+
+		cr_assert_eq(vm_crc32c(start, buf + off, len), want, "round %d len %zu off %zu", r,
+			     len, off);
+		cr_assert_eq(vm_crc32c_hw_1way(start, buf + off, len), want,
+			     "round %d len %zu off %zu", r, len, off);
+	}
+	/* And the whole of it against the definition. */
+	cr_assert_eq(vm_crc32c(0, buf + 1, max), crc32c_bitwise(0, buf + 1, max));
 	free(buf);
 }
 
 Test(crc32c, chaining_equals_one_pass)
 {
-	unsigned char buf[777];
+	size_t n = 2 * 3 * 65536 + 13;
+	unsigned char *buf = malloc(n);
+	const size_t cuts[] = {
+		0, 1, 7, 8, 191, 192, 193, 1535, 1536, 1537, 12287, 12288, 12289,
+		196607, 196608, 196609, n - 1, n,
+	};
 	uint32_t whole;
 
-	fill(buf, sizeof(buf), 3);
-	whole = vm_crc32c(0, buf, sizeof(buf));
-	for (size_t cut = 0; cut <= sizeof(buf); cut += 37) {
-		cr_assert_eq(vm_crc32c(vm_crc32c(0, buf, cut), buf + cut, sizeof(buf) - cut),
-			     whole);
-		cr_assert_eq(vm_crc32c_sw(vm_crc32c_hw(0, buf, cut), buf + cut, sizeof(buf) - cut),
-			     whole);
+	cr_assert_not_null(buf);
+	fill(buf, n, 3);
+	whole = vm_crc32c_sw(0, buf, n);
+	cr_assert_eq(vm_crc32c(0, buf, n), whole);
+	for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]) + n / 4999; c++) {
+		size_t cut = c < sizeof(cuts) / sizeof(cuts[0]) ? cuts[c] : (c * 4999) % n;
+		size_t cut2 = cut + (n - cut) / 3;
+
+		cr_assert_eq(vm_crc32c(vm_crc32c(0, buf, cut), buf + cut, n - cut), whole, "cut %zu",
+			     cut);
+		cr_assert_eq(vm_crc32c_sw(vm_crc32c(0, buf, cut), buf + cut, n - cut), whole,
+			     "cut %zu", cut);
+		cr_assert_eq(vm_crc32c(vm_crc32c_hw_1way(0, buf, cut), buf + cut, n - cut), whole,
+			     "cut %zu", cut);
+		/* Three pieces: a register from a chained call goes on through the blocks. */
+		cr_assert_eq(vm_crc32c(vm_crc32c(vm_crc32c(0, buf, cut), buf + cut, cut2 - cut),
+				       buf + cut2, n - cut2),
+			     whole, "cuts %zu %zu", cut, cut2);
 	}
+	free(buf);
+}
+
+struct crc32c_race {
+	const unsigned char *buf;
+	size_t len;
+	pthread_barrier_t *go;
+	uint32_t got;
+};
+
+static void *crc32c_race_thread(void *arg)
+{
+	struct crc32c_race *r = arg;
+
+	pthread_barrier_wait(r->go);
+	r->got = vm_crc32c(0, r->buf, r->len);
+	return NULL;
+}
+
+/*
+ * The version is chosen at the first call; threads making their first
+ * calls at once must all get the right CRC (and TSan, in its build, must
+ * find no race). Criterion runs each test in a new process, so these are
+ * the first calls.
+ */
+Test(crc32c, first_calls_from_many_threads_agree)
+{
+	enum { NTHREADS = 8 };
+	static unsigned char buf[50000];
+	struct crc32c_race r[NTHREADS];
+	pthread_t t[NTHREADS];
+	pthread_barrier_t go;
+
+	fill_random(buf, sizeof(buf), 4);
+	cr_assert_eq(pthread_barrier_init(&go, NULL, NTHREADS), 0);
+	for (int i = 0; i < NTHREADS; i++) {
+		r[i] = (struct crc32c_race){ .buf = buf, .len = sizeof(buf) - (size_t)i * 999,
+					     .go = &go };
+		cr_assert_eq(pthread_create(&t[i], NULL, crc32c_race_thread, &r[i]), 0);
+	}
+	for (int i = 0; i < NTHREADS; i++) {
+		cr_assert_eq(pthread_join(t[i], NULL), 0);
+		cr_assert_eq(r[i].got, crc32c_bitwise(0, buf, r[i].len), "thread %d", i);
+	}
+	pthread_barrier_destroy(&go);
 }
 
 /* ---------------------------------------------------------- round trips */
