@@ -2331,3 +2331,440 @@ Test(sim_mig, the_library_never_asks_the_kernel_for_stop_copy_to_pre_copy)
 	vfiomig_sim_free(sim);
 	assert_no_leaks();
 }
+
+/* ------------------------------------------------------------- threads */
+
+/*
+ * One thread per device pair, through one fault injector wrapping the
+ * simulator's kernel ops: each opens its two devices, saves the source
+ * while it runs and restores it into the destination piece by piece
+ * (v2: data_fd reads and writes; v1: the trapped region's preads and
+ * pwrites), then leaves RESUMING. Worker threads never call cr_assert:
+ * they record their first failure, the test asserts after joining them.
+ */
+#define MV_THREADS 4
+#define MV_STATE   (2u << 20) /* per device: 512 pages, the page sum */
+#define MV_PIECE   (64u << 10)
+
+struct mover {
+	const struct vfiomig_kernel_ops *k;
+	void *ku;
+	struct vfiomig_sim_device *src, *dst;
+	bool v1;
+	uint8_t *buf;
+	uint64_t reads, preads, pwrites; /* calls made (retries included) */
+	uint64_t again;                  /* reads the injector answered -EAGAIN */
+	uint64_t moved;                  /* device data bytes */
+	char why[256];                   /* the first failure; "" when none */
+};
+
+#define MV_FAIL(w, ...)                                                        \
+	do {                                                                   \
+		if (!(w)->why[0])                                              \
+			snprintf((w)->why, sizeof((w)->why), __VA_ARGS__);     \
+		return -1;                                                     \
+	} while (0)
+
+struct mfd {
+	int c, g, d;
+	uint64_t v1off; /* v1: the migration region's file offset */
+};
+
+static int mv_open(struct mover *w, struct vfiomig_sim_device *sd, struct mfd *o)
+{
+	char path[32];
+	int c;
+
+	o->c = w->k->open(w->ku, "/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+	snprintf(path, sizeof(path), "/dev/vfio/%d", vfiomig_sim_device_group(sd));
+	o->g = w->k->open(w->ku, path, O_RDWR | O_CLOEXEC);
+	o->d = -1;
+	if (o->c < 0 || o->g < 0)
+		MV_FAIL(w, "%s: open: %d %d", vfiomig_sim_device_name(sd), o->c, o->g);
+	c = o->c;
+	if (w->k->ioctl(w->ku, o->g, VU_GROUP_SET_CONTAINER, &c) ||
+	    w->k->ioctl(w->ku, o->c, VU_SET_IOMMU, (void *)(unsigned long)VU_TYPE1v2_IOMMU))
+		MV_FAIL(w, "%s: SET_CONTAINER / SET_IOMMU", vfiomig_sim_device_name(sd));
+	o->d = w->k->ioctl(w->ku, o->g, VU_GROUP_GET_DEVICE_FD,
+			   (void *)vfiomig_sim_device_name(sd));
+	if (o->d < 0)
+		MV_FAIL(w, "%s: GET_DEVICE_FD: %d", vfiomig_sim_device_name(sd), o->d);
+	if (w->v1) {
+		struct vu_region_info ri = { .argsz = sizeof(ri), .index = 9 };
+
+		if (w->k->ioctl(w->ku, o->d, VU_DEVICE_GET_REGION_INFO, &ri))
+			MV_FAIL(w, "%s: GET_REGION_INFO", vfiomig_sim_device_name(sd));
+		o->v1off = ri.offset;
+	}
+	return 0;
+}
+
+static void mv_close(struct mover *w, struct mfd *o)
+{
+	int fds[3] = { o->d, o->g, o->c };
+
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0 && w->k->close(w->ku, fds[i]))
+			snprintf(w->why, sizeof(w->why), "close %d failed", fds[i]);
+}
+
+/* v2: SET MIG_DEVICE_STATE; the data_fd, if any, to *fd (or -1). */
+static int mv_set(struct mover *w, struct mfd *o, uint32_t s, int *fd)
+{
+	struct {
+		struct vu_device_feature hdr;
+		struct vu_feature_mig_state st;
+	} b = { .hdr = { .argsz = sizeof(b),
+			 .flags = VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE },
+		.st = { .device_state = s, .data_fd = -1 } };
+	int ret = w->k->ioctl(w->ku, o->d, VU_DEVICE_FEATURE, &b);
+
+	if (fd)
+		*fd = b.st.data_fd;
+	else if (b.st.data_fd >= 0)
+		w->k->close(w->ku, b.st.data_fd);
+	return ret;
+}
+
+/*
+ * v2: what the source's data_fd has, on into the destination's, until it
+ * says 0 or `budget` bytes went (a device dirtying itself never runs dry).
+ */
+static int mv_pump(struct mover *w, int sfd, int dfd, uint64_t budget)
+{
+	for (uint64_t round = 0; round < budget;) {
+		ssize_t n = w->k->read(w->ku, sfd, w->buf, MV_PIECE);
+
+		w->reads++;
+		if (n == -EAGAIN) {
+			w->again++;
+			continue;
+		}
+		if (n < 0)
+			MV_FAIL(w, "data_fd read: %zd", n);
+		if (n == 0)
+			return 0;
+		if (w->k->write(w->ku, dfd, w->buf, (size_t)n) != n)
+			MV_FAIL(w, "data_fd write");
+		w->moved += (uint64_t)n;
+		round += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int mv_v2(struct mover *w, struct mfd *s, struct mfd *d)
+{
+	int sfd = -1, dfd = -1, ret = -1;
+
+	if (mv_set(w, s, PC, &sfd) || mv_set(w, d, RES, &dfd) || sfd < 0 || dfd < 0) {
+		snprintf(w->why, sizeof(w->why), "PRE_COPY / RESUMING");
+		goto out;
+	}
+	for (int round = 0; round < 3; round++) {
+		if (mv_pump(w, sfd, dfd, MV_STATE + MV_STATE / 4))
+			goto out;
+		if (vfiomig_sim_device_run(w->src, 40)) {
+			snprintf(w->why, sizeof(w->why), "run");
+			goto out;
+		}
+	}
+	if (mv_set(w, s, SC, NULL) || mv_pump(w, sfd, dfd, UINT64_MAX))
+		goto out;
+	ret = mv_set(w, d, STOP, NULL);
+	if (ret)
+		snprintf(w->why, sizeof(w->why), "RESUMING -> STOP: %d", ret);
+	else
+		ret = mv_set(w, s, STOP, NULL);
+out:
+	if (sfd >= 0)
+		w->k->close(w->ku, sfd);
+	if (dfd >= 0)
+		w->k->close(w->ku, dfd);
+	return ret;
+}
+
+/* v1 registers: device_state 4 bytes at 0, the others 8 bytes. */
+static int mv_reg(struct mover *w, struct mfd *o, uint64_t reg, uint64_t *v, bool wr)
+{
+	unsigned int width = reg ? 8 : 4;
+	ssize_t n;
+
+	*v &= reg ? ~0ull : 0xffffffffull;
+	if (wr) {
+		n = w->k->pwrite(w->ku, o->d, v, width, o->v1off + reg);
+		w->pwrites++;
+	} else {
+		n = w->k->pread(w->ku, o->d, v, width, o->v1off + reg);
+		w->preads++;
+	}
+	if (n != (ssize_t)width)
+		MV_FAIL(w, "v1 register 0x%llx: %zd", (unsigned long long)reg, n);
+	return 0;
+}
+
+/* v1: the source's pending data, chunk by chunk, into the destination. */
+static int mv_v1_pump(struct mover *w, struct mfd *s, struct mfd *d)
+{
+	uint64_t pending = 0, off = 0, size = 0, doff = 0;
+
+	for (;;) {
+		if (mv_reg(w, s, 8, &pending, false))
+			return -1;
+		if (!pending)
+			return 0;
+		if (mv_reg(w, s, 16, &off, false) || mv_reg(w, s, 24, &size, false))
+			return -1;
+		w->preads++;
+		if (size > MV_PIECE ||
+		    w->k->pread(w->ku, s->d, w->buf, (size_t)size, s->v1off + off) != (ssize_t)size)
+			MV_FAIL(w, "v1 data read");
+		if (mv_reg(w, d, 16, &doff, false))
+			return -1;
+		w->pwrites++;
+		if (w->k->pwrite(w->ku, d->d, w->buf, (size_t)size, d->v1off + doff) !=
+		    (ssize_t)size)
+			MV_FAIL(w, "v1 data write");
+		if (mv_reg(w, d, 24, &size, true))
+			return -1;
+		w->moved += size;
+	}
+}
+
+static int mv_v1(struct mover *w, struct mfd *s, struct mfd *d)
+{
+	uint64_t v;
+
+	v = 3; /* PRE_COPY */
+	if (mv_reg(w, s, 0, &v, true))
+		return -1;
+	v = 4; /* RESUMING */
+	if (mv_reg(w, d, 0, &v, true))
+		return -1;
+	for (int round = 0; round < 3; round++) {
+		if (mv_v1_pump(w, s, d))
+			return -1;
+		if (vfiomig_sim_device_run(w->src, 40))
+			MV_FAIL(w, "run");
+	}
+	v = 2; /* STOP_COPY */
+	if (mv_reg(w, s, 0, &v, true) || mv_v1_pump(w, s, d))
+		return -1;
+	v = 0; /* STOP: the destination takes the image, or refuses it here */
+	if (mv_reg(w, d, 0, &v, true) || mv_reg(w, s, 0, &v, true))
+		return -1;
+	return 0;
+}
+
+static void *idle_main(void *arg)
+{
+	return arg;
+}
+
+/*
+ * glibc keeps the stacks of ended threads, with a heap block each, and
+ * trims that cache as it likes: start and end as many threads as the test
+ * will run, then mark. The test's own threads then reuse those stacks.
+ */
+static void warm_up_threads(int n, struct leak_mark *mark)
+{
+	pthread_t th[MV_THREADS];
+
+	cr_assert_leq(n, MV_THREADS);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, idle_main, NULL), 0);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(pthread_join(th[i], NULL), 0);
+	leak_mark(mark);
+}
+
+static void *mover_main(void *arg)
+{
+	struct mover *w = arg;
+	struct mfd s = { -1, -1, -1, 0 }, d = { -1, -1, -1, 0 };
+
+	if (!mv_open(w, w->src, &s) && !mv_open(w, w->dst, &d) &&
+	    !vfiomig_sim_device_run(w->src, MV_STATE / PG))
+		(void)(w->v1 ? mv_v1(w, &s, &d) : mv_v2(w, &s, &d));
+	mv_close(w, &s);
+	mv_close(w, &d);
+	return NULL;
+}
+
+Test(sim_mig, threads_move_their_own_devices_at_once_through_one_injector)
+{
+	static const uint32_t kinds[MV_THREADS] = {
+		FULLMIG,
+		FULLMIG | VFIOMIG_SIM_MIG_COST_COPY,
+		VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED,
+		VFIOMIG_SIM_MIG_V1 | VFIOMIG_SIM_MIG_V1_TRAPPED | VFIOMIG_SIM_MIG_COST_COPY,
+	};
+	static const char *const src_path[2] = {
+		"RUNNING>PRE_COPY>PRE_COPY_P2P>STOP_COPY>STOP", /* v2 */
+		"RUNNING>PRE_COPY>STOP_COPY>STOP",              /* v1 */
+	};
+	static const char *const dst_path[2] = {
+		"RUNNING>RUNNING_P2P>STOP>RESUMING>STOP",
+		"RUNNING>STOP>RESUMING>STOP",
+	};
+	struct vfiomig_sim *sim;
+	struct mover w[MV_THREADS];
+	pthread_t th[MV_THREADS];
+	struct vfiomig_fault *f;
+	struct leak_mark mark;
+	uint64_t reads = 0, preads = 0, pwrites = 0, again = 0;
+	char name[16], got[256];
+
+	warm_up_threads(MV_THREADS, &mark);
+	sim = sim_make();
+	cr_assert_eq(vfiomig_fault_new(K, sim, &f), 0);
+	{
+		/* Three reads fail, whichever threads make them: each retries its own. */
+		VFIOMIG_OPTS(fault_spec, fs, .op = VFIOMIG_KOP_READ, .nth = 20, .times = 3,
+			     .error = -EAGAIN);
+
+		cr_assert_eq(vfiomig_fault_add(f, &fs), 0);
+	}
+	for (int i = 0; i < MV_THREADS; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].k = vfiomig_fault_kernel_ops();
+		w[i].ku = f;
+		w[i].v1 = kinds[i] & VFIOMIG_SIM_MIG_V1;
+		snprintf(name, sizeof(name), "0000:1%d:00.0", i);
+		w[i].src = mig_dev(sim, name, kinds[i], MV_STATE, w[i].v1 ? 0 : 2);
+		snprintf(name, sizeof(name), "0000:2%d:00.0", i);
+		w[i].dst = mig_dev(sim, name, kinds[i], MV_STATE, 0);
+		w[i].buf = malloc(MV_PIECE);
+		cr_assert_not_null(w[i].buf);
+	}
+	for (int i = 0; i < MV_THREADS; i++)
+		cr_assert_eq(pthread_create(&th[i], NULL, mover_main, &w[i]), 0);
+	for (int i = 0; i < MV_THREADS; i++)
+		cr_assert_eq(pthread_join(th[i], NULL), 0);
+
+	for (int i = 0; i < MV_THREADS; i++) {
+		uint64_t hs, hd;
+
+		cr_assert_str_empty(w[i].why, "thread %d: %s", i, w[i].why);
+		cr_assert_geq(w[i].moved, MV_STATE, "thread %d", i);
+		cr_assert(same_state(w[i].src, w[i].dst), "thread %d", i);
+		cr_assert_eq(vfiomig_sim_device_state_hash(w[i].src, &hs), 0);
+		cr_assert_eq(vfiomig_sim_device_state_hash(w[i].dst, &hd), 0);
+		cr_assert_eq(hs, hd, "thread %d", i);
+		cr_assert_eq(vfiomig_sim_device_mig_state(w[i].dst), STOP);
+		/* Each device's lines, in its own order, whatever the others logged between. */
+		arc_path(sim, vfiomig_sim_device_name(w[i].src), got, sizeof(got));
+		cr_assert_str_eq(got, src_path[w[i].v1], "thread %d", i);
+		arc_path(sim, vfiomig_sim_device_name(w[i].dst), got, sizeof(got));
+		cr_assert_str_eq(got, dst_path[w[i].v1], "thread %d", i);
+		reads += w[i].reads;
+		preads += w[i].preads;
+		pwrites += w[i].pwrites;
+		again += w[i].again;
+		free(w[i].buf);
+	}
+	/* The injector counted every call of every thread, and fired exactly as armed. */
+	cr_assert_eq(vfiomig_fault_calls(f, VFIOMIG_KOP_READ), reads);
+	cr_assert_eq(vfiomig_fault_calls(f, VFIOMIG_KOP_PREAD), preads);
+	cr_assert_eq(vfiomig_fault_calls(f, VFIOMIG_KOP_PWRITE), pwrites);
+	cr_assert_eq(vfiomig_fault_fired(f), 3);
+	cr_assert_eq(again, 3);
+	cr_assert_eq(vfiomig_sim_open_fds(sim), 0);
+	vfiomig_fault_free(f);
+	vfiomig_sim_free(sim);
+	assert_no_leaks_since(&mark);
+}
+
+struct reader {
+	struct vfiomig_sim *sim;
+	int fd;
+	uint8_t *buf;
+	ssize_t got;
+	int done; /* atomic */
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+
+	r->got = K->read(r->sim, r->fd, r->buf, MV_PIECE);
+	__atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* The full save and restore of a pair by hand, as another thread would do it. */
+static void *pair_main(void *arg)
+{
+	struct pair *p = arg;
+	ssize_t last;
+	uint8_t img[sizeof(p->img)];
+	size_t n;
+	int sfd, dfd;
+
+	/* Only the simulator's own calls here: no cr_assert outside the test's thread. */
+	if (mv_set(&(struct mover){ .k = K, .ku = p->sim }, &(struct mfd){ .d = p->hs.d }, SC,
+		   &sfd) || sfd < 0)
+		return NULL;
+	n = 0;
+	while ((last = K->read(p->sim, sfd, img + n, sizeof(img) - n)) > 0)
+		n += (size_t)last;
+	mv_set(&(struct mover){ .k = K, .ku = p->sim }, &(struct mfd){ .d = p->hs.d }, STOP, NULL);
+	if (mv_set(&(struct mover){ .k = K, .ku = p->sim }, &(struct mfd){ .d = p->hd.d }, RES,
+		   &dfd) || dfd < 0)
+		return NULL;
+	K->write(p->sim, dfd, img, n);
+	p->len = mv_set(&(struct mover){ .k = K, .ku = p->sim }, &(struct mfd){ .d = p->hd.d },
+			STOP, NULL) == 0 && n == p->len ? 1 : 0;
+	K->close(p->sim, sfd);
+	K->close(p->sim, dfd);
+	__atomic_store_n(&p->img[0], 0xa5, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * A data op holds its own device, never the simulator: with a reader
+ * stopped inside device A's data_fd read (the test holds A's device
+ * lock), another thread opens nothing new but saves and restores device
+ * B whole, ioctls and all. Were the read holding the simulator lock,
+ * that thread would never finish.
+ */
+Test(sim_mig, a_data_op_holds_its_device_and_not_the_simulator)
+{
+	struct vfiomig_sim_device *a;
+	struct h ha;
+	struct pair p;
+	struct reader r = { 0 };
+	struct leak_mark mark;
+	pthread_t tr, tp;
+	int afd;
+
+	warm_up_threads(2, &mark);
+	pair_init(&p);
+	a = mig_dev(p.sim, "0000:05:00.0", FULLMIG, 4 * PG, 0);
+	ha = hopen(p.sim, a);
+	cr_assert_eq(set_state(&ha, SC, &afd), 0);
+	r.sim = p.sim;
+	r.fd = afd;
+	r.buf = malloc(MV_PIECE);
+	cr_assert_not_null(r.buf);
+	p.img[0] = 0;
+	dev_lock(a);
+	cr_assert_eq(pthread_create(&tr, NULL, reader_main, &r), 0);
+	usleep(50 * 1000); /* the reader reaches A's lock (if not, the test proves less) */
+	cr_assert_eq(pthread_create(&tp, NULL, pair_main, &p), 0);
+	for (int i = 0; i < 1000 && !__atomic_load_n(&p.img[0], __ATOMIC_ACQUIRE); i++)
+		usleep(10 * 1000);
+	cr_assert_eq(__atomic_load_n(&p.img[0], __ATOMIC_ACQUIRE), 0xa5,
+		     "device B's save and restore waited for device A's read");
+	cr_assert_eq(__atomic_load_n(&r.done, __ATOMIC_ACQUIRE), 0, "A's read waits for A");
+	dev_unlock(a);
+	cr_assert_eq(pthread_join(tp, NULL), 0);
+	cr_assert_eq(pthread_join(tr, NULL), 0);
+	cr_assert_eq(p.len, 1, "B restored");
+	cr_assert(same_state(p.src, p.dst));
+	cr_assert_eq(r.got, MV_PIECE < 4 * REC + END ? MV_PIECE : 4 * REC + END);
+	free(r.buf);
+	kclose(p.sim, &afd);
+	hclose(&ha);
+	pair_fini(&p);
+	assert_no_leaks_since(&mark);
+}

@@ -17,7 +17,32 @@
  * Also here: a fault injector that wraps any kernel ops table (the
  * simulator's or the real one) to fail or shorten the n-th call.
  *
- * Threads: one thread at a time per simulator.
+ * Threads. The kernel ops may be called from several threads at once on
+ * one simulator, as the kernel may; ops on different devices (their
+ * device fds, data_fds, regions and mappings) run in parallel: data_fd
+ * reads and writes and region preads and pwrites copy their data under
+ * a lock of their device alone, never the simulator's. Everything else
+ * (opening, closing, ioctls, mmap, the fd table, groups, containers,
+ * iommufds, DMA mappings and dirty tracking) is serialised by one
+ * simulator lock held for the op; a device's ioctls wait for a data op
+ * of the same device in progress. Ops on one device from several threads
+ * are safe but serialised; their order is the order they take the lock.
+ * The calls below may be made from any thread too, with these limits:
+ *  - vfiomig_sim_new(), vfiomig_sim_free(): while no other thread uses
+ *    the simulator;
+ *  - pointers returned (names, paths, region memory, device state, event
+ *    lines) are the simulator's: state and region memory change under
+ *    the ops of other threads (read them once those are done), and an
+ *    event line is valid until the next event is logged or the log is
+ *    cleared;
+ *  - per device: its migration state, its fault knobs (fail_transition,
+ *    fail_data, corrupt_data count that device's own data and arcs only,
+ *    whatever other threads do) and fail_dma_report; the event log is
+ *    the simulator's, one line at a time: the lines of one device are in
+ *    its order, interleaved with other devices' as they happened;
+ *  - a fault injector may be shared by several threads: its counters and
+ *    armed faults are updated atomically, and "the nth matching call" is
+ *    the nth to reach it, in whatever order threads get there.
  */
 #ifndef VFIOMIG_SIM_H
 #define VFIOMIG_SIM_H

@@ -5,6 +5,10 @@
  * makes chosen calls fail with an errno or transfer fewer bytes, so the
  * library's error paths, EINTR retries and short-transfer loops can be
  * driven deterministically.
+ *
+ * Its counters and armed faults are under one mutex, held only to count
+ * a call and pick the fault that hits it: the inner op runs outside it,
+ * so several threads may go through one injector.
  */
 #include "sim_internal.h"
 
@@ -21,6 +25,7 @@ struct fault_arm {
 };
 
 struct vfiomig_fault {
+	pthread_mutex_t lock;            /* calls, fired, arms */
 	struct vfiomig_kernel_ops inner; /* the caller's table, missing ops NULL */
 	void *inner_user;
 	uint64_t calls[VFIOMIG_KOP_COUNT];
@@ -43,6 +48,10 @@ int vfiomig_fault_new(const struct vfiomig_kernel_ops *inner, void *inner_user,
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
+	if (pthread_mutex_init(&f->lock, NULL)) {
+		free(f);
+		return -ENOMEM;
+	}
 	/* Keep the ops the caller's table has; beyond its sz they stay NULL (-ENOSYS). */
 	sz = inner->sz < sizeof(f->inner) ? inner->sz : sizeof(f->inner);
 	memcpy(&f->inner, inner, sz);
@@ -56,6 +65,7 @@ void vfiomig_fault_free(struct vfiomig_fault *f)
 {
 	if (!f)
 		return;
+	pthread_mutex_destroy(&f->lock);
 	free(f->arms);
 	free(f);
 }
@@ -90,46 +100,74 @@ int vfiomig_fault_add(struct vfiomig_fault *f, const struct vfiomig_fault_spec *
 		a.times = 1;
 	if (!a.nth)
 		a.nth = 1;
-	arms = f->arms;
+	pthread_mutex_lock(&f->lock);
 	if (f->narms == f->arms_cap) {
 		size_t ncap = f->arms_cap ? f->arms_cap * 2 : 4;
 
 		arms = realloc(f->arms, ncap * sizeof(*arms));
-		if (!arms)
+		if (!arms) {
+			pthread_mutex_unlock(&f->lock);
 			return -ENOMEM;
+		}
 		f->arms = arms;
 		f->arms_cap = ncap;
 	}
 	f->arms[f->narms++] = a;
+	pthread_mutex_unlock(&f->lock);
 	return 0;
 }
 
 void vfiomig_fault_clear(struct vfiomig_fault *f)
 {
-	if (f)
-		f->narms = 0;
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->narms = 0;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* The counters are read under the lock, the one thing changed through a const injector. */
+static pthread_mutex_t *fault_const_lock(const struct vfiomig_fault *f)
+{
+	return (pthread_mutex_t *)&f->lock;
 }
 
 uint64_t vfiomig_fault_calls(const struct vfiomig_fault *f, uint32_t op)
 {
-	return f && op < VFIOMIG_KOP_COUNT ? f->calls[op] : 0;
+	uint64_t n;
+
+	if (!f || op >= VFIOMIG_KOP_COUNT)
+		return 0;
+	pthread_mutex_lock(fault_const_lock(f));
+	n = f->calls[op];
+	pthread_mutex_unlock(fault_const_lock(f));
+	return n;
 }
 
 uint64_t vfiomig_fault_fired(const struct vfiomig_fault *f)
 {
-	return f ? f->fired : 0;
+	uint64_t n;
+
+	if (!f)
+		return 0;
+	pthread_mutex_lock(fault_const_lock(f));
+	n = f->fired;
+	pthread_mutex_unlock(fault_const_lock(f));
+	return n;
 }
 
 /*
  * Count the call and find the fault hitting it: every armed fault counts
  * its matching calls; the first one whose window [nth, nth + times) holds
- * this call applies.
+ * this call applies. Returns a copy (*out) of what to do: true when a
+ * fault hits.
  */
-static const struct fault_arm *fault_hit(struct vfiomig_fault *f, uint32_t op,
-					 unsigned long request)
+static bool fault_hit(struct vfiomig_fault *f, uint32_t op, unsigned long request,
+		      struct fault_arm *out)
 {
 	const struct fault_arm *hit = NULL;
 
+	pthread_mutex_lock(&f->lock);
 	f->calls[op]++;
 	for (size_t i = 0; i < f->narms; i++) {
 		struct fault_arm *a = &f->arms[i];
@@ -140,9 +178,12 @@ static const struct fault_arm *fault_hit(struct vfiomig_fault *f, uint32_t op,
 		if (!hit && a->seen >= a->nth && a->seen - a->nth < a->times)
 			hit = a;
 	}
-	if (hit)
+	if (hit) {
 		f->fired++;
-	return hit;
+		*out = *hit;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return hit != NULL;
 }
 
 /*
@@ -151,20 +192,20 @@ static const struct fault_arm *fault_hit(struct vfiomig_fault *f, uint32_t op,
  */
 static int fault_transfer(struct vfiomig_fault *f, uint32_t op, size_t *len, ssize_t *ret)
 {
-	const struct fault_arm *a = fault_hit(f, op, 0);
+	struct fault_arm a;
 
-	if (!a)
+	if (!fault_hit(f, op, 0, &a))
 		return 1;
-	if (a->error) {
-		*ret = a->error;
+	if (a.error) {
+		*ret = a.error;
 		return 0;
 	}
-	if (!a->short_len) {
+	if (!a.short_len) {
 		*ret = 0;
 		return 0;
 	}
-	if (a->short_len < *len)
-		*len = (size_t)a->short_len;
+	if (a.short_len < *len)
+		*len = (size_t)a.short_len;
 	return 1;
 }
 
@@ -174,35 +215,39 @@ static int fault_transfer(struct vfiomig_fault *f, uint32_t op, size_t *len, ssi
 static int fault_open(void *user, const char *path, int flags)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_OPEN, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_OPEN, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, open, path, flags);
+	return hit ? a.error : FAULT_INNER(f, open, path, flags);
 }
 
 static int fault_close(void *user, int fd)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_CLOSE, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_CLOSE, 0, &a);
 	int ret = FAULT_INNER(f, close, fd);
 
 	/* Linux releases the fd even when close() reports an error: so does a failed close here. */
-	return a ? a->error : ret;
+	return hit ? a.error : ret;
 }
 
 static int fault_dup(void *user, int fd)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_DUP, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_DUP, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, dup, fd);
+	return hit ? a.error : FAULT_INNER(f, dup, fd);
 }
 
 static int fault_ioctl(void *user, int fd, unsigned long request, void *arg)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_IOCTL, request);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_IOCTL, request, &a);
 
-	return a ? a->error : FAULT_INNER(f, ioctl, fd, request, arg);
+	return hit ? a.error : FAULT_INNER(f, ioctl, fd, request, arg);
 }
 
 static ssize_t fault_read(void *user, int fd, void *buf, size_t len)
@@ -248,33 +293,37 @@ static ssize_t fault_pwrite(void *user, int fd, const void *buf, size_t len, uin
 static int fault_mmap(void *user, int fd, uint64_t off, size_t len, int prot, void **addr)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_MMAP, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_MMAP, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, mmap, fd, off, len, prot, addr);
+	return hit ? a.error : FAULT_INNER(f, mmap, fd, off, len, prot, addr);
 }
 
 static int fault_munmap(void *user, void *addr, size_t len)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_MUNMAP, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_MUNMAP, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, munmap, addr, len);
+	return hit ? a.error : FAULT_INNER(f, munmap, addr, len);
 }
 
 static ssize_t fault_readlink(void *user, const char *path, char *buf, size_t len)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_READLINK, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_READLINK, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, readlink, path, buf, len);
+	return hit ? a.error : FAULT_INNER(f, readlink, path, buf, len);
 }
 
 static int fault_readdir(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_user)
 {
 	struct vfiomig_fault *f = user;
-	const struct fault_arm *a = fault_hit(f, VFIOMIG_KOP_READDIR, 0);
+	struct fault_arm a;
+	bool hit = fault_hit(f, VFIOMIG_KOP_READDIR, 0, &a);
 
-	return a ? a->error : FAULT_INNER(f, readdir, path, fn, cb_user);
+	return hit ? a.error : FAULT_INNER(f, readdir, path, fn, cb_user);
 }
 
 static const struct vfiomig_kernel_ops fault_ops = {

@@ -66,64 +66,112 @@ static void sim_log_vadd(struct sim_event **events, size_t *n, size_t *cap, cons
 	vsnprintf(ev->text, sizeof(ev->text), fmt, ap);
 }
 
+/*
+ * The logs are read through const pointers, yet reading takes ev_lock:
+ * the simulator's one piece of state that must change under a const
+ * pointer is that mutex.
+ */
+static pthread_mutex_t *sim_ev_lock(const struct vfiomig_sim *sim)
+{
+	return (pthread_mutex_t *)&sim->ev_lock;
+}
+
 void sim_event_add(struct vfiomig_sim *sim, const char *fmt, ...)
 {
 	va_list ap;
 
+	pthread_mutex_lock(&sim->ev_lock);
 	va_start(ap, fmt);
 	sim_log_vadd(&sim->events, &sim->nevents, &sim->events_cap, fmt, ap);
 	va_end(ap);
+	pthread_mutex_unlock(&sim->ev_lock);
 }
 
 void sim_pub_event(struct vfiomig_sim *sim, const char *fmt, ...)
 {
 	va_list ap;
 
+	/* Both lines at once: the two logs keep the same order. */
+	pthread_mutex_lock(&sim->ev_lock);
 	va_start(ap, fmt);
 	sim_log_vadd(&sim->pub_events, &sim->npub_events, &sim->pub_events_cap, fmt, ap);
 	va_end(ap);
 	va_start(ap, fmt);
 	sim_log_vadd(&sim->events, &sim->nevents, &sim->events_cap, fmt, ap);
 	va_end(ap);
+	pthread_mutex_unlock(&sim->ev_lock);
 }
 
 size_t vfiomig_sim_event_count(const struct vfiomig_sim *sim)
 {
-	return sim ? sim->npub_events : 0;
+	size_t n;
+
+	if (!sim)
+		return 0;
+	pthread_mutex_lock(sim_ev_lock(sim));
+	n = sim->npub_events;
+	pthread_mutex_unlock(sim_ev_lock(sim));
+	return n;
 }
 
 const char *vfiomig_sim_event(const struct vfiomig_sim *sim, size_t i)
 {
-	return sim && i < sim->npub_events ? sim->pub_events[i].text : NULL;
+	const char *text;
+
+	if (!sim)
+		return NULL;
+	pthread_mutex_lock(sim_ev_lock(sim));
+	text = i < sim->npub_events ? sim->pub_events[i].text : NULL;
+	pthread_mutex_unlock(sim_ev_lock(sim));
+	return text;
 }
 
 void vfiomig_sim_events_clear(struct vfiomig_sim *sim)
 {
-	if (sim)
-		sim->npub_events = 0;
+	if (!sim)
+		return;
+	pthread_mutex_lock(&sim->ev_lock);
+	sim->npub_events = 0;
+	pthread_mutex_unlock(&sim->ev_lock);
 }
 
 size_t sim_event_count(const struct vfiomig_sim *sim)
 {
-	return sim->nevents;
+	size_t n;
+
+	pthread_mutex_lock(sim_ev_lock(sim));
+	n = sim->nevents;
+	pthread_mutex_unlock(sim_ev_lock(sim));
+	return n;
 }
 
 const char *sim_event(const struct vfiomig_sim *sim, size_t i)
 {
-	return i < sim->nevents ? sim->events[i].text : NULL;
+	const char *text;
+
+	pthread_mutex_lock(sim_ev_lock(sim));
+	text = i < sim->nevents ? sim->events[i].text : NULL;
+	pthread_mutex_unlock(sim_ev_lock(sim));
+	return text;
 }
 
 long sim_event_find(const struct vfiomig_sim *sim, size_t from, const char *text)
 {
-	for (size_t i = from; i < sim->nevents; i++)
+	long found = -1;
+
+	pthread_mutex_lock(sim_ev_lock(sim));
+	for (size_t i = from; i < sim->nevents && found < 0; i++)
 		if (strcmp(sim->events[i].text, text) == 0)
-			return (long)i;
-	return -1;
+			found = (long)i;
+	pthread_mutex_unlock(sim_ev_lock(sim));
+	return found;
 }
 
 void sim_event_clear(struct vfiomig_sim *sim)
 {
+	pthread_mutex_lock(&sim->ev_lock);
 	sim->nevents = 0;
+	pthread_mutex_unlock(&sim->ev_lock);
 }
 
 void sim_set_error(struct vfiomig_sim *sim, const char *fmt, ...)
@@ -161,6 +209,15 @@ int vfiomig_sim_new(const struct vfiomig_sim_opts *opts, struct vfiomig_sim **ou
 	sim = calloc(1, sizeof(*sim));
 	if (!sim)
 		return -ENOMEM;
+	if (pthread_mutex_init(&sim->lock, NULL)) {
+		free(sim);
+		return -ENOMEM;
+	}
+	if (pthread_mutex_init(&sim->ev_lock, NULL)) {
+		pthread_mutex_destroy(&sim->lock);
+		free(sim);
+		return -ENOMEM;
+	}
 	pg = sysconf(_SC_PAGESIZE);
 	sim->page_size = pg > 0 ? (size_t)pg : 4096;
 	sim->flags = flags;
@@ -184,6 +241,8 @@ void vfiomig_sim_free(struct vfiomig_sim *sim)
 	free(sim->maps);
 	free(sim->events);
 	free(sim->pub_events);
+	pthread_mutex_destroy(&sim->lock);
+	pthread_mutex_destroy(&sim->ev_lock);
 	free(sim);
 }
 
@@ -211,14 +270,34 @@ int vfiomig_sim_ctx_new(struct vfiomig_sim *sim, const struct vfiomig_ctx_opts *
 	return vfiomig_ctx_new(&o, out);
 }
 
+/* The counters are read under the simulator lock, through a const pointer as ev_lock. */
+static pthread_mutex_t *sim_const_lock(const struct vfiomig_sim *sim)
+{
+	return (pthread_mutex_t *)&sim->lock;
+}
+
 int vfiomig_sim_open_fds(const struct vfiomig_sim *sim)
 {
-	return sim ? sim->open_fds : -EINVAL;
+	int n;
+
+	if (!sim)
+		return -EINVAL;
+	pthread_mutex_lock(sim_const_lock(sim));
+	n = sim->open_fds;
+	pthread_mutex_unlock(sim_const_lock(sim));
+	return n;
 }
 
 int vfiomig_sim_live_maps(const struct vfiomig_sim *sim)
 {
-	return sim ? (int)sim->nmaps : -EINVAL;
+	int n;
+
+	if (!sim)
+		return -EINVAL;
+	pthread_mutex_lock(sim_const_lock(sim));
+	n = (int)sim->nmaps;
+	pthread_mutex_unlock(sim_const_lock(sim));
+	return n;
 }
 
 /* ------------------------------------------------------- adding devices */
@@ -381,6 +460,10 @@ static struct vfiomig_sim_device *sim_add_new(struct vfiomig_sim *sim,
 
 	if (!dev)
 		return NULL;
+	if (pthread_mutex_init(&dev->lock, NULL)) {
+		free(dev);
+		return NULL;
+	}
 	dev->sim = sim;
 	dev->kind = p->kind;
 	dev->flags = p->flags;
@@ -446,14 +529,25 @@ static void sim_add_register(struct vfiomig_sim *sim, struct vfiomig_sim_device 
 int vfiomig_sim_device_add(struct vfiomig_sim *sim, const struct vfiomig_sim_device_opts *opts,
 			   struct vfiomig_sim_device **out)
 {
+	int err;
+
+	if (!sim || !out)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_device_add_locked(sim, opts, out);
+	sim_unlock(sim);
+	return err;
+}
+
+int sim_device_add_locked(struct vfiomig_sim *sim, const struct vfiomig_sim_device_opts *opts,
+			  struct vfiomig_sim_device **out)
+{
 	struct vfiomig_sim_device *dev, **devs;
 	struct sim_add_params p = { 0 };
 	char name[SIM_NAME_MAX];
 	struct sim_group *g = NULL;
 	int err;
 
-	if (!sim || !out)
-		return -EINVAL;
 	*out = NULL;
 	sim->last_error[0] = '\0';
 	err = sim_add_read_opts(sim, opts, &p);
@@ -508,17 +602,11 @@ const char *vfiomig_sim_device_cdev_path(const struct vfiomig_sim_device *dev)
 	return dev->cdev_path;
 }
 
-int vfiomig_sim_device_set_driver(struct vfiomig_sim_device *dev, const char *driver)
+static int sim_set_driver_locked(struct vfiomig_sim_device *dev, const char *driver)
 {
 	struct sim_group *g;
 	char old[SIM_NAME_MAX];
 
-	if (!dev)
-		return -EINVAL;
-	if (!driver)
-		driver = "";
-	if (strlen(driver) >= SIM_NAME_MAX || strchr(driver, '/'))
-		return -EINVAL;
 	/* Unbinding waits for the device's users in the kernel; refuse rather than block. */
 	if (dev->nfiles)
 		return -EBUSY;
@@ -532,6 +620,22 @@ int vfiomig_sim_device_set_driver(struct vfiomig_sim_device *dev, const char *dr
 	}
 	sim_event_add(dev->sim, "DRIVER %s %s", dev->name, driver[0] ? driver : "(none)");
 	return 0;
+}
+
+int vfiomig_sim_device_set_driver(struct vfiomig_sim_device *dev, const char *driver)
+{
+	int err;
+
+	if (!dev)
+		return -EINVAL;
+	if (!driver)
+		driver = "";
+	if (strlen(driver) >= SIM_NAME_MAX || strchr(driver, '/'))
+		return -EINVAL;
+	sim_lock(dev->sim);
+	err = sim_set_driver_locked(dev, driver);
+	sim_unlock(dev->sim);
+	return err;
 }
 
 void *vfiomig_sim_device_region_mem(struct vfiomig_sim_device *dev, uint32_t index, size_t *len)

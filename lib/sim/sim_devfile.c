@@ -57,7 +57,9 @@ static int sim_bind_iommufd(struct sim_devfile *df, void *arg)
 	df->ictx = ictx;
 	sim_obj_get(&ictx->obj);
 	df->devid = devid;
+	dev_lock(dev); /* pread and pwrite look at it under the device lock alone */
 	df->granted = true;
+	dev_unlock(dev);
 	dev->open_count++;
 	dev->cdev_opened = true;
 	dev->group->cdev_open_cnt++;
@@ -144,12 +146,17 @@ static int sim_devfile_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
 	return sim_device_ioctl(df->dev, req, arg);
 }
 
+/* Without the simulator lock: two devices' regions move data in parallel. */
 static ssize_t sim_devfile_rw(struct sim_devfile *df, void *buf, size_t len, uint64_t off,
 			      bool write)
 {
-	if (!df->granted)
-		return -EINVAL;
-	return sim_device_rw(df->dev, buf, len, off, write);
+	ssize_t ret = -EINVAL;
+
+	dev_lock(df->dev);
+	if (df->granted)
+		ret = sim_device_rw(df->dev, buf, len, off, write);
+	dev_unlock(df->dev);
+	return ret;
 }
 
 static ssize_t sim_devfile_pread(struct sim_obj *obj, void *buf, size_t len, uint64_t off)

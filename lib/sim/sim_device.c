@@ -5,7 +5,9 @@
  * standard vfio-pci regions, and the device ioctls (GET_INFO,
  * GET_REGION_INFO, GET_IRQ_INFO, RESET, FEATURE) as vfio-pci answers them
  * (pci/vfio_pci_core.c, pci/vfio_pci_rdwr.c, pci/vfio_pci_config.c).
- * Device files, which give access to it, are in sim_devfile.c.
+ * Device files, which give access to it, are in sim_devfile.c. Region
+ * contents and the ioctls are the device lock's; the region table is
+ * fixed once the device is added, so finding a region needs no lock.
  */
 #include "sim_internal.h"
 
@@ -435,7 +437,7 @@ static int sim_device_feature(struct vfiomig_sim_device *dev, void *arg)
 	return dev->feature(dev, f.flags, (uint8_t *)arg + sizeof(f), f.argsz - sizeof(f));
 }
 
-int sim_device_ioctl(struct vfiomig_sim_device *dev, unsigned long req, void *arg)
+static int sim_device_ioctl_locked(struct vfiomig_sim_device *dev, unsigned long req, void *arg)
 {
 	switch (req) {
 	case VU_DEVICE_GET_INFO:
@@ -453,6 +455,16 @@ int sim_device_ioctl(struct vfiomig_sim_device *dev, unsigned long req, void *ar
 	}
 }
 
+int sim_device_ioctl(struct vfiomig_sim_device *dev, unsigned long req, void *arg)
+{
+	int ret;
+
+	dev_lock(dev);
+	ret = sim_device_ioctl_locked(dev, req, arg);
+	dev_unlock(dev);
+	return ret;
+}
+
 /* ------------------------------------------------------------- lifetime */
 
 void sim_device_free(struct vfiomig_sim_device *dev)
@@ -464,5 +476,6 @@ void sim_device_free(struct vfiomig_sim_device *dev)
 	for (uint32_t i = 0; i < dev->num_regions; i++)
 		sim_region_free(&dev->regions[i]);
 	free(dev->regions);
+	pthread_mutex_destroy(&dev->lock);
 	free(dev);
 }

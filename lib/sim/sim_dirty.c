@@ -22,6 +22,9 @@
  * OR-ed in (the kernel's type1 copy overwrites whole words of the
  * caller's zeroed bitmap; for a caller that zeroed it, as the uAPI
  * requires, the two cannot be told apart).
+ *
+ * All of it is the simulator lock's: the ioctls hold it, and so do the
+ * public calls here (a device's DMA log is reached from both sides).
  */
 #include "sim_internal.h"
 
@@ -1446,8 +1449,10 @@ int vfiomig_sim_device_fail_dma_report(struct vfiomig_sim_device *dev, int err)
 {
 	if (!dev || !dev->dmalog || err >= 0 || err < -4095)
 		return -EINVAL;
+	sim_lock(dev->sim);
 	dev->dmalog->fail_armed = true;
 	dev->dmalog->fail_err = err;
+	sim_unlock(dev->sim);
 	return 0;
 }
 
@@ -1502,16 +1507,14 @@ static int dma_range(uint64_t iova, uint64_t len, uint64_t *last)
 	return 0;
 }
 
-int vfiomig_sim_device_dma_write(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len)
+static int dma_write_locked(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len,
+			    uint64_t last)
 {
 	struct sim_container *c;
 	struct sim_dmaspace *ds;
 	struct sim_hwpt *hwpt;
-	uint64_t last;
 	int err;
 
-	if (!dev || dma_range(iova, len, &last))
-		return -EINVAL;
 	err = dev_space(dev, &ds, &c, &hwpt);
 	if (err)
 		return err;
@@ -1538,17 +1541,26 @@ int vfiomig_sim_device_dma_write(struct vfiomig_sim_device *dev, uint64_t iova, 
 	return 0;
 }
 
-int vfiomig_sim_device_pin(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len)
+int vfiomig_sim_device_dma_write(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len)
+{
+	uint64_t last;
+	int err;
+
+	if (!dev || dma_range(iova, len, &last))
+		return -EINVAL;
+	sim_lock(dev->sim);
+	err = dma_write_locked(dev, iova, len, last);
+	sim_unlock(dev->sim);
+	return err;
+}
+
+static int pin_locked(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len, uint64_t last)
 {
 	struct sim_container *c;
 	struct sim_dmaspace *ds;
 	struct sim_hwpt *hwpt;
-	uint64_t last;
 	int err;
 
-	/* Only emulated devices pin through VFIO (vfio_pin_pages needs an emulated IOMMU). */
-	if (!dev || dev->kind != VFIOMIG_DEVKIND_MDEV || dma_range(iova, len, &last))
-		return -EINVAL;
 	err = dev_space(dev, &ds, &c, &hwpt);
 	if (err)
 		return err;
@@ -1563,4 +1575,18 @@ int vfiomig_sim_device_pin(struct vfiomig_sim_device *dev, uint64_t iova, uint64
 	sim_event_add(dev->sim, "PIN %s 0x%llx 0x%llx", dev->name, (unsigned long long)iova,
 		      (unsigned long long)len);
 	return 0;
+}
+
+int vfiomig_sim_device_pin(struct vfiomig_sim_device *dev, uint64_t iova, uint64_t len)
+{
+	uint64_t last;
+	int err;
+
+	/* Only emulated devices pin through VFIO (vfio_pin_pages needs an emulated IOMMU). */
+	if (!dev || dev->kind != VFIOMIG_DEVKIND_MDEV || dma_range(iova, len, &last))
+		return -EINVAL;
+	sim_lock(dev->sim);
+	err = pin_locked(dev, iova, len, last);
+	sim_unlock(dev->sim);
+	return err;
 }

@@ -6,6 +6,10 @@
  * kernel ops that act on an fd (close, dup, ioctl, read, write, pread,
  * pwrite, mmap, munmap) and the ops table the library is given; the
  * path ops (open, readlink, readdir) are in sim_paths.c.
+ *
+ * Every op runs under the simulator lock, but read, write, pread and
+ * pwrite: they take it to find their object and hold a reference on it,
+ * then move the data under the device lock only (sim_internal.h).
  */
 #include "sim_internal.h"
 
@@ -31,12 +35,13 @@ void sim_obj_init(struct sim_obj *obj, struct vfiomig_sim *sim, uint32_t type,
 
 void sim_obj_get(struct sim_obj *obj)
 {
-	obj->refs++;
+	__atomic_add_fetch(&obj->refs, 1, __ATOMIC_RELAXED);
 }
 
 void sim_obj_put(struct sim_obj *obj)
 {
-	if (--obj->refs == 0)
+	/* Acquire-release: the last holder sees every write the others made before letting go. */
+	if (__atomic_sub_fetch(&obj->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		obj->ops->release(obj);
 }
 
@@ -107,25 +112,22 @@ int sim_fd_install_new(struct vfiomig_sim *sim, struct sim_obj *obj)
 /* -------------------------------------------------------------- fd ops */
 
 /*
- * The object behind fd, for an fd op: -EINVAL without a simulator,
+ * The object behind fd, for an fd op, with the simulator lock held:
  * -EBADF for an fd that is not a simulated one, -EINVAL for an offset
  * past what off_t holds (0 for ops without one).
  */
-static int sim_op_obj(void *user, int fd, uint64_t off, struct sim_obj **obj)
+static int sim_op_obj(struct vfiomig_sim *sim, int fd, uint64_t off, struct sim_obj **obj)
 {
-	if (!user)
-		return -EINVAL;
-	*obj = sim_fd_lookup(user, fd);
+	*obj = sim_fd_lookup(sim, fd);
 	if (!*obj)
 		return -EBADF;
 	return off > (uint64_t)INT64_MAX ? -EINVAL : 0;
 }
 
-static int sim_op_close(void *user, int fd)
+static int sim_close_locked(struct vfiomig_sim *sim, int fd)
 {
-	struct vfiomig_sim *sim = user;
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, 0, &obj);
+	int err = sim_op_obj(sim, fd, 0, &obj);
 
 	if (err)
 		return err;
@@ -138,93 +140,163 @@ static int sim_op_close(void *user, int fd)
 	return 0;
 }
 
+static int sim_op_close(void *user, int fd)
+{
+	struct vfiomig_sim *sim = user;
+	int err;
+
+	if (!sim)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_close_locked(sim, fd);
+	sim_unlock(sim);
+	return err;
+}
+
 static int sim_op_dup(void *user, int fd)
 {
+	struct vfiomig_sim *sim = user;
 	struct sim_obj *obj;
-	int nfd, err = sim_op_obj(user, fd, 0, &obj);
+	int nfd, err;
 
-	if (err)
-		return err;
-	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-	if (nfd < 0)
-		return -errno;
-	err = sim_fd_attach(user, nfd, obj);
-	if (err) {
-		close(nfd);
-		return err;
+	if (!sim)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_op_obj(sim, fd, 0, &obj);
+	nfd = err ? err : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (!err && nfd < 0)
+		nfd = -errno;
+	if (nfd >= 0) {
+		err = sim_fd_attach(sim, nfd, obj);
+		if (err) {
+			close(nfd);
+			nfd = err;
+		}
 	}
+	sim_unlock(sim);
 	return nfd;
 }
 
 static int sim_op_ioctl(void *user, int fd, unsigned long request, void *arg)
 {
+	struct vfiomig_sim *sim = user;
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, 0, &obj);
+	int err;
 
-	if (err)
-		return err;
-	return obj->ops->ioctl ? obj->ops->ioctl(obj, request, arg) : -ENOTTY;
+	if (!sim)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_op_obj(sim, fd, 0, &obj);
+	if (!err)
+		err = obj->ops->ioctl ? obj->ops->ioctl(obj, request, arg) : -ENOTTY;
+	sim_unlock(sim);
+	return err;
+}
+
+/*
+ * A data op's object, with a reference the op drops by sim_data_put:
+ * the data moves without the simulator lock.
+ */
+static int sim_data_get(void *user, int fd, uint64_t off, struct sim_obj **obj)
+{
+	struct vfiomig_sim *sim = user;
+	int err;
+
+	if (!sim)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_op_obj(sim, fd, off, obj);
+	if (!err)
+		sim_obj_get(*obj);
+	sim_unlock(sim);
+	return err;
+}
+
+/*
+ * Drop a data op's reference. Should the fd have been closed meanwhile it
+ * may be the last one, whose release needs the simulator lock; any other
+ * goes without the lock (each decrement is atomic: only one sees 0).
+ */
+static void sim_data_put(struct sim_obj *obj)
+{
+	struct vfiomig_sim *sim = obj->sim;
+	unsigned int refs = __atomic_load_n(&obj->refs, __ATOMIC_RELAXED);
+
+	while (refs > 1)
+		if (__atomic_compare_exchange_n(&obj->refs, &refs, refs - 1, true,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			return;
+	sim_lock(sim);
+	sim_obj_put(obj);
+	sim_unlock(sim);
 }
 
 static ssize_t sim_op_read(void *user, int fd, void *buf, size_t len)
 {
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, 0, &obj);
+	ssize_t ret = sim_data_get(user, fd, 0, &obj);
 
-	if (err)
-		return err;
-	return obj->ops->read ? obj->ops->read(obj, buf, len) : -EINVAL;
+	if (ret)
+		return ret;
+	ret = obj->ops->read ? obj->ops->read(obj, buf, len) : -EINVAL;
+	sim_data_put(obj);
+	return ret;
 }
 
 static ssize_t sim_op_write(void *user, int fd, const void *buf, size_t len)
 {
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, 0, &obj);
+	ssize_t ret = sim_data_get(user, fd, 0, &obj);
 
-	if (err)
-		return err;
-	return obj->ops->write ? obj->ops->write(obj, buf, len) : -EINVAL;
+	if (ret)
+		return ret;
+	ret = obj->ops->write ? obj->ops->write(obj, buf, len) : -EINVAL;
+	sim_data_put(obj);
+	return ret;
 }
 
 static ssize_t sim_op_pread(void *user, int fd, void *buf, size_t len, uint64_t off)
 {
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, off, &obj);
+	ssize_t ret = sim_data_get(user, fd, off, &obj);
 
-	if (err)
-		return err;
-	return obj->ops->pread ? obj->ops->pread(obj, buf, len, off) : -EINVAL;
+	if (ret)
+		return ret;
+	ret = obj->ops->pread ? obj->ops->pread(obj, buf, len, off) : -EINVAL;
+	sim_data_put(obj);
+	return ret;
 }
 
 static ssize_t sim_op_pwrite(void *user, int fd, const void *buf, size_t len, uint64_t off)
 {
 	struct sim_obj *obj;
-	int err = sim_op_obj(user, fd, off, &obj);
+	ssize_t ret = sim_data_get(user, fd, off, &obj);
 
-	if (err)
-		return err;
-	return obj->ops->pwrite ? obj->ops->pwrite(obj, buf, len, off) : -EINVAL;
+	if (ret)
+		return ret;
+	ret = obj->ops->pwrite ? obj->ops->pwrite(obj, buf, len, off) : -EINVAL;
+	sim_data_put(obj);
+	return ret;
 }
 
 static int sim_op_mmap(void *user, int fd, uint64_t off, size_t len, int prot, void **addr)
 {
+	struct vfiomig_sim *sim = user;
 	struct sim_obj *obj;
 	int err;
 
-	if (!addr)
+	if (!sim || !addr)
 		return -EINVAL;
-	err = sim_op_obj(user, fd, off, &obj);
-	if (err)
-		return err;
-	return obj->ops->mmap ? obj->ops->mmap(obj, off, len, prot, addr) : -ENODEV;
+	sim_lock(sim);
+	err = sim_op_obj(sim, fd, off, &obj);
+	if (!err)
+		err = obj->ops->mmap ? obj->ops->mmap(obj, off, len, prot, addr) : -ENODEV;
+	sim_unlock(sim);
+	return err;
 }
 
-static int sim_op_munmap(void *user, void *addr, size_t len)
+static int sim_munmap_locked(struct vfiomig_sim *sim, void *addr, size_t len)
 {
-	struct vfiomig_sim *sim = user;
-
-	if (!sim)
-		return -EINVAL;
 	for (size_t i = 0; i < sim->nmaps; i++) {
 		struct sim_map *m = &sim->maps[i];
 		size_t pg = sim->page_size;
@@ -240,6 +312,19 @@ static int sim_op_munmap(void *user, void *addr, size_t len)
 		return 0;
 	}
 	return -EINVAL;
+}
+
+static int sim_op_munmap(void *user, void *addr, size_t len)
+{
+	struct vfiomig_sim *sim = user;
+	int err;
+
+	if (!sim)
+		return -EINVAL;
+	sim_lock(sim);
+	err = sim_munmap_locked(sim, addr, len);
+	sim_unlock(sim);
+	return err;
 }
 
 static const struct vfiomig_kernel_ops sim_kernel_ops = {
@@ -267,7 +352,7 @@ void sim_fd_close_all(struct vfiomig_sim *sim)
 {
 	for (size_t fd = 0; fd < sim->fds_cap; fd++)
 		if (sim->fds[fd])
-			sim_op_close(sim, (int)fd);
+			sim_close_locked(sim, (int)fd);
 	for (size_t i = 0; i < sim->nmaps; i++)
 		munmap(sim->maps[i].addr, sim->maps[i].len);
 	sim->nmaps = 0;

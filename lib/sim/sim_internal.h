@@ -19,11 +19,35 @@
  * cdev binding), sim_caps.c (info capability chains), sim_mig.c
  * (migration), sim_dirty.c (DMA mappings, dirty tracking), sim_spec.c
  * (device spec strings), fault.c (fault injection).
+ *
+ * Locks (include/vfiomig/sim.h "Threads" says what callers get), taken in
+ * this order, never the other way:
+ *
+ *  1. sim->lock, the simulator lock: the fd table, every object's state
+ *     (groups, containers, iommufds, device files and their bookkeeping
+ *     on the device: nfiles, open_count, driver, ...), the device list,
+ *     mappings, DMA mappings and dirty tracking (device DMA logs too),
+ *     last_error. Every kernel op holds it while it runs, except the data
+ *     ops (read, write, pread, pwrite), which hold it only to find their
+ *     object and take a reference on it, and again to drop that reference.
+ *  2. dev->lock, one per device: its regions' contents (config space,
+ *     BARs through pread/pwrite, a reset), its migration engine and fault
+ *     knobs, and whether a device file grants access (df->granted, only
+ *     ever set under both locks). Device ioctls take it under the
+ *     simulator lock; the data ops take it alone, so two devices' data
+ *     move in parallel. Nothing under it alone may need the simulator
+ *     lock: a data_fd that loses its session there drops its reference
+ *     (refs are atomic) and is freed with nothing else to undo.
+ *  3. sim->ev_lock, the event logs: a leaf, taken under either or none.
+ *
+ * Object references are atomic; an object's release runs under the
+ * simulator lock, but for a data_fd's, which only frees it.
  */
 #ifndef VFIOMIG_SIM_INTERNAL_H
 #define VFIOMIG_SIM_INTERNAL_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +86,8 @@ struct sim_obj;
 /*
  * What an fd can do. A NULL op answers as the kernel does for a file
  * without that operation (ioctl -ENOTTY, read/write -EINVAL, mmap -ENODEV).
+ * read, write, pread and pwrite run without the simulator lock (with a
+ * reference on obj); the others under it.
  */
 struct sim_obj_ops {
 	const char *name; /* for the event log: "container", "group", ... */
@@ -81,13 +107,14 @@ struct sim_obj_ops {
  * A kernel object behind one or more fds. Every fd holds a reference;
  * objects hold references on each other where the kernel does (a device
  * file holds its group file, an attached group holds its container, a
- * bound device holds its iommufd), so fds may be closed in any order.
+ * bound device holds its iommufd), so fds may be closed in any order. A
+ * data op in progress holds one too.
  */
 struct sim_obj {
 	const struct sim_obj_ops *ops;
 	struct vfiomig_sim *sim;
 	uint32_t type; /* SIM_OBJ_* */
-	unsigned int refs;
+	unsigned int refs; /* atomic */
 };
 
 void sim_obj_init(struct sim_obj *obj, struct vfiomig_sim *sim, uint32_t type,
@@ -168,7 +195,7 @@ struct sim_region *sim_region_at(struct vfiomig_sim_device *dev, uint64_t off);
 /*
  * pread (write false) / pwrite at device-file offset off, under the
  * region's rules: it must allow the direction; its rw handler, or plain
- * memory. Returns the bytes moved or -errno.
+ * memory. Returns the bytes moved or -errno. Call with dev->lock held.
  */
 ssize_t sim_device_rw(struct vfiomig_sim_device *dev, void *buf, size_t len, uint64_t off,
 		      bool write);
@@ -198,6 +225,7 @@ struct sim_devfile;
 
 struct vfiomig_sim_device {
 	struct vfiomig_sim *sim;
+	pthread_mutex_t lock;      /* the device lock (see the top of the file) */
 	uint32_t kind;  /* VFIOMIG_DEVKIND_PCI / MDEV */
 	uint32_t flags; /* VFIOMIG_SIM_DEV_* */
 	char name[SIM_NAME_MAX];
@@ -238,6 +266,7 @@ bool sim_device_vfio_bound(const struct vfiomig_sim_device *dev);
  */
 int sim_device_init_regions(struct vfiomig_sim_device *dev);
 void sim_config_init(struct vfiomig_sim_device *dev, size_t devindex);
+/* Called with the simulator lock; takes the device lock. */
 int sim_device_ioctl(struct vfiomig_sim_device *dev, unsigned long req, void *arg);
 void sim_device_free(struct vfiomig_sim_device *dev);
 
@@ -349,6 +378,8 @@ struct sim_map {
 };
 
 struct vfiomig_sim {
+	pthread_mutex_t lock;    /* the simulator lock (see the top of the file) */
+	pthread_mutex_t ev_lock; /* the event logs */
 	uint32_t flags; /* VFIOMIG_SIM_* */
 	size_t page_size;
 	struct vfiomig_sim_device **devs;
@@ -402,6 +433,35 @@ const char *sim_last_error(const struct vfiomig_sim *sim);
 
 /* Find a device by name, or NULL. */
 struct vfiomig_sim_device *sim_device_find(const struct vfiomig_sim *sim, const char *name);
+
+/* vfiomig_sim_device_add with the simulator lock held (sim_spec.c). */
+int sim_device_add_locked(struct vfiomig_sim *sim, const struct vfiomig_sim_device_opts *opts,
+			  struct vfiomig_sim_device **out);
+
+/*
+ * The locks. pthread_mutex_lock of a valid default mutex fails only on
+ * misuse (a deadlock it detects, which default mutexes do not), so the
+ * result is not checked.
+ */
+static inline void sim_lock(struct vfiomig_sim *sim)
+{
+	pthread_mutex_lock(&sim->lock);
+}
+
+static inline void sim_unlock(struct vfiomig_sim *sim)
+{
+	pthread_mutex_unlock(&sim->lock);
+}
+
+static inline void dev_lock(struct vfiomig_sim_device *dev)
+{
+	pthread_mutex_lock(&dev->lock);
+}
+
+static inline void dev_unlock(struct vfiomig_sim_device *dev)
+{
+	pthread_mutex_unlock(&dev->lock);
+}
 
 /* ------------------------------------------------------ migration engine */
 

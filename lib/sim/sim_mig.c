@@ -9,6 +9,12 @@
  * device_state bits map onto them (000 STOP, 001 RUNNING, 011 PRE_COPY,
  * 010 STOP_COPY, 100 RESUMING, 110 ERROR).
  *
+ * The engine, its state and its knobs are the device lock's: the device
+ * ioctls reach it with the simulator lock held too, data_fd reads and
+ * writes and the v1 region's pread and pwrite with the device lock alone
+ * (sim_internal.h). So nothing here takes the simulator lock, and a
+ * data_fd whose session ends here is dropped by an atomic reference.
+ *
  * The device's own data format (what a data_fd yields and takes, what v1
  * stages in its data section) is a sequence of little-endian records:
  *
@@ -841,9 +847,8 @@ static struct sim_mig *datafd_mig(struct sim_datafd *df)
 	return df->dev->mig;
 }
 
-static ssize_t datafd_read(struct sim_obj *obj, void *buf, size_t len)
+static ssize_t datafd_read_locked(struct sim_datafd *df, void *buf, size_t len)
 {
-	struct sim_datafd *df = (struct sim_datafd *)obj;
 	struct sim_mig *m = datafd_mig(df);
 	size_t n;
 	int err;
@@ -864,10 +869,23 @@ static ssize_t datafd_read(struct sim_obj *obj, void *buf, size_t len)
 	return (ssize_t)n;
 }
 
-static ssize_t datafd_write(struct sim_obj *obj, const void *buf, size_t len)
+/*
+ * The data ops run under the device lock alone (sim_internal.h): two
+ * devices' data_fds move their data at once.
+ */
+static ssize_t datafd_read(struct sim_obj *obj, void *buf, size_t len)
 {
 	struct sim_datafd *df = (struct sim_datafd *)obj;
+	ssize_t ret;
 
+	dev_lock(df->dev);
+	ret = datafd_read_locked(df, buf, len);
+	dev_unlock(df->dev);
+	return ret;
+}
+
+static ssize_t datafd_write_locked(struct sim_datafd *df, const void *buf, size_t len)
+{
 	if (!df->valid)
 		return -ENODEV;
 	if (!df->resume)
@@ -877,6 +895,17 @@ static ssize_t datafd_write(struct sim_obj *obj, const void *buf, size_t len)
 	len = sim_min_size(len, MIG_RW_MAX);
 	mig_consume(datafd_mig(df), buf, len);
 	return (ssize_t)len;
+}
+
+static ssize_t datafd_write(struct sim_obj *obj, const void *buf, size_t len)
+{
+	struct sim_datafd *df = (struct sim_datafd *)obj;
+	ssize_t ret;
+
+	dev_lock(df->dev);
+	ret = datafd_write_locked(df, buf, len);
+	dev_unlock(df->dev);
+	return ret;
 }
 
 /* A stream: positioned I/O is refused as on a pipe. */
@@ -890,9 +919,8 @@ static ssize_t datafd_pwrite(struct sim_obj *obj, const void *buf, size_t len, u
 	return -ESPIPE;
 }
 
-static int datafd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
+static int datafd_ioctl_locked(struct sim_datafd *df, unsigned long req, void *arg)
 {
-	struct sim_datafd *df = (struct sim_datafd *)obj;
 	struct sim_mig *m = datafd_mig(df);
 	struct vu_precopy_info pi;
 
@@ -912,6 +940,17 @@ static int datafd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
 	pi.dirty_bytes = mig_dirty_bytes(m);
 	memcpy(arg, &pi, sizeof(pi));
 	return 0;
+}
+
+static int datafd_ioctl(struct sim_obj *obj, unsigned long req, void *arg)
+{
+	struct sim_datafd *df = (struct sim_datafd *)obj;
+	int ret;
+
+	dev_lock(df->dev);
+	ret = datafd_ioctl_locked(df, req, arg);
+	dev_unlock(df->dev);
+	return ret;
 }
 
 static void datafd_fd_closed(struct sim_obj *obj)
@@ -1541,14 +1580,19 @@ void sim_mig_free(struct vfiomig_sim_device *dev)
 
 int vfiomig_sim_device_run(struct vfiomig_sim_device *dev, uint64_t pages)
 {
+	int err = 0;
+
 	if (!dev)
 		return -EINVAL;
 	if (!dev->mig)
 		return -EOPNOTSUPP;
-	if (!mig_running(dev->mig->state))
-		return -EBUSY;
-	mig_run(dev->mig, pages);
-	return 0;
+	dev_lock(dev);
+	if (mig_running(dev->mig->state))
+		mig_run(dev->mig, pages);
+	else
+		err = -EBUSY;
+	dev_unlock(dev);
+	return err;
 }
 
 const void *vfiomig_sim_device_state(const struct vfiomig_sim_device *dev, size_t *len)
@@ -1568,17 +1612,27 @@ int vfiomig_sim_device_state_hash(struct vfiomig_sim_device *dev, uint64_t *hash
 		return -EINVAL;
 	if (!dev->mig)
 		return -EOPNOTSUPP;
+	dev_lock(dev);
 	*hash = sum_now(dev->mig);
+	dev_unlock(dev);
 	return 0;
 }
 
 int vfiomig_sim_device_mig_state(const struct vfiomig_sim_device *dev)
 {
+	/* Read under the device lock, which is the one thing changed through a const dev. */
+	pthread_mutex_t *lock;
+	int s;
+
 	if (!dev)
 		return -EINVAL;
 	if (!dev->mig)
 		return -EOPNOTSUPP;
-	return (int)dev->mig->state;
+	lock = (pthread_mutex_t *)&dev->lock;
+	pthread_mutex_lock(lock);
+	s = (int)dev->mig->state;
+	pthread_mutex_unlock(lock);
+	return s;
 }
 
 int vfiomig_sim_device_fail_transition(struct vfiomig_sim_device *dev, uint32_t to, int err,
@@ -1587,10 +1641,12 @@ int vfiomig_sim_device_fail_transition(struct vfiomig_sim_device *dev, uint32_t 
 	if (!dev || !dev->mig || to == VU_STATE_ERROR || to >= VU_STATE_NR || err >= 0 ||
 	    err < -4095)
 		return -EINVAL;
+	dev_lock(dev);
 	dev->mig->ft.armed = true;
 	dev->mig->ft.to = to;
 	dev->mig->ft.err = err;
 	dev->mig->ft.to_error = to_error;
+	dev_unlock(dev);
 	return 0;
 }
 
@@ -1598,9 +1654,11 @@ int vfiomig_sim_device_fail_data(struct vfiomig_sim_device *dev, uint64_t after_
 {
 	if (!dev || !dev->mig || err > 0 || err < -4095)
 		return -EINVAL;
+	dev_lock(dev);
 	dev->mig->fdk.armed = true;
 	dev->mig->fdk.left = after_bytes;
 	dev->mig->fdk.err = err;
+	dev_unlock(dev);
 	return 0;
 }
 
@@ -1608,7 +1666,9 @@ int vfiomig_sim_device_corrupt_data(struct vfiomig_sim_device *dev, uint64_t aft
 {
 	if (!dev || !dev->mig)
 		return -EINVAL;
+	dev_lock(dev);
 	dev->mig->cdk.armed = true;
 	dev->mig->cdk.left = after_bytes;
+	dev_unlock(dev);
 	return 0;
 }

@@ -4,10 +4,13 @@
  * simulator's devices (iommu_group, driver and mdev_type links,
  * vfio-dev directories, /sys/kernel/iommu_groups, /dev/vfio, /dev/iommu)
  * and the path ops of the kernel ops table: open, readlink, readdir.
+ * They run under the simulator lock; readdir calls the caller's function
+ * after letting it go, so the function may call the simulator.
  */
 #include "sim_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #define SIM_PATH_MAX 4096
 
@@ -69,19 +72,10 @@ static bool sim_has_cdev(const struct vfiomig_sim *sim, const struct vfiomig_sim
 
 /* ------------------------------------------------------- open, readlink */
 
-int sim_op_open(void *user, const char *path, int flags)
+static int sim_open_locked(struct vfiomig_sim *sim, const char *p)
 {
-	struct vfiomig_sim *sim = user;
-	char p[SIM_PATH_MAX];
 	unsigned long n;
-	int err;
 
-	(void)flags;
-	if (!sim)
-		return -EINVAL;
-	err = sim_path_norm(path, p, sizeof(p));
-	if (err)
-		return err;
 	if (strcmp(p, "/dev/vfio/vfio") == 0)
 		return sim_container_open(sim);
 	if (strcmp(p, "/dev/iommu") == 0)
@@ -105,6 +99,24 @@ int sim_op_open(void *user, const char *path, int flags)
 	return -ENOENT;
 }
 
+int sim_op_open(void *user, const char *path, int flags)
+{
+	struct vfiomig_sim *sim = user;
+	char p[SIM_PATH_MAX];
+	int err;
+
+	(void)flags;
+	if (!sim)
+		return -EINVAL;
+	err = sim_path_norm(path, p, sizeof(p));
+	if (err)
+		return err;
+	sim_lock(sim);
+	err = sim_open_locked(sim, p);
+	sim_unlock(sim);
+	return err;
+}
+
 static ssize_t sim_link_out(const char *target, char *buf, size_t len)
 {
 	size_t n = strlen(target);
@@ -118,20 +130,12 @@ static ssize_t sim_link_out(const char *target, char *buf, size_t len)
 	return (ssize_t)n;
 }
 
-ssize_t sim_op_readlink(void *user, const char *path, char *buf, size_t len)
+static ssize_t sim_readlink_locked(struct vfiomig_sim *sim, const char *p, char *buf, size_t len)
 {
-	struct vfiomig_sim *sim = user;
 	struct vfiomig_sim_device *dev;
-	char p[SIM_PATH_MAX];
 	char target[256];
 	const char *rest;
-	int err;
 
-	if (!sim)
-		return -EINVAL;
-	err = sim_path_norm(path, p, sizeof(p));
-	if (err)
-		return err;
 	dev = sim_sysfs_device(sim, p, &rest);
 	if (!dev)
 		return -ENOENT;
@@ -160,6 +164,23 @@ ssize_t sim_op_readlink(void *user, const char *path, char *buf, size_t len)
 	    strcmp(dev->cdev_path + strlen("/dev/vfio/devices"), rest + strlen("/vfio-dev")) == 0)
 		return -EINVAL;
 	return -ENOENT;
+}
+
+ssize_t sim_op_readlink(void *user, const char *path, char *buf, size_t len)
+{
+	struct vfiomig_sim *sim = user;
+	char p[SIM_PATH_MAX];
+	ssize_t ret;
+
+	if (!sim)
+		return -EINVAL;
+	ret = sim_path_norm(path, p, sizeof(p));
+	if (ret)
+		return ret;
+	sim_lock(sim);
+	ret = sim_readlink_locked(sim, p, buf, len);
+	sim_unlock(sim);
+	return ret;
 }
 
 /* -------------------------------------------------------------- readdir */
@@ -272,17 +293,11 @@ static int sim_readdir_device(const struct vfiomig_sim *sim, const char *path,
 	return -ENOENT;
 }
 
-int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_user)
+static int sim_readdir_locked(const struct vfiomig_sim *sim, char *p, vfiomig_dirent_fn fn,
+			      void *cb_user)
 {
-	struct vfiomig_sim *sim = user;
-	char p[SIM_PATH_MAX];
 	int ret;
 
-	if (!sim || !fn)
-		return -EINVAL;
-	ret = sim_path_norm(path, p, sizeof(p));
-	if (ret)
-		return ret;
 	if (strcmp(p, "/sys/kernel/iommu_groups") == 0)
 		return sim_readdir_groups(sim, fn, cb_user);
 	if (strncmp(p, "/sys/kernel/iommu_groups/", 25) == 0)
@@ -300,4 +315,45 @@ int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_
 	if (strcmp(p, "/dev/vfio/devices") == 0)
 		return sim_readdir_cdevs(sim, fn, cb_user);
 	return sim_readdir_device(sim, p, fn, cb_user);
+}
+
+/* A directory's names, one after the other with their NULs, collected under the lock. */
+struct sim_names {
+	char *buf;
+	size_t len, cap;
+};
+
+static int sim_names_add(void *user, const char *name)
+{
+	struct sim_names *nl = user;
+	size_t n = strlen(name) + 1;
+	char *b = sim_grow(nl->buf, &nl->cap, nl->len + n, 1);
+
+	if (!b)
+		return -ENOMEM;
+	nl->buf = b;
+	memcpy(b + nl->len, name, n);
+	nl->len += n;
+	return 0;
+}
+
+int sim_op_readdir(void *user, const char *path, vfiomig_dirent_fn fn, void *cb_user)
+{
+	struct vfiomig_sim *sim = user;
+	struct sim_names nl = { NULL, 0, 0 };
+	char p[SIM_PATH_MAX];
+	int ret;
+
+	if (!sim || !fn)
+		return -EINVAL;
+	ret = sim_path_norm(path, p, sizeof(p));
+	if (ret)
+		return ret;
+	sim_lock(sim);
+	ret = sim_readdir_locked(sim, p, sim_names_add, &nl);
+	sim_unlock(sim);
+	for (size_t off = 0; !ret && off < nl.len; off += strlen(nl.buf + off) + 1)
+		ret = fn(cb_user, nl.buf + off);
+	free(nl.buf);
+	return ret;
 }

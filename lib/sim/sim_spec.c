@@ -96,6 +96,7 @@ static bool spec_mig(const char *s, uint32_t *out)
 	return false;
 }
 
+/* With the simulator lock held. */
 static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_sim_device **out)
 {
 	static const char *const keys[] = { "name", "vendor", "device", "subvendor", "subdevice",
@@ -227,27 +228,28 @@ static int spec_add(struct vfiomig_sim *sim, const char *spec, struct vfiomig_si
 	/* After the loop: mig= sets the migration flags whole, in any order. */
 	if (copy_cost)
 		o.migration |= VFIOMIG_SIM_MIG_COST_COPY;
-	return vfiomig_sim_device_add(sim, &o, out);
+	return sim_device_add_locked(sim, &o, out);
 }
 
 int vfiomig_sim_device_add_spec(struct vfiomig_sim *sim, struct vfiomig_ctx *ctx,
 				const char *spec, struct vfiomig_sim_device **out)
 {
+	char msg[sizeof(sim->last_error) + 64];
 	int ret;
 
 	if (!sim || !out)
 		return -EINVAL;
 	*out = NULL;
+	sim_lock(sim);
 	sim->last_error[0] = '\0';
 	ret = spec_add(sim, spec, out);
-	if (ret && ctx) {
-		char msg[sizeof(sim->last_error) + 64];
-
-		if (sim->last_error[0])
-			snprintf(msg, sizeof(msg), "simulator: %s", sim->last_error);
-		else
-			snprintf(msg, sizeof(msg), "simulator: device spec: %s", strerror(-ret));
+	if (ret && sim->last_error[0])
+		snprintf(msg, sizeof(msg), "simulator: %s", sim->last_error);
+	else if (ret)
+		snprintf(msg, sizeof(msg), "simulator: device spec: %s", strerror(-ret));
+	sim_unlock(sim);
+	/* The caller's log function runs outside the simulator lock. */
+	if (ret && ctx)
 		vfiomig_ctx_log(ctx, VFIOMIG_LOG_ERR, msg);
-	}
 	return ret;
 }
