@@ -186,24 +186,40 @@ VFIOMIG_API int64_t vfiomig_dma_unmap(struct vfiomig_device *dev, uint64_t iova,
 /*
  * Fast helpers over uint64_t bitmaps of `nbits` bits (bits past nbits in
  * the last word are ignored and never written). They work a word at a
- * time (popcount / count-trailing-zeros), so scanning a 1 TiB guest's 4
- * KiB-page bitmap (32 MiB) is bounded by memory bandwidth.
+ * time (popcount / count-trailing-zeros / shifts and masks, AVX2 where the
+ * CPU has it), so scanning a 1 TiB guest's 4 KiB-page bitmap (32 MiB) is
+ * bounded by memory bandwidth. None allocates; NULL bitmaps are no-ops
+ * (count: 0). The caller owns every bitmap; the library keeps no pointer.
  */
 VFIOMIG_API uint64_t vfiomig_bitmap_count(const uint64_t *bm, uint64_t nbits);
 VFIOMIG_API void vfiomig_bitmap_or(uint64_t *dst, const uint64_t *src, uint64_t nbits);
 VFIOMIG_API void vfiomig_bitmap_clear(uint64_t *bm, uint64_t nbits);
 VFIOMIG_API void vfiomig_bitmap_set_range(uint64_t *bm, uint64_t first, uint64_t count);
 
-/* Calls fn(user, first_bit, count) per run of set bits; fn's non-zero return stops and is returned. */
+/*
+ * Calls fn(user, first_bit, count) once per maximal run of set bits below
+ * nbits, in increasing order (a run crossing words is one call; count >=
+ * 1). A non-zero return from fn stops the walk and is returned; otherwise
+ * 0. -EINVAL when bm or fn is NULL. The walk costs a compare per word of
+ * gap or of run, plus the calls: with millions of runs, the calls dominate.
+ */
 typedef int (*vfiomig_bitmap_run_fn)(void *user, uint64_t first, uint64_t count);
 VFIOMIG_API int vfiomig_bitmap_for_each_run(const uint64_t *bm, uint64_t nbits,
 					    vfiomig_bitmap_run_fn fn, void *user);
 
 /*
  * OR a bitmap of `src_bits` pages of src_pgsize into one at dst_pgsize
- * covering the same bytes (both powers of two). A coarser destination
- * sets a bit if any covered source bit is set; a finer one sets every bit
- * a source page covers. dst must hold the converted bit count.
+ * covering the same bytes (both powers of two, any ratio). A coarser
+ * destination (ratio r = dst_pgsize / src_pgsize) sets bit j if any of
+ * source bits j*r .. j*r+r-1 below src_bits is set, and holds
+ * DIV_ROUND_UP(src_bits, r) bits; a finer one (r = src_pgsize /
+ * dst_pgsize) sets bits i*r .. i*r+r-1 for each set source bit i, and holds
+ * src_bits * r bits; equal sizes are vfiomig_bitmap_or(). dst must hold
+ * that many bits (rounded up to whole words). Bits are only set, never
+ * cleared; bits past src_bits are never read as set and bits past the
+ * destination's count are never written. Returns 0, or -EINVAL when src
+ * or dst is NULL, a size is not a power of two, or src_bits * src_pgsize
+ * does not fit in 64 bits.
  */
 VFIOMIG_API int vfiomig_bitmap_convert(const uint64_t *src, uint64_t src_bits, uint64_t src_pgsize,
 				       uint64_t *dst, uint64_t dst_pgsize);
