@@ -1523,7 +1523,7 @@ static void usage(FILE *f)
 		"        sim:pci[,name=ADDR,vendor=0xVVVV,device=0xDDDD,subvendor=0xVVVV,\n"
 		"                subdevice=0xDDDD,bar0=64K,sparse=0|1,msix_mappable=0|1,\n"
 		"                mig=none|v1|v1-trapped|v2|v2-p2p|v2-precopy|v2-p2p-precopy,\n"
-		"                state=64K,dirty=PAGES,v1data=64K,dmalog=0|1]\n"
+		"                state=64K,dirty=PAGES,v1data=64K,dmalog=0|1,cost=check|copy]\n"
 		"        sim:mdev[,name=UUID,...]       (save, load, migrate need mig=)\n"
 		"\n"
 		"Environment:\n"
