@@ -218,19 +218,27 @@ static void *drain(void *arg)
 	return NULL;
 }
 
+/* Write `bytes` of buf into fd in CHUNK pieces: 0, or 1 if the fd refused. */
+static int write_all(int fd, const unsigned char *buf, uint64_t bytes)
+{
+	uint64_t done = 0;
+
+	while (done < bytes) {
+		size_t len = bytes - done < CHUNK ? (size_t)(bytes - done) : CHUNK;
+		ssize_t n = write(fd, buf + done, len);
+
+		if (n <= 0)
+			return 1;
+		done += (uint64_t)n;
+	}
+	return 0;
+}
+
 static void *fill(void *arg)
 {
 	struct pump *p = arg;
-	uint64_t done = 0;
 
-	while (done < p->bytes) {
-		size_t len = p->bytes - done < CHUNK ? (size_t)(p->bytes - done) : CHUNK;
-		ssize_t n = write(p->fd, p->buf + done, len);
-
-		if (n <= 0)
-			break;
-		done += (uint64_t)n;
-	}
+	write_all(p->fd, p->buf, p->bytes); /* a short fill shows as a short read */
 	close(p->fd);
 	return NULL;
 }
@@ -281,20 +289,13 @@ static int base_write_pipe(void *u)
 	struct pump p = { .buf = scratch2 };
 	pthread_t th;
 	int fds[2];
-	uint64_t done = 0;
 
 	(void)u;
 	bigpipe(fds);
 	p.fd = fds[0];
 	pthread_create(&th, NULL, drain, &p);
-	while (done < stream_len) {
-		size_t len = stream_len - done < CHUNK ? (size_t)(stream_len - done) : CHUNK;
-		ssize_t n = write(fds[1], scratch + done % DEV_STATE, len);
-
-		if (n <= 0)
-			return 1;
-		done += (uint64_t)n;
-	}
+	if (write_all(fds[1], scratch, stream_len))
+		return 1;
 	close(fds[1]);
 	pthread_join(th, NULL);
 	close(fds[0]);
@@ -419,21 +420,14 @@ static int base_socketpair(void *u)
 	struct pump p = { .buf = scratch2 };
 	pthread_t th;
 	int sv[2];
-	uint64_t done = 0;
 
 	(void)u;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		die("socketpair", -errno);
 	p.fd = sv[1];
 	pthread_create(&th, NULL, drain, &p);
-	while (done < stream_len) {
-		size_t len = stream_len - done < CHUNK ? (size_t)(stream_len - done) : CHUNK;
-		ssize_t n = write(sv[0], scratch + done % DEV_STATE, len);
-
-		if (n <= 0)
-			return 1;
-		done += (uint64_t)n;
-	}
+	if (write_all(sv[0], scratch, stream_len))
+		return 1;
 	shutdown(sv[0], SHUT_WR);
 	pthread_join(th, NULL);
 	close(sv[0]);

@@ -1642,6 +1642,15 @@ static struct vfiomig_stream *member_stream(const struct vfiomig_mig *m)
 	return m->role == VFIOMIG_ROLE_SAVE ? m->w.s : m->r.s;
 }
 
+/* The first member (in set order) on the same stream as member i: i itself, or one before it. */
+static size_t first_on_stream(const struct vfiomig_mig_set *set, size_t i)
+{
+	for (size_t k = 0; k < i; k++)
+		if (member_stream(set->members[k]) == member_stream(set->members[i]))
+			return k;
+	return i;
+}
+
 /* ------------------------------------------------- set stop advice */
 
 int vfiomig_mig_set_stop_advice(struct vfiomig_mig_set *set, uint32_t downtime_limit_ms,
@@ -1684,13 +1693,8 @@ int vfiomig_mig_set_stop_advice(struct vfiomig_mig_set *set, uint32_t downtime_l
 	}
 	/* Members of one stream add up; streams run side by side: the longest is the downtime. */
 	for (size_t i = 0; i < set->n; i++) {
-		size_t first = i;
+		size_t first = first_on_stream(set, i);
 
-		for (size_t k = 0; k < i; k++)
-			if (member_stream(set->members[k]) == member_stream(set->members[i])) {
-				first = k;
-				break;
-			}
 		per_stream[first] += ns[i];
 		if (per_stream[first] > worst)
 			worst = per_stream[first];
@@ -1798,6 +1802,7 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 {
 	struct set_run run = { .set = set, .load = load };
 	uint32_t threads;
+	uint64_t budget; /* threads asked for (0: the CPUs online): decides the pipelining */
 	pthread_t *tids = NULL;
 	struct set_worker *ws = NULL;
 	size_t started = 0, n = set->n;
@@ -1807,7 +1812,7 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 	ret = VM_OPTS_VALID(set->ctx, opts, struct vfiomig_mig_set_run_opts, threads);
 	if (ret)
 		return ret;
-	threads = VM_OPTS_GET(opts, struct vfiomig_mig_set_run_opts, threads, 0);
+	threads = budget = VM_OPTS_GET(opts, struct vfiomig_mig_set_run_opts, threads, 0);
 	if (set->running)
 		return vm_err(set->ctx, -EBUSY, "device set: %s while a parallel run is in progress",
 			      what);
@@ -1835,16 +1840,11 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 	}
 	/* Group by stream, keeping the set's order within a stream: O(n^2), n is small. */
 	for (size_t i = 0, placed = 0; i < n; i++) {
-		struct vfiomig_stream *s = member_stream(set->members[i]);
-		bool seen = false;
-
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = member_stream(set->members[k]) == s;
-		if (seen)
+		if (first_on_stream(set, i) != i)
 			continue;
 		run.jobs[run.njobs].first = placed;
 		for (size_t k = i; k < n; k++)
-			if (member_stream(set->members[k]) == s)
+			if (first_on_stream(set, k) == i)
 				run.order[placed++] = k;
 		run.jobs[run.njobs].n = placed - run.jobs[run.njobs].first;
 		run.njobs++;
@@ -1868,15 +1868,13 @@ static int set_run(struct vfiomig_mig_set *set, bool load, const struct vfiomig_
 	 * Threads to spare (at least two per stream): each v2 member's
 	 * stop-copy pipelines, a reader thread on its data_fd.
 	 */
-	{
+	if (!budget) {
 		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-		uint64_t budget = VM_OPTS_GET(opts, struct vfiomig_mig_set_run_opts, threads, 0);
 
-		if (!budget)
-			budget = cpus > 0 ? (uint64_t)cpus : 1;
-		for (size_t i = 0; i < n; i++)
-			set->members[i]->pipeline = !load && budget >= 2 * run.njobs;
+		budget = cpus > 0 ? (uint64_t)cpus : 1;
 	}
+	for (size_t i = 0; i < n; i++)
+		set->members[i]->pipeline = !load && budget >= 2 * run.njobs;
 	for (size_t i = 0; i < n; i++)
 		set->members[i]->set_aborted = false;
 	set->running = true;
