@@ -438,22 +438,31 @@ static void seen_log(void *user, int prio, const char *msg)
 	logcap_fn(s->next, prio, msg);
 }
 
-/* One save member and one load member, on one memory pipe. */
-static void pair_open(struct vfiomig_sim_device **sd, struct vfiomig_device **dev,
-		      struct vfiomig_mig **m, struct vfiomig_mig_set **set)
-{
-	static const char *const names[2] = { "0000:50:00.0", "0000:51:00.0" };
+static const char *const pair_names[2] = { "0000:50:00.0", "0000:51:00.0" };
 
+/* Open the pair's devices, a save on the first and a load on the second, each in a set of its own. */
+static void pair_attach(struct vfiomig_device **dev, struct vfiomig_mig **m,
+			struct vfiomig_mig_set **set)
+{
 	for (int i = 0; i < 2; i++) {
-		VFIOMIG_OPTS(sim_device_opts, so, .name = names[i], .migration = MIG_ALL,
-			     .state_size = 4 * STATE);
-		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd[i]), 0);
-		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &dev[i]), 0);
+		cr_assert_eq(vfiomig_device_open(env.ctx, pair_names[i], NULL, &dev[i]), 0);
 		cr_assert_eq(vfiomig_mig_new(dev[i], i ? VFIOMIG_ROLE_LOAD : VFIOMIG_ROLE_SAVE, NULL,
 					     &m[i]), 0);
 		cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set[i]), 0);
 		cr_assert_eq(vfiomig_mig_set_add(set[i], m[i]), 0);
 	}
+}
+
+/* One save member and one load member (the source's state all written), for one memory pipe. */
+static void pair_open(struct vfiomig_sim_device **sd, struct vfiomig_device **dev,
+		      struct vfiomig_mig **m, struct vfiomig_mig_set **set)
+{
+	for (int i = 0; i < 2; i++) {
+		VFIOMIG_OPTS(sim_device_opts, so, .name = pair_names[i], .migration = MIG_ALL,
+			     .state_size = 4 * STATE);
+		cr_assert_eq(vfiomig_sim_device_add(env.sim, &so, &sd[i]), 0);
+	}
+	pair_attach(dev, m, set);
 	cr_assert_eq(vfiomig_sim_device_run(sd[0], 4 * STATE / 4096), 0);
 }
 
@@ -491,15 +500,7 @@ Test(parallel, a_lone_devices_stop_copy_pipelines_when_threads_allow)
 	vfiomig_stream_free(s);
 
 	/* threads = 2 for one stream: the reader thread and the worker. */
-	for (int i = 0; i < 2; i++) {
-		static const char *const names[2] = { "0000:50:00.0", "0000:51:00.0" };
-
-		cr_assert_eq(vfiomig_device_open(env.ctx, names[i], NULL, &dev[i]), 0);
-		cr_assert_eq(vfiomig_mig_new(dev[i], i ? VFIOMIG_ROLE_LOAD : VFIOMIG_ROLE_SAVE, NULL,
-					     &m[i]), 0);
-		cr_assert_eq(vfiomig_mig_set_new(env.ctx, &set[i]), 0);
-		cr_assert_eq(vfiomig_mig_set_add(set[i], m[i]), 0);
-	}
+	pair_attach(dev, m, set);
 	cr_assert_eq(vfiomig_sim_device_run(sd[0], 100), 0);
 	cr_assert_eq(vfiomig_stream_mem_pipe_new(env.ctx, &s), 0);
 	cr_assert_eq(vfiomig_mig_save_setup(m[0], s), 0);
@@ -554,4 +555,46 @@ Test(parallel, a_device_failing_under_the_pipeline_is_put_back_with_one_err_line
 	vfiomig_ctx_set_log_fn(env.ctx, logcap_fn, &env.log);
 	pair_close(dev, m, set);
 	vfiomig_stream_free(s);
+}
+
+Test(parallel, a_member_that_cannot_be_quiesced_fails_the_set_before_any_is_stopped)
+{
+	struct tap tap[NDEV] = { 0 };
+	struct vfiomig_stream *s[NDEV];
+	void *before[NDEV];
+	size_t len[NDEV];
+	struct vm src;
+	int ret;
+
+	vm_open(&src, 0x10, VFIOMIG_ROLE_SAVE);
+	for (int i = 0; i < NDEV; i++)
+		s[i] = tap_stream(&tap[i]);
+	vm_precopy(&src, s);
+	for (int i = 0; i < NDEV; i++)
+		before[i] = snapshot(src.sd[i], &len[i]);
+	/* Member 2 refuses PRE_COPY -> PRE_COPY_P2P: the set cannot be quiesced. */
+	cr_assert_eq(vfiomig_sim_device_fail_transition(src.sd[2],
+							VFIOMIG_DEVICE_STATE_PRE_COPY_P2P, -EIO,
+							false), 0);
+	env.log.errors = 0;
+	ret = vfiomig_mig_set_save_complete(src.set, NULL);
+	cr_assert_eq(ret, -EIO, "%d: %s", ret, env.log.last_err);
+	cr_assert_eq(env.log.errors, 1, "%d ERR lines (last: %s)", env.log.errors,
+		     env.log.last_err);
+	for (int i = 0; i < NDEV; i++) {
+		cr_assert_lt(vfiomig_mig_failure(src.m[i], NULL, NULL, 0), 0, "member %d", i);
+		/* The VM is stopped: every source waits in STOP, none reached STOP_COPY's data. */
+		cr_assert_eq(vfiomig_sim_device_mig_state(src.sd[i]), VFIOMIG_DEVICE_STATE_STOP,
+			     "member %d", i);
+		cr_assert(state_is(src.sd[i], before[i], len[i]), "member %d lost its state", i);
+		free(before[i]);
+	}
+	cr_assert_eq(vfiomig_mig_set_vm_state(src.set, VFIOMIG_VM_RUNNING), 0, "%s",
+		     env.log.last_err);
+	for (int i = 0; i < NDEV; i++) {
+		cr_assert_eq(vfiomig_sim_device_mig_state(src.sd[i]), VFIOMIG_DEVICE_STATE_RUNNING);
+		vfiomig_stream_free(s[i]);
+		tap_free(&tap[i]);
+	}
+	vm_close(&src);
 }
