@@ -427,6 +427,46 @@ int vm_fmt_write_body(struct vm_fmt_writer *w, const void *buf, size_t len)
 	return 0;
 }
 
+int vm_fmt_data_window(struct vm_fmt_writer *w, size_t max, void **win, void **body)
+{
+	int err = w_ready(w, "DEV_DATA_STATE");
+	unsigned char *p;
+
+	if (!err)
+		err = w_in_phase(w, VM_FMT_DEV_DATA_STATE, true);
+	if (!err)
+		err = w_size_ok(w, VM_FMT_DEV_DATA_STATE, max);
+	if (err)
+		return err;
+	p = vm_stream_write_window(w->s, MARKER_LEN + SIZE_LEN + max);
+	if (!p)
+		return 0;
+	*win = p;
+	*body = p + MARKER_LEN + SIZE_LEN;
+	return 1;
+}
+
+int vm_fmt_commit_data(struct vm_fmt_writer *w, void *win, size_t len)
+{
+	unsigned char *p = win;
+	int err = w_ready(w, "DEV_DATA_STATE");
+
+	if (!err)
+		err = w_in_phase(w, VM_FMT_DEV_DATA_STATE, true);
+	if (!err)
+		err = w_size_ok(w, VM_FMT_DEV_DATA_STATE, len);
+	if (err)
+		return err;
+	put_be64(p, VM_FMT_DEV_DATA_STATE);
+	put_be64(p + MARKER_LEN, len);
+	w->crc = vm_crc32c(w->crc, p, MARKER_LEN + SIZE_LEN + len);
+	vm_stream_write_commit(w->s, MARKER_LEN + SIZE_LEN + len);
+	w->offset += MARKER_LEN + SIZE_LEN + len;
+	w->data_records++;
+	w->data_bytes += len;
+	return 0;
+}
+
 int vm_fmt_write_data(struct vm_fmt_writer *w, const void *buf, size_t len)
 {
 	int err = vm_fmt_begin_data(w, len);
@@ -1126,6 +1166,29 @@ int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len)
 	if (err)
 		return err;
 	r->body_left -= len;
+	return 0;
+}
+
+int vm_fmt_read_body_ptr(struct vm_fmt_reader *r, void *buf, size_t len, const void **out)
+{
+	const void *p;
+	int err = r_ready(r, "reading a record body");
+
+	if (err)
+		return err;
+	if (len > r->body_left)
+		return fmt_fail(r->s, NULL, -EINVAL,
+				"reading %zu body bytes where the record has %" PRIu64 " left", len,
+				r->body_left);
+	p = vm_stream_read_window(r->s, len);
+	if (!p) {
+		*out = buf;
+		return vm_fmt_read_body(r, buf, len);
+	}
+	r->crc = vm_crc32c(r->crc, p, len);
+	r->offset += len;
+	r->body_left -= len;
+	*out = p;
 	return 0;
 }
 

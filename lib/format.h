@@ -31,6 +31,19 @@ const char *vm_stream_desc(const struct vfiomig_stream *s);
 /* The ops->fd fast-path fd, or -ENOTSUP. */
 int vm_stream_fd(struct vfiomig_stream *s);
 
+/*
+ * No-copy access to a built-in memory stream (NULL for any other stream,
+ * a failed one, or when the bytes are not there: then use the plain
+ * read and write, which report why). A write window is len bytes at the
+ * stream's end, made part of the stream by vm_stream_write_commit(s, n),
+ * n <= len, before any other call on the stream. A read window consumes
+ * len bytes at once; it stays valid until the stream's next write.
+ */
+bool vm_stream_lends(struct vfiomig_stream *s); /* a built-in memory stream */
+void *vm_stream_write_window(struct vfiomig_stream *s, size_t len);
+void vm_stream_write_commit(struct vfiomig_stream *s, size_t n);
+const void *vm_stream_read_window(struct vfiomig_stream *s, size_t len);
+
 /* ------------------------------------------------------------- constants */
 
 #define VM_FMT_MAGIC     "\x89VFIOMIG" /* 8 bytes, no NUL in the stream */
@@ -166,6 +179,15 @@ int vm_fmt_write_data(struct vm_fmt_writer *w, const void *buf, size_t len);
  */
 int vm_fmt_begin_data(struct vm_fmt_writer *w, uint64_t size);
 int vm_fmt_write_body(struct vm_fmt_writer *w, const void *buf, size_t len);
+/*
+ * A data record built in place (memory streams, no copy): *win is a window
+ * of the stream with room for a record of up to max body bytes, whose body
+ * starts at *body; vm_fmt_commit_data() then makes it a record of len
+ * bytes. Returns 1 with the window, 0 when the stream has none (use
+ * vm_fmt_write_data), or -errno when no data record may be written now.
+ */
+int vm_fmt_data_window(struct vm_fmt_writer *w, size_t max, void **win, void **body);
+int vm_fmt_commit_data(struct vm_fmt_writer *w, void *win, size_t len);
 /* The VMM's device config blob: at most once per stream, in any phase. */
 int vm_fmt_write_config(struct vm_fmt_writer *w, const void *buf, size_t len);
 /* An optional record (VM_FMT_IS_OPTIONAL(marker)), in any phase. */
@@ -247,6 +269,12 @@ int vm_fmt_next(struct vm_fmt_reader *r, struct vm_fmt_record *rec);
 
 /* Read the next len bytes of the current record's body (len <= what is left). */
 int vm_fmt_read_body(struct vm_fmt_reader *r, void *buf, size_t len);
+/*
+ * The same, without a copy when the stream can lend its bytes (memory
+ * streams): *out points either into the stream (valid until its next
+ * write) or at buf, which then holds the bytes.
+ */
+int vm_fmt_read_body_ptr(struct vm_fmt_reader *r, void *buf, size_t len, const void **out);
 
 /* ------------------------------------------------------- the return path */
 

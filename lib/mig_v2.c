@@ -219,10 +219,12 @@ static int v2_load_chunk(struct vfiomig_mig *m, uint64_t size)
 	while (size) {
 		size_t piece = size < m->scratch_len ? (size_t)size : m->scratch_len;
 
-		ret = vm_fmt_read_body(&m->r, m->scratch, piece);
+		const void *p;
+
+		ret = vm_fmt_read_body_ptr(&m->r, m->scratch, piece, &p);
 		if (ret)
 			return ret;
-		ret = vk_write_full(m->ctx, m->data_fd, m->scratch, piece);
+		ret = vk_write_full(m->ctx, m->data_fd, p, piece);
 		if (ret)
 			return vm_err(m->ctx, ret, "device %s: write to the data_fd in RESUMING",
 				      m->dev->name);

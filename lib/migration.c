@@ -696,6 +696,40 @@ static int set_aborted(struct vfiomig_mig *m)
 }
 
 /*
+ * One chunk read by the device straight into a memory stream (v2: the
+ * data_fd is read into the stream's buffer, then closed as a record in
+ * place). Returns 1 when the stream lends no window (the caller copies),
+ * else 0 with *n the bytes moved (0: the device had no more) or -errno.
+ */
+static int save_chunk_direct(struct vfiomig_mig *m, ssize_t *n)
+{
+	void *win = NULL, *body = NULL, *own = m->scratch;
+	const void *p = NULL;
+	int ret;
+
+	if (m->proto != &vm_proto_v2)
+		return 1; /* v1 grows and reuses its own buffer */
+	ret = vm_fmt_data_window(&m->w, m->scratch_len, &win, &body);
+	if (ret == 0)
+		return 1;
+	if (ret < 0) {
+		*n = ret;
+		return 0;
+	}
+	m->scratch = body;
+	*n = m->proto->save_chunk(m, &p);
+	m->scratch = own;
+	if (*n <= 0)
+		return 0;
+	if (p != body)
+		memcpy(body, p, (size_t)*n);
+	ret = vm_fmt_commit_data(&m->w, win, (size_t)*n);
+	if (ret)
+		*n = ret;
+	return 0;
+}
+
+/*
  * Write device chunks into the open phase until the device has none, the
  * budget is spent or the deadline (monotonic ns, 0: none) has passed.
  */
@@ -714,12 +748,16 @@ static int move_chunks(struct vfiomig_mig *m, uint64_t budget, uint64_t deadline
 			return set_aborted(m);
 		if (deadline && *moved && vm_now_ns() >= deadline)
 			return 1; /* at least one chunk per round: progress is guaranteed */
-		n = m->proto->save_chunk(m, &p);
+		ret = 0;
+		if (save_chunk_direct(m, &n)) {
+			n = m->proto->save_chunk(m, &p);
+			if (n > 0)
+				ret = vm_fmt_write_data(&m->w, p, (size_t)n);
+		}
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
 			return 0;
-		ret = vm_fmt_write_data(&m->w, p, (size_t)n);
 		if (ret)
 			return ret;
 		*moved += (uint64_t)n;
@@ -969,7 +1007,8 @@ static int save_complete(struct vfiomig_mig *m, struct vfiomig_stream *out)
 	ret = enter_stopcopy(m);
 	if (!ret)
 		ret = vm_fmt_begin_phase(&m->w, VM_FMT_PHASE_STOPCOPY);
-	if (!ret && m->pipeline && m->proto == &vm_proto_v2) {
+	/* A memory stream takes the device's bytes in place: nothing to overlap. */
+	if (!ret && m->pipeline && m->proto == &vm_proto_v2 && !vm_stream_lends(out)) {
 		ret = move_chunks_pipelined(m, &moved);
 		if (ret == 1) /* no reader thread: done here */
 			ret = move_chunks(m, 0, 0, &moved);

@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -475,9 +476,13 @@ fail:
 
 /* ------------------------------------------------------- memory streams */
 
-static ssize_t mem_write(void *user, const void *buf, size_t len)
+/*
+ * Room for len more bytes at the end of a memory stream's buffer: a pipe
+ * drops what was read, a growable stream grows. Returns the room there is
+ * (less than len only for a fixed buffer), or -ENOMEM.
+ */
+static ssize_t mem_make_room(struct mem_stream *m, size_t len)
 {
-	struct mem_stream *m = user;
 	size_t room;
 
 	if (m->pipe && m->rpos) {
@@ -512,10 +517,20 @@ static ssize_t mem_write(void *user, const void *buf, size_t len)
 		m->cap = cap;
 		room = cap - m->len;
 	}
+	return (ssize_t)(room > SSIZE_MAX ? SSIZE_MAX : room);
+}
+
+static ssize_t mem_write(void *user, const void *buf, size_t len)
+{
+	struct mem_stream *m = user;
+	ssize_t room = mem_make_room(m, len);
+
+	if (room < 0)
+		return room;
 	if (room == 0)
 		return -ENOSPC;
-	if (len > room)
-		len = room;
+	if (len > (size_t)room)
+		len = (size_t)room;
 	memcpy(m->buf + m->len, buf, len);
 	m->len += len;
 	return (ssize_t)len;
@@ -534,6 +549,60 @@ static ssize_t mem_read(void *user, void *buf, size_t len)
 	if (m->pipe && m->rpos == m->len)
 		m->rpos = m->len = 0; /* all read: the next write starts at the front again */
 	return (ssize_t)len;
+}
+
+/*
+ * The windows: the migration's data path reads a device's data_fd straight
+ * into a memory stream and writes the data_fd straight from one, so memory
+ * streams cost no copy of their own (docs/ARCHITECTURE.md, "The data path").
+ */
+static struct mem_stream *mem_of(struct vfiomig_stream *s, bool write)
+{
+	if (!s || s->kind != STREAM_MEM || s->err)
+		return NULL;
+	if (write ? !s->ops.write : !s->ops.read)
+		return NULL;
+	return &s->u.mem;
+}
+
+bool vm_stream_lends(struct vfiomig_stream *s)
+{
+	return mem_of(s, true) || mem_of(s, false);
+}
+
+void *vm_stream_write_window(struct vfiomig_stream *s, size_t len)
+{
+	struct mem_stream *m = mem_of(s, true);
+	ssize_t room;
+
+	if (!m || !len)
+		return NULL;
+	room = mem_make_room(m, len);
+	if (room < 0 || (size_t)room < len)
+		return NULL; /* the plain write reports what is wrong */
+	return m->buf + m->len;
+}
+
+void vm_stream_write_commit(struct vfiomig_stream *s, size_t n)
+{
+	s->u.mem.len += n;
+	s->written += n;
+}
+
+const void *vm_stream_read_window(struct vfiomig_stream *s, size_t len)
+{
+	struct mem_stream *m = mem_of(s, false);
+	const void *p;
+
+	if (!m || !len || m->len - m->rpos < len)
+		return NULL; /* the plain read reports a short stream */
+	p = m->buf + m->rpos;
+	m->rpos += len;
+	s->nread += len;
+	/* Like mem_read, a drained pipe starts at the front again; p stays valid until the next write. */
+	if (m->pipe && m->rpos == m->len)
+		m->rpos = m->len = 0;
+	return p;
 }
 
 static int mem_stream_new(struct vfiomig_ctx *ctx, struct mem_stream init, bool writable,

@@ -1648,3 +1648,182 @@ Test(mig, return_path_reader_refuses_what_cannot_be_a_message)
 	cr_assert(strstr(env.log.last_err, "before this save completed"), "%s", env.log.last_err);
 	pair_close(&p);
 }
+
+/*
+ * Memory streams cost no copy of their own: the device's data_fd is read
+ * straight into a memory stream and written straight from one. A spy on
+ * the kernel's read and write says where the bytes went; the stream must
+ * be the one the copying path writes, byte for byte.
+ */
+static struct {
+	const unsigned char *lo, *hi; /* the caller's memory */
+	unsigned int inside, outside;
+} spy;
+
+static void spy_note(const void *buf, ssize_t n)
+{
+	const unsigned char *p = buf;
+
+	if (n <= 0)
+		return;
+	if (p >= spy.lo && p + n <= spy.hi)
+		spy.inside++;
+	else
+		spy.outside++;
+}
+
+static ssize_t spy_read(void *user, int fd, void *buf, size_t len)
+{
+	ssize_t n = vfiomig_sim_kernel_ops()->read(user, fd, buf, len);
+
+	spy_note(buf, n);
+	return n;
+}
+
+static ssize_t spy_write(void *user, int fd, const void *buf, size_t len)
+{
+	ssize_t n = vfiomig_sim_kernel_ops()->write(user, fd, buf, len);
+
+	spy_note(buf, n);
+	return n;
+}
+
+static void spy_on(const void *buf, size_t len)
+{
+	spy.lo = buf;
+	spy.hi = spy.lo + len;
+	spy.inside = spy.outside = 0;
+}
+
+/* Save sd (opened through ctx) into s; the stream's bytes are left in s. */
+static int save_into(struct vfiomig_ctx *ctx, const char *name, struct vfiomig_stream *s)
+{
+	VFIOMIG_OPTS(mig_opts, o, .chunk_size = 64 * 1024);
+	struct vfiomig_device *dev;
+	struct vfiomig_mig *m;
+	int ret;
+
+	cr_assert_eq(vfiomig_device_open(ctx, name, NULL, &dev), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_SAVE, &o, &m), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_save_setup(m, s), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_STOPPED), 0);
+	ret = vfiomig_mig_save_complete(m, s);
+	/* Whatever happened, the VM runs on with the device: the source is never lost. */
+	cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	vfiomig_mig_free(m);
+	vfiomig_device_close(dev);
+	return ret;
+}
+
+Test(mig, memory_streams_take_the_device_bytes_in_place)
+{
+	static struct vfiomig_kernel_ops ops;
+	const size_t state = 512 * 1024, room = state + 64 * 1024 + 4096;
+	struct vfiomig_sim_device *src = sim_dev("0000:61:00.0", VFIOMIG_SIM_MIG_V2, state);
+	struct vfiomig_sim_device *dst = sim_dev("0000:62:00.0", VFIOMIG_SIM_MIG_V2, state);
+	struct vfiomig_stream *relay = relay_new(env.ctx), *s;
+	unsigned char *copied, *direct = malloc(room);
+	struct vfiomig_device *dev;
+	struct vfiomig_mig *m;
+	struct vfiomig_ctx *ctx;
+	size_t len, snap_len;
+	void *snap;
+
+	ops = *vfiomig_sim_kernel_ops();
+	ops.read = spy_read;
+	ops.write = spy_write;
+	VFIOMIG_OPTS(ctx_opts, co, .log_fn = logcap_fn, .log_user = &env.log,
+		     .log_priority = VFIOMIG_LOG_INFO, .kernel_ops = &ops, .kernel_user = env.sim);
+	cr_assert_eq(vfiomig_ctx_new(&co, &ctx), 0);
+	cr_assert_not_null(direct);
+
+	/* Through callbacks: the device's bytes land in the library's buffer, then are copied. */
+	spy_on(direct, room);
+	cr_assert_eq(save_into(ctx, "0000:61:00.0", relay), 0, "%s", env.log.last);
+	cr_assert_eq(spy.inside, 0);
+	cr_assert_geq(spy.outside, state / (64 * 1024));
+	len = (size_t)vfiomig_stream_bytes_written(relay);
+	copied = malloc(len);
+	cr_assert_not_null(copied);
+	cr_assert_eq(vfiomig_stream_read(relay, copied, len), 0);
+
+	/* Into the caller's memory: every data_fd read lands there, and the stream is the same. */
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, room, 0, &s), 0);
+	spy_on(direct, room);
+	cr_assert_eq(save_into(ctx, "0000:61:00.0", s), 0, "%s", env.log.last);
+	cr_assert_eq(spy.outside, 0, "%u data_fd reads went elsewhere", spy.outside);
+	cr_assert_geq(spy.inside, state / (64 * 1024));
+	cr_assert_eq(vfiomig_stream_bytes_written(s), len);
+	cr_assert_eq(memcmp(direct, copied, len), 0, "the in-place stream differs");
+	vfiomig_stream_free(s);
+
+	/* The load writes the data_fd straight from the caller's memory. */
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, len, VFIOMIG_STREAM_MEM_READ,
+						  &s), 0);
+	cr_assert_eq(vfiomig_device_open(ctx, "0000:62:00.0", NULL, &dev), 0);
+	cr_assert_eq(vfiomig_mig_new(dev, VFIOMIG_ROLE_LOAD, NULL, &m), 0);
+	spy_on(direct, len);
+	cr_assert_eq(vfiomig_mig_load_setup(m, s), 0, "%s", env.log.last);
+	cr_assert_eq(vfiomig_mig_load(m, s), 0, "%s", env.log.last);
+	cr_assert_eq(spy.outside, 0, "%u data_fd writes came from elsewhere", spy.outside);
+	cr_assert_geq(spy.inside, state / (64 * 1024));
+	cr_assert_eq(vfiomig_mig_vm_state(m, VFIOMIG_VM_RUNNING), 0, "%s", env.log.last);
+	cr_assert(same_state(src, dst));
+	vfiomig_mig_free(m);
+	vfiomig_device_close(dev);
+	vfiomig_stream_free(s);
+
+	/* Memory that runs out: -ENOSPC, and the source keeps its state. */
+	snap = snapshot(src, &snap_len);
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, len / 2, 0, &s), 0);
+	cr_assert_eq(save_into(ctx, "0000:61:00.0", s), -ENOSPC, "%s", env.log.last);
+	cr_assert(state_is(src, snap, snap_len), "the source lost its state");
+	cr_assert_eq(vfiomig_sim_device_mig_state(src), VFIOMIG_DEVICE_STATE_RUNNING);
+	vfiomig_stream_free(s);
+
+	/*
+	 * One byte short, wherever the stream's end falls (the last data
+	 * record's, or the trailer's): -ENOSPC every time, never a byte past.
+	 */
+	for (size_t k = 1; k <= 256; k++) {
+		cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, len - k, 0, &s), 0);
+		cr_assert_eq(save_into(ctx, "0000:61:00.0", s), -ENOSPC, "%zu bytes short: %s", k,
+			     env.log.last);
+		cr_assert_leq(vfiomig_stream_bytes_written(s), len - k);
+		vfiomig_stream_free(s);
+	}
+	/*
+	 * And one byte short of the first data record's window (its 16-byte
+	 * head and a full 64 KiB chunk): found in the stream as two records
+	 * of 64 KiB in a row, marker and size alike.
+	 */
+	{
+		static const unsigned char size64k[8] = { 0, 0, 0, 0, 0, 1, 0, 0 };
+		size_t rec = 16 + 64 * 1024, first = 0;
+
+		for (size_t o = 8; o + 2 * rec <= len && !first; o++)
+			if (!memcmp(copied + o + 8, size64k, 8) &&
+			    !memcmp(copied + o + rec + 8, size64k, 8) &&
+			    !memcmp(copied + o, copied + o + rec, 8))
+				first = o;
+		cr_assert_gt(first, 0, "no 64 KiB data records in the stream");
+		cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, first + rec - 1, 0, &s), 0);
+		cr_assert_eq(save_into(ctx, "0000:61:00.0", s), -ENOSPC, "%s", env.log.last);
+		cr_assert_eq(vfiomig_stream_bytes_written(s), first + rec - 1);
+		vfiomig_stream_free(s);
+	}
+	cr_assert(state_is(src, snap, snap_len), "the source lost its state");
+
+	/* Exactly the stream's size: the last chunks no longer fit a window and are copied. */
+	cr_assert_eq(vfiomig_stream_mem_fixed_new(env.ctx, direct, len, 0, &s), 0);
+	memset(direct, 0, room);
+	cr_assert_eq(save_into(ctx, "0000:61:00.0", s), 0, "%s", env.log.last);
+	cr_assert_eq(memcmp(direct, copied, len), 0);
+	vfiomig_stream_free(s);
+
+	free(snap);
+	free(copied);
+	free(direct);
+	vfiomig_stream_free(relay);
+	vfiomig_ctx_unref(ctx);
+}

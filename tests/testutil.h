@@ -531,6 +531,50 @@ static inline void fault(struct simenv *e, uint32_t op, uint64_t nth, int err, u
 }
 
 
+/*
+ * A caller's stream over a memory pipe: the same bytes as the pipe, but
+ * through callbacks, so the library cannot lend the pipe's buffer and its
+ * data path copies (and may pipeline). vfiomig_stream_free() frees both.
+ */
+static inline ssize_t relay_write(void *user, const void *buf, size_t len)
+{
+	int ret = vfiomig_stream_write(user, buf, len);
+
+	return ret ? ret : (ssize_t)len;
+}
+
+static inline ssize_t relay_read(void *user, void *buf, size_t len)
+{
+	const void *data;
+	size_t have;
+	int ret = vfiomig_stream_mem_data(user, &data, &have);
+
+	if (ret)
+		return ret;
+	if (len > have)
+		len = have;
+	ret = len ? vfiomig_stream_read(user, buf, len) : 0;
+	return ret ? ret : (ssize_t)len;
+}
+
+static inline void relay_release(void *user)
+{
+	vfiomig_stream_free(user);
+}
+
+static inline struct vfiomig_stream *relay_new(struct vfiomig_ctx *ctx)
+{
+	static const struct vfiomig_stream_ops ops = {
+		.sz = sizeof(ops), .write = relay_write, .read = relay_read,
+		.release = relay_release,
+	};
+	struct vfiomig_stream *pipe = NULL, *s = NULL;
+
+	cr_assert_eq(vfiomig_stream_mem_pipe_new(ctx, &pipe), 0);
+	cr_assert_eq(vfiomig_stream_new(ctx, &ops, pipe, &s), 0);
+	return s;
+}
+
 /* Simulated device state: equal between two devices, a copy (free it), equal to a copy. */
 static inline bool same_state(struct vfiomig_sim_device *a, struct vfiomig_sim_device *b)
 {

@@ -124,6 +124,12 @@ VFIOMIG_API int vfiomig_stream_mem_pipe_new(struct vfiomig_ctx *ctx, struct vfio
  * stream. Without it the stream writes into buf from its start; writing
  * past len fails with -ENOSPC; reads consume what was written. buf may
  * be NULL only when len is 0. Returns 0 and *out, or -EINVAL / -ENOMEM.
+ *
+ * The built-in memory streams cost a migration no copy: a save reads the
+ * device's data straight into the buffer and a load writes the device
+ * straight from it. A save may therefore leave device bytes in the
+ * unwritten part of a writable buffer (never past len), beyond
+ * vfiomig_stream_bytes_written(): only the bytes written are the stream.
  */
 VFIOMIG_API int vfiomig_stream_mem_fixed_new(struct vfiomig_ctx *ctx, void *buf, size_t len,
 					     uint32_t flags, struct vfiomig_stream **out);
