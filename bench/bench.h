@@ -48,6 +48,38 @@ static inline double bench_median(double *v, int n)
 }
 
 /*
+ * Time a run spends on checking its result (comparing the destination
+ * with the source, putting the devices back for the next run) is not the
+ * library's: a run brackets it with bench_untimed_begin() / _end(), and
+ * bench_pair() and bench_time() leave it out.
+ */
+static double bench_untimed, bench_untimed_t0;
+
+static inline void bench_untimed_begin(void)
+{
+	bench_untimed_t0 = bench_now();
+}
+
+static inline void bench_untimed_end(void)
+{
+	bench_untimed += bench_now() - bench_untimed_t0;
+}
+
+/* Run f(user) once; its seconds, less what it spent untimed; exits 1 if it failed. */
+static inline double bench_time(int (*f)(void *), void *user)
+{
+	double t0;
+
+	bench_untimed = 0;
+	t0 = bench_now();
+	if (f(user)) {
+		fprintf(stderr, "bench: a run gave a wrong result\n");
+		exit(1);
+	}
+	return bench_now() - t0 - bench_untimed;
+}
+
+/*
  * Run lib() and base() alternately `runs` times each (BENCH_RUNS when
  * runs is 0); store the median seconds of each. A callback returns 0, or
  * non-zero when its result was wrong (the benchmark then exits 1).
@@ -62,19 +94,8 @@ static inline void bench_pair(int runs, int (*lib)(void *), int (*base)(void *),
 	if (runs > 64)
 		runs = 64;
 	for (int r = 0; r < runs; r++) {
-		double t0 = bench_now();
-
-		if (lib(user)) {
-			fprintf(stderr, "bench: a library run gave a wrong result\n");
-			exit(1);
-		}
-		a[r] = bench_now() - t0;
-		t0 = bench_now();
-		if (base && base(user)) {
-			fprintf(stderr, "bench: a baseline run gave a wrong result\n");
-			exit(1);
-		}
-		b[r] = bench_now() - t0;
+		a[r] = bench_time(lib, user);
+		b[r] = base ? bench_time(base, user) : 0;
 	}
 	*t_lib = bench_median(a, runs);
 	*t_base = base ? bench_median(b, runs) : 0;

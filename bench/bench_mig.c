@@ -11,12 +11,22 @@
  *   migrate-socketpair        source and destination in two threads over a
  *                             socketpair, vs a plain write/read loop of the
  *                             same bytes over a socketpair
- *   save-mem / load-mem       into / out of a memory pipe, vs memcpy of the
- *                             same bytes
+ *   migrate-socketpair-vmm    the same run, vs what a VMM's own loop costs
+ *                             without the library: copy out of the device,
+ *                             write(); read(), copy into the device
+ *   save-mem / load-mem       into / out of the caller's memory (a fixed
+ *                             memory stream), vs memcpy of the same bytes
+ *                             into the same memory
+ *   save-mempipe /            into / out of a memory pipe, which grows into
+ *   load-mempipe              fresh memory, vs memcpy into fresh memory
+ *                             (malloc; both pay the page faults) / out of it
  *   parallel-stopcopy-4x256M  4 devices x 256 MiB through a set, each on a
- *   parallel-load-4x256M      memory pipe of its own: parallel
+ *   parallel-load-4x256M      memory stream of its own (the caller's memory,
+ *                             touched before the runs): parallel
  *                             (vfiomig_mig_set_save_complete / _set_load,
  *                             one worker per stream) vs serial (threads = 1)
+ *   parallel-memcpy-4x256M    the same bytes memcpy'd by two threads vs one:
+ *                             the ceiling the machine's memory sets
  *   demo-pause-64M / -1G      the pause of a live migration as vfiomig demo
  *                             runs it, split into the time spent in the
  *                             kernel interface (here: the simulator) and
@@ -42,6 +52,8 @@
 
 #include <vfiomig/vfiomig.h>
 #include <vfiomig/sim.h>
+
+#include "uapi.h" /* the VFIO uAPI, for the baselines' own use of the (simulated) kernel */
 
 #define MIB (1ull << 20)
 #define DEV_STATE (256 * MIB)
@@ -185,9 +197,13 @@ static void mig_new(struct dev *d, uint32_t role, bool precopy)
 static int finish_pair(struct dev *src, struct dev *dst)
 {
 	size_t la, lb;
-	const void *a = vfiomig_sim_device_state(src->sd, &la);
-	const void *b = vfiomig_sim_device_state(dst->sd, &lb);
-	int bad = la != lb || memcmp(a, b, la) != 0;
+	const void *a, *b;
+	int bad;
+
+	bench_untimed_begin();
+	a = vfiomig_sim_device_state(src->sd, &la);
+	b = vfiomig_sim_device_state(dst->sd, &lb);
+	bad = la != lb || memcmp(a, b, la) != 0;
 
 	CHECK(vfiomig_mig_vm_state(src->m, VFIOMIG_VM_RUNNING));
 	CHECK(vfiomig_mig_vm_state(dst->m, VFIOMIG_VM_RUNNING));
@@ -196,7 +212,101 @@ static int finish_pair(struct dev *src, struct dev *dst)
 	src->m = dst->m = NULL;
 	/* The guest changes a page, so no run can pass on the previous run's state. */
 	CHECK(vfiomig_sim_device_run(src->sd, 1));
+	bench_untimed_end();
 	return bad;
+}
+
+/* ------------------------------------- a VMM without the library (baselines) */
+
+/*
+ * A device a VMM drives itself, through the same simulated kernel: the
+ * container, group and device fds, MIG_DEVICE_STATE, and its data_fd
+ * read or written in CHUNK pieces. The baselines' devices are devices of
+ * their own (a group opens once), with the same kind and state size.
+ */
+struct raw {
+	struct vfiomig_sim_device *sd;
+	int c, g, d, data;
+};
+
+static void raw_open(struct raw *r, const char *name, uint64_t state)
+{
+	char spec[256], path[32];
+	int c;
+
+	snprintf(spec, sizeof(spec), "sim:pci,name=%s,mig=v2-p2p-precopy,state=%llu%s", name,
+		 (unsigned long long)state, SIM_DEV_COST);
+	CHECK(vfiomig_sim_device_add_spec(sim, NULL, spec, &r->sd));
+	CHECK(vfiomig_sim_device_run(r->sd, state / 4096));
+	r->c = inner->open(inner_user, "/dev/vfio/vfio", O_RDWR);
+	snprintf(path, sizeof(path), "/dev/vfio/%d", vfiomig_sim_device_group(r->sd));
+	r->g = inner->open(inner_user, path, O_RDWR);
+	if (r->c < 0 || r->g < 0)
+		die("raw device: open", r->c < 0 ? r->c : r->g);
+	c = r->c;
+	CHECK(inner->ioctl(inner_user, r->g, VU_GROUP_SET_CONTAINER, &c));
+	CHECK(inner->ioctl(inner_user, r->c, VU_SET_IOMMU, (void *)(unsigned long)VU_TYPE1v2_IOMMU));
+	r->d = inner->ioctl(inner_user, r->g, VU_GROUP_GET_DEVICE_FD, (void *)name);
+	CHECK(r->d);
+	r->data = -1;
+}
+
+static void raw_state(struct raw *r, uint32_t state)
+{
+	struct {
+		struct vu_device_feature hdr;
+		struct vu_feature_mig_state st;
+	} f = {
+		.hdr = { .argsz = sizeof(f),
+			 .flags = VU_DEVICE_FEATURE_SET | VU_FEATURE_MIG_DEVICE_STATE },
+		.st = { .device_state = state, .data_fd = -1 },
+	};
+
+	CHECK(inner->ioctl(inner_user, r->d, VU_DEVICE_FEATURE, &f));
+	if (r->data >= 0)
+		inner->close(inner_user, r->data);
+	r->data = f.st.data_fd;
+}
+
+static void raw_close(struct raw *r)
+{
+	if (r->data >= 0)
+		inner->close(inner_user, r->data);
+	inner->close(inner_user, r->d);
+	inner->close(inner_user, r->g);
+	inner->close(inner_user, r->c);
+}
+
+/* Stop-and-copy into buf (room: cap): the image's bytes. */
+static uint64_t raw_save(struct raw *r, unsigned char *buf, uint64_t cap)
+{
+	uint64_t done = 0;
+	ssize_t n;
+
+	raw_state(r, VU_STATE_STOP_COPY);
+	while ((n = inner->read(inner_user, r->data, buf + done,
+				cap - done < CHUNK ? (size_t)(cap - done) : CHUNK)) > 0)
+		done += (uint64_t)n;
+	if (n < 0)
+		die("raw device: data_fd read", (int)n);
+	raw_state(r, VU_STATE_RUNNING);
+	return done;
+}
+
+static void raw_load(struct raw *r, const unsigned char *buf, uint64_t len)
+{
+	uint64_t done = 0;
+
+	raw_state(r, VU_STATE_RESUMING);
+	while (done < len) {
+		ssize_t n = inner->write(inner_user, r->data, buf + done,
+					 len - done < CHUNK ? (size_t)(len - done) : CHUNK);
+
+		if (n <= 0)
+			die("raw device: data_fd write", n ? (int)n : -EIO);
+		done += (uint64_t)n;
+	}
+	raw_state(r, VU_STATE_RUNNING); /* the device checks the image here */
 }
 
 /* ------------------------------------------------------ fd pumps (threads) */
@@ -435,6 +545,92 @@ static int base_socketpair(void *u)
 	return p.bytes != stream_len;
 }
 
+/*
+ * A VMM's loop without the library, over a socketpair: the source reads
+ * its device's data_fd and writes the socket, the destination reads the
+ * socket and writes its device's data_fd.
+ */
+static struct raw RA, RB;
+static unsigned char *rawimg; /* RA's image, as the memory baselines save it */
+static uint64_t rawimg_len;
+
+static void *vmm_dest(void *arg)
+{
+	struct pump *p = arg;
+	ssize_t n;
+
+	raw_state(&RB, VU_STATE_RESUMING);
+	p->bytes = 0;
+	while ((n = read(p->fd, p->buf, CHUNK)) > 0) {
+		if (inner->write(inner_user, RB.data, p->buf, (size_t)n) != n)
+			die("raw device: data_fd write", -EIO);
+		p->bytes += (uint64_t)n;
+	}
+	raw_state(&RB, VU_STATE_RUNNING);
+	return NULL;
+}
+
+static int base_vmm_socketpair(void *u)
+{
+	struct pump p = { .buf = scratch2 };
+	unsigned char *buf = scratch; /* a chunk buffer of its own */
+	pthread_t th;
+	uint64_t sent = 0;
+	ssize_t n;
+	int sv[2];
+
+	(void)u;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		die("socketpair", -errno);
+	p.fd = sv[1];
+	pthread_create(&th, NULL, vmm_dest, &p);
+	raw_state(&RA, VU_STATE_STOP_COPY);
+	while ((n = inner->read(inner_user, RA.data, buf, CHUNK)) > 0) {
+		if (write_all(sv[0], buf, (uint64_t)n))
+			return 1;
+		sent += (uint64_t)n;
+	}
+	raw_state(&RA, VU_STATE_RUNNING);
+	shutdown(sv[0], SHUT_WR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	return n < 0 || p.bytes != sent;
+}
+
+/* Memory: save into the caller's memory; then load from it. */
+static int lib_save_fixed(void *u)
+{
+	struct vfiomig_stream *s;
+	uint64_t n;
+
+	(void)u;
+	CHECK(vfiomig_stream_mem_fixed_new(ctx, scratch2, DEV_STATE + 16 * MIB, 0, &s));
+	mig_new(&A, VFIOMIG_ROLE_SAVE, false);
+	CHECK(vfiomig_mig_save_setup(A.m, s));
+	CHECK(vfiomig_mig_vm_state(A.m, VFIOMIG_VM_STOPPED));
+	CHECK(vfiomig_mig_save_complete(A.m, s));
+	n = vfiomig_stream_bytes_written(s);
+	vfiomig_stream_free(s);
+	return n != stream_len;
+}
+
+static int lib_load_fixed(void *u)
+{
+	struct vfiomig_stream *s;
+	int ret;
+
+	(void)u;
+	CHECK(vfiomig_stream_mem_fixed_new(ctx, scratch2, stream_len, VFIOMIG_STREAM_MEM_READ, &s));
+	mig_new(&B, VFIOMIG_ROLE_LOAD, false);
+	CHECK(vfiomig_mig_load_setup(B.m, s));
+	ret = vfiomig_mig_load(B.m, s);
+	if (ret)
+		die("load from memory", ret < 0 ? ret : -EPROTO);
+	vfiomig_stream_free(s);
+	return finish_pair(&A, &B);
+}
+
 /* Memory: save into a memory pipe; then load it. */
 static struct vfiomig_stream *mempipe;
 
@@ -464,14 +660,38 @@ static int lib_load_mem(void *u)
 	return finish_pair(&A, &B);
 }
 
-static int base_memcpy(void *u)
+static int base_raw_save(void *u)
 {
 	(void)u;
-	for (uint64_t done = 0; done < stream_len; done += CHUNK) {
-		size_t len = stream_len - done < CHUNK ? (size_t)(stream_len - done) : CHUNK;
+	rawimg_len = raw_save(&RA, rawimg, DEV_STATE + 16 * MIB);
+	return rawimg_len < DEV_STATE;
+}
 
-		memcpy(scratch2 + done % DEV_STATE, scratch + done % DEV_STATE, len);
-	}
+static int base_raw_load(void *u)
+{
+	(void)u;
+	raw_load(&RB, rawimg, rawimg_len);
+	return 0;
+}
+
+/* The same, into memory never touched before, and back out of it (then freed). */
+static unsigned char *fresh;
+
+static int base_raw_save_fresh(void *u)
+{
+	(void)u;
+	fresh = malloc(DEV_STATE + 16 * MIB);
+	if (!fresh)
+		die("malloc", -ENOMEM);
+	rawimg_len = raw_save(&RA, fresh, DEV_STATE + 16 * MIB);
+	return rawimg_len < DEV_STATE;
+}
+
+static int base_raw_load_fresh(void *u)
+{
+	(void)u;
+	raw_load(&RB, fresh, rawimg_len);
+	free(fresh);
 	return 0;
 }
 
@@ -479,10 +699,17 @@ static int base_memcpy(void *u)
 
 static struct dev S[NSET], D[NSET];
 static struct vfiomig_stream *pipes[NSET];
+/*
+ * Each member's stream is the caller's memory, touched once before the
+ * runs: what is timed is the library and the devices, not the kernel
+ * zeroing fresh pages for a growing stream (save-mempipe measures that).
+ */
+static unsigned char *member_mem[NSET];
 static double t_save_serial[BENCH_RUNS], t_save_par[BENCH_RUNS];
 static double t_load_serial[BENCH_RUNS], t_load_par[BENCH_RUNS];
+static double t_copy_serial[BENCH_RUNS], t_copy_par[BENCH_RUNS];
 
-/* One whole set migration through memory pipes; returns the stop-copy and load times. */
+/* One whole set migration through memory streams; returns the stop-copy and load times. */
 static void set_run(uint32_t threads, double *t_save, double *t_load)
 {
 	VFIOMIG_OPTS(mig_set_run_opts, ro, .threads = threads);
@@ -492,7 +719,7 @@ static void set_run(uint32_t threads, double *t_save, double *t_load)
 	CHECK(vfiomig_mig_set_new(ctx, &ss));
 	CHECK(vfiomig_mig_set_new(ctx, &ds));
 	for (int i = 0; i < NSET; i++) {
-		CHECK(vfiomig_stream_mem_pipe_new(ctx, &pipes[i]));
+		CHECK(vfiomig_stream_mem_fixed_new(ctx, member_mem[i], DEV_STATE + 16 * MIB, 0, &pipes[i]));
 		mig_new(&S[i], VFIOMIG_ROLE_SAVE, false);
 		mig_new(&D[i], VFIOMIG_ROLE_LOAD, false);
 		CHECK(vfiomig_mig_set_add(ss, S[i].m));
@@ -503,8 +730,14 @@ static void set_run(uint32_t threads, double *t_save, double *t_load)
 	t0 = bench_now();
 	CHECK(vfiomig_mig_set_save_complete(ss, &ro));
 	*t_save = bench_now() - t0;
-	for (int i = 0; i < NSET; i++)
+	for (int i = 0; i < NSET; i++) {
+		uint64_t len = vfiomig_stream_bytes_written(pipes[i]);
+
+		vfiomig_stream_free(pipes[i]);
+		CHECK(vfiomig_stream_mem_fixed_new(ctx, member_mem[i], len, VFIOMIG_STREAM_MEM_READ,
+						   &pipes[i]));
 		CHECK(vfiomig_mig_load_setup(D[i].m, pipes[i]));
+	}
 	t0 = bench_now();
 	CHECK(vfiomig_mig_set_load(ds, &ro));
 	*t_load = bench_now() - t0;
@@ -517,6 +750,35 @@ static void set_run(uint32_t threads, double *t_save, double *t_load)
 		}
 		vfiomig_stream_free(pipes[i]);
 	}
+}
+
+/*
+ * What the machine allows: the same bytes (4 x 256 MiB, memory to memory)
+ * copied by one thread and by two. A set run that is faster in parallel
+ * than this is by doing its CPU work (the CRC32C) on both cores.
+ */
+static void *copy_half(void *arg)
+{
+	long t = (long)arg;
+
+	for (int i = (int)t; i < NSET; i += 2)
+		memcpy(member_mem[i], vfiomig_sim_device_state(S[i].sd, &(size_t){ 0 }), DEV_STATE);
+	return NULL;
+}
+
+static void memcpy_scaling(double *serial, double *parallel)
+{
+	pthread_t th;
+	double t0 = bench_now();
+
+	copy_half((void *)0L);
+	copy_half((void *)1L);
+	*serial = bench_now() - t0;
+	t0 = bench_now();
+	pthread_create(&th, NULL, copy_half, (void *)1L);
+	copy_half((void *)0L);
+	pthread_join(th, NULL);
+	*parallel = bench_now() - t0;
 }
 
 /* ------------------------------------------------------------ demo pause */
@@ -622,41 +884,67 @@ int main(int argc, char **argv)
 	bench_pair(0, lib_socketpair, base_socketpair, NULL, &tl, &tb);
 	bench_line_rate("migrate-socketpair", (double)stream_len, tl,
 			"write()/read() loop over a socketpair", tb);
+	raw_open(&RA, "0000:12:00.0", DEV_STATE);
+	raw_open(&RB, "0000:13:00.0", DEV_STATE);
+	bench_pair(0, lib_socketpair, base_vmm_socketpair, NULL, &tl, &tb);
+	bench_line_rate("migrate-socketpair-vmm", (double)stream_len, tl,
+			"a VMM's own loop: data_fd read, write(); read(), data_fd write", tb);
 
 	{
-		double sv[BENCH_RUNS], lv[BENCH_RUNS], bv[BENCH_RUNS];
+		double sv[BENCH_RUNS], lv[BENCH_RUNS], bv[BENCH_RUNS], tb2;
+		double pv[BENCH_RUNS], qv[BENCH_RUNS], fi[BENCH_RUNS], fo[BENCH_RUNS];
+		double bl[BENCH_RUNS];
+
+		rawimg = malloc(DEV_STATE + 16 * MIB);
+		if (!rawimg)
+			die("malloc", -ENOMEM);
+		memset(rawimg, 0, DEV_STATE + 16 * MIB);
 
 		for (int r = 0; r < BENCH_RUNS; r++) {
-			double t0 = bench_now();
-
-			if (lib_save_mem(NULL))
-				return 1;
-			sv[r] = bench_now() - t0;
-			t0 = bench_now();
-			if (lib_load_mem(NULL))
-				return 1;
-			lv[r] = bench_now() - t0;
-			t0 = bench_now();
-			base_memcpy(NULL);
-			bv[r] = bench_now() - t0;
+			sv[r] = bench_time(lib_save_fixed, NULL);
+			lv[r] = bench_time(lib_load_fixed, NULL);
+			bv[r] = bench_time(base_raw_save, NULL);
+			bl[r] = bench_time(base_raw_load, NULL);
+			pv[r] = bench_time(lib_save_mem, NULL);
+			qv[r] = bench_time(lib_load_mem, NULL);
+			fi[r] = bench_time(base_raw_save_fresh, NULL);
+			fo[r] = bench_time(base_raw_load_fresh, NULL);
 		}
 		tl = bench_median(sv, BENCH_RUNS);
 		tl2 = bench_median(lv, BENCH_RUNS);
 		tb = bench_median(bv, BENCH_RUNS);
-		bench_line_rate("save-mem", (double)stream_len, tl, "memcpy", tb);
-		bench_line_rate("load-mem", (double)stream_len, tl2, "memcpy", tb);
+		tb2 = bench_median(bl, BENCH_RUNS);
+		bench_line_rate("save-mem", (double)stream_len, tl,
+				"a VMM's data_fd read loop into the same memory", tb);
+		bench_line_rate("load-mem", (double)stream_len, tl2,
+				"a VMM's data_fd write loop from the same memory", tb2);
+		tl = bench_median(pv, BENCH_RUNS);
+		tl2 = bench_median(qv, BENCH_RUNS);
+		tb = bench_median(fi, BENCH_RUNS);
+		tb2 = bench_median(fo, BENCH_RUNS);
+		bench_line_rate("save-mempipe", (double)stream_len, tl,
+				"the data_fd read loop into fresh memory", tb);
+		bench_line_rate("load-mempipe", (double)stream_len, tl2,
+				"the data_fd write loop from it, then free", tb2);
 	}
+	raw_close(&RA);
+	raw_close(&RB);
+	free(rawimg);
 	vfiomig_device_close(A.dev);
 	vfiomig_device_close(B.dev);
 
 	if (!quick) {
-		printf("a set of %d devices x 256 MiB, one memory pipe each, stop-and-copy only\n",
+		printf("a set of %d devices x 256 MiB, one memory stream each, stop-and-copy only\n",
 		       NSET);
 		for (int i = 0; i < NSET; i++) {
 			char sn[16], dn[16];
 
 			snprintf(sn, sizeof(sn), "0000:2%d:00.0", i);
 			snprintf(dn, sizeof(dn), "0000:3%d:00.0", i);
+			member_mem[i] = malloc(DEV_STATE + 16 * MIB);
+			if (!member_mem[i])
+				die("malloc", -ENOMEM);
+			memset(member_mem[i], 0, DEV_STATE + 16 * MIB);
 			dev_add(&S[i], sn, DEV_STATE, 0, true);
 			dev_add(&D[i], dn, DEV_STATE, 0, true);
 			CHECK(vfiomig_sim_device_run(S[i].sd, DEV_STATE / 4096));
@@ -664,7 +952,11 @@ int main(int argc, char **argv)
 		for (int r = 0; r < BENCH_RUNS; r++) {
 			set_run(1, &t_save_serial[r], &t_load_serial[r]);
 			set_run(0, &t_save_par[r], &t_load_par[r]);
+			memcpy_scaling(&t_copy_serial[r], &t_copy_par[r]);
 		}
+		bench_line_time("parallel-memcpy-4x256M", bench_median(t_copy_par, BENCH_RUNS),
+				"one thread (what 2 cores' memory allows)",
+				bench_median(t_copy_serial, BENCH_RUNS));
 		bench_line_time("parallel-stopcopy-4x256M", bench_median(t_save_par, BENCH_RUNS),
 				"serial (threads = 1)", bench_median(t_save_serial, BENCH_RUNS));
 		bench_line_time("parallel-load-4x256M", bench_median(t_load_par, BENCH_RUNS),
@@ -672,6 +964,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < NSET; i++) {
 			vfiomig_device_close(S[i].dev);
 			vfiomig_device_close(D[i].dev);
+			free(member_mem[i]);
 		}
 	}
 
